@@ -1,0 +1,226 @@
+"""The explanation callback: over the test loop, explain every clip with each method, build the 14
+masks, score them with the 7 metrics, and write results, per-clip values, audio and figures."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from explain import MASK_NAMES, METRIC_NAMES, METRICS, apply_mask, make_masks, make_method, parse_methods
+from explain.metrics import USES_MASKED_OUT
+
+from .outputs import (CLIP_COLUMNS, RESULT_COLUMNS, save_figure, spectrogram_figure, write_csv, write_json,
+                      write_wav)
+
+log = logging.getLogger(__name__)
+
+
+def predict_probs(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Softmax probabilities of ``x`` (N, 1, T, F), in chunks of ``batch_size``."""
+    with torch.no_grad():
+        return torch.cat([model(chunk).float().softmax(-1) for chunk in x.split(batch_size)])
+
+
+class ExplainCallback(Callback):
+    """Explains the test loop.
+
+    Args:
+        methods: names (``saliency``, ``gradcam``, ``lime``, ``shap``), a comma list, or ``all``.
+        seed: seed of the random methods (LIME patterns); each clip's seed also depends on its file name.
+        batch_size: spectrograms per model call (perturbations, masked inputs, SHAP background rows).
+        lime_samples: LIME perturbations per clip (the protocol's 1000).
+        shap_background_per_class, shap_background_size: SHAP's background: that many training clips
+            per class, at most that many in all (the protocol's 2 and 100).
+        options: further keyword options per method, e.g. ``{"lime": {"kernel_width": 0.25}}``.
+        masks: which of the 14 masks to score (default all).
+        conciseness_on: ``mask`` (as the published numbers) or ``attribution``: what SPS and COMP measure.
+        examples: how many test clips (the first ones) get audio and figures for every method and mask.
+        output_dir: where files go; default ``<trainer.default_root_dir>/explain``.
+        model_name: label of the model in the results; default the feature type (``mel`` or ``stft``).
+    """
+
+    def __init__(self, methods: Union[str, list[str], None] = None, seed: int = 0, batch_size: int = 64,
+                 lime_samples: int = 1000, shap_background_per_class: int = 2, shap_background_size: int = 100,
+                 options: Optional[dict[str, dict]] = None, masks: Optional[list[str]] = None,
+                 conciseness_on: str = "mask", examples: int = 8, output_dir: Optional[str] = None,
+                 model_name: Optional[str] = None):
+        super().__init__()
+        if conciseness_on not in ("mask", "attribution"):
+            raise ValueError(f"conciseness_on must be 'mask' or 'attribution', got {conciseness_on!r}")
+        self.methods = parse_methods(methods) if methods else []
+        self.seed, self.batch_size = seed, batch_size
+        self.lime_samples = lime_samples
+        self.shap_background_per_class, self.shap_background_size = shap_background_per_class, shap_background_size
+        self.options = options or {}
+        self.masks = tuple(masks) if masks else MASK_NAMES
+        make_masks(torch.zeros(1, 2), self.masks)  # fails early on an unknown mask name
+        self.conciseness_on, self.examples = conciseness_on, examples
+        self.output_dir, self.model_name = output_dir, model_name
+
+    def set_methods(self, methods: Union[str, list[str]]) -> None:
+        self.methods = parse_methods(methods)
+
+    def apply_to_trainer(self, trainer: "L.Trainer") -> None:
+        """Gradient methods need autograd inside ``test``, which Lightning runs in inference mode."""
+        trainer.test_loop.inference_mode = False
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def _method_kwargs(self, name: str) -> dict:
+        kw = {"batch_size": self.batch_size, "seed": self.seed}
+        if name == "lime":
+            kw["num_samples"] = self.lime_samples
+        if name == "shap":
+            kw.update(background_per_class=self.shap_background_per_class,
+                      background_size=self.shap_background_size)
+        return {**kw, **self.options.get(name, {})}
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "test":
+            return
+        if not self.methods:
+            raise ValueError("ExplainCallback has no methods; pass --explain with a comma list or 'all'")
+        self.apply_to_trainer(trainer)
+        self.model = pl_module.spectrogram_model
+        self.features = pl_module.features
+        self.model_label = self.model_name or getattr(self.features, "kind", "model")
+        self.out = Path(self.output_dir or Path(trainer.default_root_dir) / "explain")
+        self._methods = {n: make_method(n, self.model, **self._method_kwargs(n)) for n in self.methods}
+        self._metrics = {(m, k): {name: cls().to(pl_module.device) for name, cls in METRICS.items()}
+                         for m in self.methods for k in self.masks}
+        self._clips: list[tuple] = []  # (clip, true, pred) in test order
+        self._values: dict[str, list[torch.Tensor]] = {m: [] for m in self.methods}  # (K, B, 7) per batch
+        self._scenario = "clean"
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        for name, method in self._methods.items():
+            if method.needs_background:
+                method.set_background(self._background(trainer, pl_module, method))
+
+    def _background(self, trainer, pl_module, method) -> torch.Tensor:
+        dm = trainer.datamodule
+        if dm is None or not hasattr(dm, "background"):
+            raise ValueError(f"{method.name} needs a background from the training folds: use ESC50DataModule")
+        bg = dm.background(method.background_per_class, method.background_size)
+        wave = bg["waveform"].to(pl_module.device)
+        with torch.no_grad():
+            spec = torch.cat([self.features(w) for w in wave.split(self.batch_size)])
+        log.info("%s background: %d training clips", method.name, len(spec))
+        return spec
+
+    # -- per batch --------------------------------------------------------------------------------
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        wave, ids = batch["waveform"], list(batch["filename"])
+        self._scenario = batch["scenario"][0] if "scenario" in batch else "clean"
+        with torch.no_grad():
+            x, phase = self.features(wave, return_phase=True)
+        probs = predict_probs(self.model, x, self.batch_size)
+        pred = probs.argmax(-1)
+        self._clips += list(zip(ids, batch["target"].tolist(), pred.tolist()))
+        example = [i for i, idx in enumerate(batch["index"].tolist()) if idx < self.examples]
+        for name, method in self._methods.items():
+            with torch.enable_grad():
+                attr = method.attribute(x.detach(), pred, ids=ids).detach()
+            masks = make_masks(attr, self.masks)  # (K, B, 1, T, F)
+            k, b = masks.shape[:2]
+            x_in, x_out = apply_mask(x.unsqueeze(0), masks)
+            p_in = predict_probs(self.model, x_in.flatten(0, 1), self.batch_size).view(k, b, -1)
+            p_out = predict_probs(self.model, x_out.flatten(0, 1), self.batch_size).view(k, b, -1)
+            concise = masks if self.conciseness_on == "mask" else attr.unsqueeze(0).expand_as(masks)
+            values = torch.empty(k, b, len(METRIC_NAMES), dtype=torch.float64, device=x.device)
+            for ki, mask_name in enumerate(self.masks):
+                for mi, (metric_name, metric) in enumerate(self._metrics[(name, mask_name)].items()):
+                    if metric_name in ("SPS", "COMP"):
+                        metric.update(concise[ki])
+                    else:
+                        metric.update(probs, (p_out if metric_name in USES_MASKED_OUT else p_in)[ki], pred)
+                    values[ki, :, mi] = metric.last
+            self._values[name].append(values.cpu())
+            if example:
+                self._save_examples(trainer, name, [ids[i] for i in example], x[example], x_in[:, example],
+                                    x_out[:, example], phase[example], wave.shape[-1])
+
+    # -- examples ---------------------------------------------------------------------------------
+    def _save_examples(self, trainer, method: str, ids, x, x_in, x_out, phase, length: int) -> None:
+        feats = self.features
+        sr = feats.sample_rate
+        freqs = feats.bin_frequencies()
+        with torch.no_grad():
+            original = feats.inverse(x, phase, length)
+            rebuilt_in = feats.inverse(x_in.flatten(0, 1), phase.repeat(len(self.masks), 1, 1), length)
+            rebuilt_out = feats.inverse(x_out.flatten(0, 1), phase.repeat(len(self.masks), 1, 1), length)
+        rebuilt_in = rebuilt_in.view(len(self.masks), len(ids), -1)
+        rebuilt_out = rebuilt_out.view(len(self.masks), len(ids), -1)
+        duration = length / sr
+        for j, cid in enumerate(ids):
+            folder = self.out / "examples" / Path(cid).stem
+            write_wav(folder / "original.wav", original[j], sr)
+            for ki, mask in enumerate(self.masks):
+                base = folder / method / mask
+                write_wav(base.with_name(f"{mask}_in.wav"), rebuilt_in[ki, j], sr)
+                write_wav(base.with_name(f"{mask}_out.wav"), rebuilt_out[ki, j], sr)
+                fig = spectrogram_figure([("original", x[j, 0]), (f"masked in ({mask})", x_in[ki, j, 0]),
+                                          ("masked out", x_out[ki, j, 0])], freqs, duration,
+                                         f"{cid}: {method}, {mask}")
+                save_figure(fig, base.with_suffix(".png"))
+
+    # -- end ----------------------------------------------------------------------------------------
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        results = []
+        for name in self.methods:
+            for mask in self.masks:
+                metrics = self._metrics[(name, mask)]
+                n = int(metrics["FF"].count)
+                results.append([self.model_label, self._scenario, name, mask, n]
+                               + [float(metrics[m].compute()) for m in METRIC_NAMES])
+        self.results = results
+        if trainer.is_global_zero:
+            self._write(trainer, results)
+            self._log(trainer, results)
+
+    def per_clip_rows(self) -> list[list]:
+        rows = []
+        for name in self.methods:
+            if not self._values[name]:
+                continue
+            values = torch.cat(self._values[name], dim=1)  # (K, N, 7)
+            for ki, mask in enumerate(self.masks):
+                for ci, (clip, true, pred) in enumerate(self._clips):
+                    rows.append([clip, true, pred, int(true == pred), name, mask] + values[ki, ci].tolist())
+        return rows
+
+    def _write(self, trainer, results: Sequence[list]) -> None:
+        write_csv(self.out / "results.csv", RESULT_COLUMNS, results)
+        write_csv(self.out / "per_clip.csv", CLIP_COLUMNS, self.per_clip_rows())
+        write_json(self.out / "run.json", {
+            "model": self.model_label, "scenario": self._scenario, "methods": self.methods, "masks": list(self.masks),
+            "options": {n: m.options() for n, m in self._methods.items()}, "conciseness_on": self.conciseness_on,
+            "ckpt_path": getattr(trainer, "ckpt_path", None), "clips": len(self._clips),
+        })
+        print(f"explanation results: {self.out / 'results.csv'} (per clip: {self.out / 'per_clip.csv'}; "
+              f"audio and figures: {self.out / 'examples'})")
+
+    def _log(self, trainer, results: Sequence[list]) -> None:
+        scalars = {f"explain/{r[1]}/{r[2]}/{r[3]}/{m}": r[5 + i]
+                   for r in results for i, m in enumerate(METRIC_NAMES)}
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars)
+            if type(logger).__name__ == "WandbLogger":
+                self._log_wandb(logger, results)
+
+    def _log_wandb(self, logger, results) -> None:
+        run = logger.experiment
+        run.config.update({"explain": {"model": self.model_label, "scenario": self._scenario,
+                                       "methods": self.methods}}, allow_val_change=True)
+        run.tags = tuple(dict.fromkeys((*(run.tags or ()), self.model_label, self._scenario, *self.methods)))
+        logger.log_table("explain/results", columns=RESULT_COLUMNS, data=[list(r) for r in results])
+        examples = self.out / "examples"
+        for png in sorted(examples.glob("*/*/*.png")):
+            key = f"examples/{png.parent.parent.name}/{png.parent.name}/{png.stem}"
+            logger.log_image(key, [str(png)])
+            logger.log_audio(key + "/audio", [str(png.with_name(f"{png.stem}_in.wav")),
+                                              str(png.with_name(f"{png.stem}_out.wav"))],
+                             caption=["masked in", "masked out"])

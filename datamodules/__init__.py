@@ -1,0 +1,6 @@
+"""Waveforms in: ESC-50 (or its synthetic stand-in), noise scenarios, downloads."""
+from .esc50 import ESC50DataModule
+from .noise import SCENARIOS, TrainNoise
+from .synthetic import read_signatures, write_synthetic_esc50
+
+__all__ = ["ESC50DataModule", "SCENARIOS", "TrainNoise", "read_signatures", "write_synthetic_esc50"]

@@ -1,0 +1,202 @@
+"""ESC-50 as a LightningDataModule: folds, the protocol's audio, noise, and SHAP's background."""
+from __future__ import annotations
+
+import csv
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .audio import DURATION, SAMPLE_RATE, load_clip
+from .download import DownloadError, download, extract_zip_into
+from .noise import TestNoise, TrainNoise
+from .synthetic import write_synthetic_esc50
+
+ESC50_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
+REQUIRED_COLUMNS = ("filename", "fold", "target", "category")
+
+
+def read_metadata(root: Path) -> list[dict]:
+    meta = root / "meta" / "esc50.csv"
+    with open(meta, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{meta} lacks the column(s) {missing}; it must have the ESC-50 columns "
+                             f"filename,fold,target,category,esc10,src_file,take")
+        rows = []
+        for i, r in enumerate(reader, start=2):
+            try:
+                rows.append({"filename": r["filename"], "fold": int(r["fold"]), "target": int(r["target"]),
+                             "category": r["category"]})
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{meta}, line {i}: fold and target must be integers ({err})") from err
+    if not rows:
+        raise ValueError(f"{meta} lists no clips")
+    return rows
+
+
+class ClipDataset(Dataset):
+    """Clips of the given metadata rows; each item is a dict that carries its file name and scenario."""
+
+    def __init__(self, root: Path, rows: list[dict], sample_rate: int = SAMPLE_RATE, duration: float = DURATION,
+                 test_noise: Optional[TestNoise] = None, train_noise: Optional[TrainNoise] = None, seed: int = 0):
+        self.root, self.rows = root, rows
+        self.sample_rate, self.duration = sample_rate, duration
+        self.test_noise, self.train_noise = test_noise, train_noise
+        self.scenario = test_noise.label if test_noise is not None else "clean"
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.rows[i]
+        wave = load_clip(self.root / "audio" / row["filename"], self.sample_rate, self.duration)
+        if self.train_noise is not None:
+            rng = random.Random(hash((self.seed, self.epoch, i)))
+            wave = self.train_noise(wave, rng, self.sample_rate)
+        if self.test_noise is not None:
+            wave = self.test_noise(wave)
+        return {"waveform": wave, "target": row["target"], "filename": row["filename"],
+                "scenario": self.scenario, "index": i}
+
+
+class ESC50DataModule(L.LightningDataModule):
+    """ESC-50 in its own layout (``audio/*.wav``, ``meta/esc50.csv``) under ``root``.
+
+    Args:
+        root: dataset folder.
+        download: fetch and extract the archive from ``url`` when ``root`` has no dataset.
+        synthetic: write the built-in synthetic dataset to ``root`` when it has none (quickstart).
+        train_folds, val_folds, test_folds: the split by the metadata's fold column.
+        test_noise: ``white``, ``room``, ``horse`` (files in ``noise_dir``) or a path to any audio file;
+            mixed into every validation/test clip as the study did. None for clean data.
+        train_noise: random background augmentation for training clips.
+    """
+
+    def __init__(self, root: str = "data/ESC-50", download: bool = False, url: str = ESC50_URL,
+                 synthetic: bool = False, train_folds: list[int] = [1, 2, 3], val_folds: list[int] = [4],
+                 test_folds: list[int] = [5], batch_size: int = 32, num_workers: int = 0,
+                 sample_rate: int = SAMPLE_RATE, duration: float = DURATION, test_noise: Optional[str] = None,
+                 noise_dir: str = "data/noises", train_noise: Optional[TrainNoise] = None,
+                 seed: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.train_noise = train_noise
+        self.rows: list[dict] | None = None
+        self._test_noise: TestNoise | None = None
+        self.train_set = self.val_set = self.test_set = None
+
+    # -- data on disk ---------------------------------------------------------------------------
+    def _has_dataset(self) -> bool:
+        return (self.root / "meta" / "esc50.csv").is_file()
+
+    def prepare_data(self) -> None:
+        if self._has_dataset():
+            return
+        if self.hparams.synthetic:
+            write_synthetic_esc50(self.root, sample_rate=self.hparams.sample_rate, duration=self.hparams.duration,
+                                  seed=self.hparams.seed)
+            return
+        if not self.hparams.download:
+            raise FileNotFoundError(self._missing_message())
+        if self.root.exists() and any(self.root.iterdir()):
+            raise FileExistsError(f"{self.root} exists but holds no meta/esc50.csv; move it away or point "
+                                  f"--data.root at the ESC-50 folder")
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        archive = self.root.parent / "ESC-50-master.zip"
+        try:
+            download(self.hparams.url, archive, manual_hint=self._missing_message(short=True))
+            extract_zip_into(archive, self.root, "meta/esc50.csv")
+        except DownloadError:
+            archive.unlink(missing_ok=True)
+            raise
+        archive.unlink(missing_ok=True)
+
+    def _missing_message(self, short: bool = False) -> str:
+        place = (f"place ESC-50 at {self.root} (so that {self.root}/meta/esc50.csv and {self.root}/audio/ "
+                 f"exist; the archive is {self.hparams.url})")
+        if short:
+            return place
+        return (f"no ESC-50 dataset at {self.root} (missing {self.root / 'meta' / 'esc50.csv'}). Either {place}, "
+                f"or let the tool fetch it with --data.download true (needs network; about 600 MB).")
+
+    def _load_rows(self) -> list[dict]:
+        if not self._has_dataset():
+            raise FileNotFoundError(self._missing_message())
+        rows = read_metadata(self.root)
+        known = sorted({r["fold"] for r in rows})
+        for name in ("train_folds", "val_folds", "test_folds"):
+            bad = [f for f in getattr(self.hparams, name) if f not in known]
+            if bad:
+                raise ValueError(f"--data.{name}: unknown fold(s) {bad}; {self.root / 'meta' / 'esc50.csv'} "
+                                 f"has folds {known}")
+        absent = [r["filename"] for r in rows if not (self.root / "audio" / r["filename"]).is_file()]
+        if absent:
+            raise FileNotFoundError(f"{len(absent)} clip(s) listed in {self.root / 'meta' / 'esc50.csv'} are not in "
+                                    f"{self.root / 'audio'}: {', '.join(absent[:5])}"
+                                    f"{' ...' if len(absent) > 5 else ''}. Restore them or remove their rows.")
+        return rows
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.rows is None:
+            self.rows = self._load_rows()
+        hp = self.hparams
+        if hp.test_noise and self._test_noise is None:
+            self._test_noise = TestNoise(hp.test_noise, hp.noise_dir, hp.sample_rate, hp.duration)
+        self.train_set = self._dataset(hp.train_folds, train_noise=self.train_noise)
+        self.val_set = self._dataset(hp.val_folds, test_noise=self._test_noise)
+        self.test_set = self._dataset(hp.test_folds, test_noise=self._test_noise)
+
+    def _dataset(self, folds: list[int], **kw) -> ClipDataset:
+        rows = [r for r in self.rows if r["fold"] in folds]
+        return ClipDataset(self.root, rows, self.hparams.sample_rate, self.hparams.duration, seed=self.hparams.seed, **kw)
+
+    @property
+    def scenario(self) -> str:
+        return self._test_noise.label if self._test_noise is not None else "clean"
+
+    @property
+    def num_classes(self) -> int:
+        rows = self.rows if self.rows is not None else self._load_rows()
+        return max(r["target"] for r in rows) + 1
+
+    # -- loaders --------------------------------------------------------------------------------
+    def _loader(self, ds: ClipDataset, shuffle: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=self.hparams.batch_size, shuffle=shuffle,
+                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.trainer is not None:
+            self.train_set.epoch = self.trainer.current_epoch
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    def background(self, per_class: int = 2, max_clips: int = 100) -> dict:
+        """The first ``per_class`` training clips of every class (clean), at most ``max_clips``: SHAP's background."""
+        if self.rows is None:
+            self.setup("test")
+        by_class = defaultdict(list)
+        for r in self.rows:
+            if r["fold"] in self.hparams.train_folds and len(by_class[r["target"]]) < per_class:
+                by_class[r["target"]].append(r)
+        rows = [r for t in sorted(by_class) for r in by_class[t]][:max_clips]
+        if not rows:
+            raise ValueError(f"no training clips in folds {self.hparams.train_folds} for the SHAP background")
+        ds = ClipDataset(self.root, rows, self.hparams.sample_rate, self.hparams.duration)
+        items = [ds[i] for i in range(len(ds))]
+        return {"waveform": torch.stack([it["waveform"] for it in items]),
+                "target": torch.tensor([it["target"] for it in items]),
+                "filename": [it["filename"] for it in items]}

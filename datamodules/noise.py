@@ -1,0 +1,84 @@
+"""Background noise: the study's fixed test scenarios and random training augmentation."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .audio import AudioError, load_clip, mix_at_snr, mix_scenario
+
+# The paper's three freesound.org backgrounds (id in the file name), looked up in ``noise_dir``.
+SCENARIOS = {
+    "white": "165058__theundecided__white-noise.wav",
+    "room": "203297__mzui__room-tone-office-industrial-ambience-01.wav",
+    "horse": "149024__foxen10__horse_whinny.wav",
+}
+
+
+def resolve_noise(name: str, noise_dir: str | Path) -> tuple[str, Path]:
+    """Map a scenario name (``white``, ``room``, ``horse``) or a file path to (label, path)."""
+    if name in SCENARIOS:
+        path = Path(noise_dir) / SCENARIOS[name]
+        label = name
+    else:
+        path = Path(name)
+        label = path.stem
+    if not path.is_file():
+        fid = SCENARIOS[name].split("__")[0] if name in SCENARIOS else None
+        how = (f"download freesound.org sound {fid} and save it as {path}" if fid
+               else "pass an existing audio file")
+        raise FileNotFoundError(
+            f"noise scenario {name!r}: file {path} not found; {how}, or set --data.noise_dir "
+            f"to the folder holding it. Known scenario names: {', '.join(SCENARIOS)}.")
+    return label, path
+
+
+class TestNoise:
+    """A deterministic scenario: the same noise, from its start, mixed into every clip."""
+
+    def __init__(self, name: str, noise_dir: str | Path, sample_rate: int, duration: float):
+        self.label, self.path = resolve_noise(name, noise_dir)
+        self.noise = load_clip(self.path, sample_rate, duration)
+
+    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+        return mix_scenario(clip, self.noise)
+
+
+@dataclass
+class TrainNoise:
+    """With probability ``p``, mix a random background (a file from ``files``, or white noise
+    when none are given) at an SNR drawn uniformly from ``snr_db``."""
+
+    p: float = 0.5
+    files: list[str] = field(default_factory=list)
+    snr_db: tuple[float, float] = (5.0, 20.0)
+
+    def __post_init__(self):
+        if not 0.0 <= self.p <= 1.0:
+            raise ValueError(f"train_noise.p must be in [0, 1], got {self.p}")
+        lo, hi = self.snr_db
+        if lo > hi:
+            raise ValueError(f"train_noise.snr_db must be (low, high), got {self.snr_db}")
+        for f in self.files:
+            if not Path(f).is_file():
+                raise FileNotFoundError(f"train_noise.files: {f} not found; fix the path or remove it from the list")
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def _noise(self, rng: random.Random, n: int, sample_rate: int) -> torch.Tensor:
+        if not self.files:
+            g = torch.Generator().manual_seed(rng.randrange(2**31))
+            return torch.randn(n, generator=g)
+        f = rng.choice(self.files)
+        if f not in self._cache:
+            try:
+                self._cache[f] = load_clip(f, sample_rate, n / sample_rate)
+            except AudioError as err:
+                raise AudioError(f"train_noise.files: {err}") from err
+        return self._cache[f]
+
+    def __call__(self, clip: torch.Tensor, rng: random.Random, sample_rate: int) -> torch.Tensor:
+        if rng.random() >= self.p:
+            return clip
+        return mix_at_snr(clip, self._noise(rng, clip.shape[-1], sample_rate), rng.uniform(*self.snr_db))

@@ -1,0 +1,8 @@
+"""Attribution -> mask -> metrics: the explanation methods, the 14 masks and the 7 metrics."""
+from . import saliency, gradcam, lime, shap  # noqa: F401  (each registers its method, in the paper's order)
+from .base import METHODS, AttributionMethod, known_methods, make_method, parse_methods, register
+from .masks import MASK_NAMES, SILENCE_DB, apply_mask, make_masks
+from .metrics import METRIC_NAMES, METRICS
+
+__all__ = ["METHODS", "AttributionMethod", "known_methods", "make_method", "parse_methods", "register",
+           "MASK_NAMES", "SILENCE_DB", "apply_mask", "make_masks", "METRIC_NAMES", "METRICS"]

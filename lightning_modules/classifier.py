@@ -1,0 +1,84 @@
+"""The classifier: waveform -> dB spectrogram -> Cnn14 -> class logits."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from .cnn14 import Cnn14
+from .features import make_features
+from .pretrained import fetch_panns_checkpoint, load_panns_weights
+
+
+class AudioClassifier(L.LightningModule):
+    """Fine-tunes Cnn14 on spectrograms.
+
+    Args:
+        features: ``mel`` (64-band log-mel) or ``stft`` (257-bin STFT dB).
+        width: Cnn14 base width; 64 is PANNs, tests use 8 or 16.
+        num_classes: size of the new head (50 for ESC-50).
+        lr: Adam learning rate.
+        pretrained: path of the PANNs ``Cnn14_mAP=0.431.pth`` checkpoint, or None to train from scratch.
+        download_pretrained: fetch that checkpoint to ``pretrained`` when it is missing.
+    """
+
+    def __init__(self, features: str = "mel", width: int = 64, num_classes: int = 50, lr: float = 1e-4,
+                 sample_rate: int = 32000, pretrained: Optional[str] = None, download_pretrained: bool = False):
+        super().__init__()
+        self.save_hyperparameters()
+        self.features = make_features(features, sample_rate)
+        self.net = Cnn14(self.features.num_bins, num_classes, width)
+        self.metrics = nn.ModuleDict({s: MulticlassAccuracy(num_classes, average="micro")
+                                      for s in ("train_acc", "val_acc", "test_acc")})
+
+    @property
+    def spectrogram_model(self) -> nn.Module:
+        """Spectrogram (B, 1, T, F) -> logits: what the explanation methods explain."""
+        return self.net
+
+    def setup(self, stage: str) -> None:
+        # Only a fresh fine-tuning run starts from PANNs; a restored checkpoint has its own weights.
+        if stage == "fit" and self.hparams.pretrained and not getattr(self, "_restored", False):
+            path = Path(self.hparams.pretrained)
+            if not path.is_file() and self.hparams.download_pretrained:
+                fetch_panns_checkpoint(path)
+            load_panns_weights(self.net, path)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._restored = True
+        saved = checkpoint.get("hyper_parameters", {})
+        for key in ("features", "width", "num_classes"):
+            if key in saved and saved[key] != self.hparams[key]:
+                raise ValueError(f"the checkpoint was trained with {key}={saved[key]!r} but this run has "
+                                 f"--model.{key} {self.hparams[key]!r}; use the checkpoint's config (or pass "
+                                 f"--model.{key} {saved[key]})")
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.net(self.features(waveform))
+
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+        logits = self(batch["waveform"])
+        loss = F.cross_entropy(logits, batch["target"])
+        acc = self.metrics[f"{stage}_acc"]
+        acc(logits, batch["target"])
+        bs = batch["target"].shape[0]
+        self.log(f"{stage}/loss", loss, prog_bar=stage != "test", batch_size=bs, sync_dist=stage != "train")
+        self.log(f"{stage}/acc", acc, prog_bar=True, batch_size=bs)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

@@ -1,0 +1,107 @@
+"""Feature front-ends (waveform -> dB spectrogram in PANNs layout (B, 1, T, F)) and their inverses.
+
+Both keep the STFT phase so that a masked spectrogram can be turned back into sound.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torchaudio.functional as AF
+
+AMIN = 1e-10
+
+
+def power_to_db(power: torch.Tensor) -> torch.Tensor:
+    return 10.0 * torch.log10(power.clamp_min(AMIN))
+
+
+def db_to_power(db: torch.Tensor) -> torch.Tensor:
+    return torch.pow(10.0, db / 10.0)
+
+
+class STFTdB(nn.Module):
+    """Power STFT in dB: n_fft 512, hop 256, Hann, centred, reflect padding; 257 bins."""
+
+    kind = "stft"
+
+    def __init__(self, sample_rate: int = 32000, n_fft: int = 512, hop_length: int = 256):
+        super().__init__()
+        self.sample_rate, self.n_fft, self.hop_length = sample_rate, n_fft, hop_length
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    @property
+    def num_bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+    def bin_frequencies(self) -> torch.Tensor:
+        """Centre frequency of each bin in Hz, for plot axes and ground-truth boxes."""
+        return torch.linspace(0, self.sample_rate / 2, self.num_bins)
+
+    def stft(self, wave: torch.Tensor) -> torch.Tensor:
+        return torch.stft(wave, self.n_fft, self.hop_length, window=self.window, center=True,
+                          pad_mode="reflect", return_complex=True)
+
+    def _to_db(self, power: torch.Tensor) -> torch.Tensor:
+        return power_to_db(power)
+
+    def _from_db(self, db: torch.Tensor) -> torch.Tensor:
+        return db_to_power(db)
+
+    def forward(self, wave: torch.Tensor, return_phase: bool = False):
+        """(B, N) waveform -> (B, 1, T, F) dB, and the (B, F_stft, T) unit phase when asked."""
+        spec = self.stft(wave)
+        db = self._to_db(spec.abs().pow(2)).transpose(-1, -2).unsqueeze(1)
+        if return_phase:
+            return db, torch.polar(torch.ones_like(spec.real), spec.angle())
+        return db
+
+    def inverse(self, db: torch.Tensor, phase: torch.Tensor, length: int) -> torch.Tensor:
+        """(B, 1, T, F) dB and the saved phase -> (B, length) waveform."""
+        mag = self._from_db(db.squeeze(1).transpose(-1, -2)).clamp_min(0).sqrt()
+        return torch.istft(mag * phase, self.n_fft, self.hop_length, window=self.window, center=True, length=length)
+
+
+class MeldB(STFTdB):
+    """Log-mel: n_fft 1024, hop 320, 64 Slaney mel bands over 50-14000 Hz (the PANNs filterbank)."""
+
+    kind = "mel"
+
+    def __init__(self, sample_rate: int = 32000, n_fft: int = 1024, hop_length: int = 320, n_mels: int = 64,
+                 f_min: float = 50.0, f_max: float = 14000.0, nnls_iters: int = 200):
+        super().__init__(sample_rate, n_fft, hop_length)
+        self.n_mels, self.f_min, self.f_max, self.nnls_iters = n_mels, f_min, f_max, nnls_iters
+        fb = AF.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, norm="slaney", mel_scale="slaney")
+        self.register_buffer("fb", fb, persistent=False)  # (F_stft, n_mels)
+
+    @property
+    def num_bins(self) -> int:
+        return self.n_mels
+
+    def bin_frequencies(self) -> torch.Tensor:
+        stft_freqs = torch.linspace(0, self.sample_rate / 2, self.n_fft // 2 + 1)
+        return stft_freqs[self.fb.argmax(dim=0).cpu()]  # each band's peak
+
+    def _to_db(self, power: torch.Tensor) -> torch.Tensor:
+        return power_to_db(torch.einsum("...ft,fm->...mt", power, self.fb))
+
+    def _from_db(self, db: torch.Tensor) -> torch.Tensor:
+        return self.mel_to_power(db_to_power(db))
+
+    def mel_to_power(self, mel: torch.Tensor) -> torch.Tensor:
+        """Non-negative least squares for S >= 0 with fb^T S ~= mel, by multiplicative updates
+        (Lee-Seung), all batched; bins no filter covers come back as zero."""
+        fb = self.fb.to(mel.dtype)
+        gram = fb @ fb.T  # (F, F)
+        rhs = torch.einsum("fm,...mt->...ft", fb, mel)
+        s = rhs / (fb.sum(dim=1, keepdim=True).pow(2) + 1e-12)
+        for _ in range(self.nnls_iters):
+            s = s * rhs / (torch.einsum("fg,...gt->...ft", gram, s) + 1e-20)
+        return s
+
+
+def make_features(kind: str, sample_rate: int = 32000) -> STFTdB:
+    if kind == "mel":
+        return MeldB(sample_rate)
+    if kind == "stft":
+        return STFTdB(sample_rate)
+    raise ValueError(f"features must be 'mel' or 'stft', got {kind!r}")
