@@ -29,6 +29,21 @@ def run_id() -> str:
 
 
 def main(args: Optional[list[str]] = None) -> None:
+    """Run the command; a mistake in the input ends with its message, not a traceback
+    (set AUDIOXAI_DEBUG=1 to see the traceback)."""
+    try:
+        _main(args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+        if os.environ.get("AUDIOXAI_DEBUG") or type(err).__module__.split(".")[0] not in PROJECT_MODULES + ("builtins",):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+PROJECT_MODULES = ("datamodules", "lightning_modules", "explain", "callbacks", "report", "main", "__main__")
+
+
+def _main(args: Optional[list[str]] = None) -> None:
     argv = sys.argv[1:] if args is None else args
     if argv and argv[0] == "report":
         from report.cli import main as report_main

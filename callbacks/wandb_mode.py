@@ -37,5 +37,8 @@ def choose_wandb_mode() -> str:
 
 
 def _print_sync_hint() -> None:
+    import sys
+    if "wandb" not in sys.modules:  # no W&B logger ran
+        return
     print("W&B ran offline (no login or no network). To upload later: `wandb login`, then "
           "`wandb sync <save_dir>/wandb/offline-run-*` (save_dir is the logger's, `runs` by default).")

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .audio import DURATION, SAMPLE_RATE, load_clip
 from .download import DownloadError, download, extract_zip_into
-from .noise import TestNoise, TrainNoise
+from .noise import ScenarioNoise, TrainNoise
 from .synthetic import write_synthetic_esc50
 
 ESC50_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
@@ -44,7 +44,7 @@ class ClipDataset(Dataset):
     """Clips of the given metadata rows; each item is a dict that carries its file name and scenario."""
 
     def __init__(self, root: Path, rows: list[dict], sample_rate: int = SAMPLE_RATE, duration: float = DURATION,
-                 test_noise: Optional[TestNoise] = None, train_noise: Optional[TrainNoise] = None, seed: int = 0):
+                 test_noise: Optional[ScenarioNoise] = None, train_noise: Optional[TrainNoise] = None, seed: int = 0):
         self.root, self.rows = root, rows
         self.sample_rate, self.duration = sample_rate, duration
         self.test_noise, self.train_noise = test_noise, train_noise
@@ -91,7 +91,7 @@ class ESC50DataModule(L.LightningDataModule):
         self.root = Path(root)
         self.train_noise = train_noise
         self.rows: list[dict] | None = None
-        self._test_noise: TestNoise | None = None
+        self._test_noise: ScenarioNoise | None = None
         self.train_set = self.val_set = self.test_set = None
 
     # -- data on disk ---------------------------------------------------------------------------
@@ -150,7 +150,7 @@ class ESC50DataModule(L.LightningDataModule):
             self.rows = self._load_rows()
         hp = self.hparams
         if hp.test_noise and self._test_noise is None:
-            self._test_noise = TestNoise(hp.test_noise, hp.noise_dir, hp.sample_rate, hp.duration)
+            self._test_noise = ScenarioNoise(hp.test_noise, hp.noise_dir, hp.sample_rate, hp.duration)
         self.train_set = self._dataset(hp.train_folds, train_noise=self.train_noise)
         self.val_set = self._dataset(hp.val_folds, test_noise=self._test_noise)
         self.test_set = self._dataset(hp.test_folds, test_noise=self._test_noise)

@@ -35,7 +35,7 @@ def resolve_noise(name: str, noise_dir: str | Path) -> tuple[str, Path]:
     return label, path
 
 
-class TestNoise:
+class ScenarioNoise:
     """A deterministic scenario: the same noise, from its start, mixed into every clip."""
 
     def __init__(self, name: str, noise_dir: str | Path, sample_rate: int, duration: float):

@@ -52,7 +52,7 @@ def _signature(pattern: str, band: tuple[float, float], n: int, sr: int, rng: np
     raise ValueError(f"unknown pattern {pattern!r}; known: {PATTERNS}")
 
 
-def write_synthetic_esc50(root: str | Path, num_classes: int = 10, clips_per_fold: int = 4, folds: int = 5,
+def write_synthetic_esc50(root: str | Path, num_classes: int = 10, clips_per_fold: int = 8, folds: int = 5,
                           sample_rate: int = 32000, duration: float = 5.0, noise_level: float = 0.05,
                           seed: int = 0) -> Path:
     """Write the dataset to ``root`` (through a temporary folder, so a crash leaves nothing half-made)."""

@@ -67,7 +67,7 @@ class MeldB(STFTdB):
     kind = "mel"
 
     def __init__(self, sample_rate: int = 32000, n_fft: int = 1024, hop_length: int = 320, n_mels: int = 64,
-                 f_min: float = 50.0, f_max: float = 14000.0, nnls_iters: int = 200):
+                 f_min: float = 50.0, f_max: float = 14000.0, nnls_iters: int = 50):
         super().__init__(sample_rate, n_fft, hop_length)
         self.n_mels, self.f_min, self.f_max, self.nnls_iters = n_mels, f_min, f_max, nnls_iters
         fb = AF.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, norm="slaney", mel_scale="slaney")
@@ -90,12 +90,12 @@ class MeldB(STFTdB):
     def mel_to_power(self, mel: torch.Tensor) -> torch.Tensor:
         """Non-negative least squares for S >= 0 with fb^T S ~= mel, by multiplicative updates
         (Lee-Seung), all batched; bins no filter covers come back as zero."""
-        fb = self.fb.to(mel.dtype)
-        gram = fb @ fb.T  # (F, F)
+        fb = self.fb.to(mel.dtype)  # (F, M): each STFT bin feeds at most two bands, so keep it factored
         rhs = torch.einsum("fm,...mt->...ft", fb, mel)
         s = rhs / (fb.sum(dim=1, keepdim=True).pow(2) + 1e-12)
         for _ in range(self.nnls_iters):
-            s = s * rhs / (torch.einsum("fg,...gt->...ft", gram, s) + 1e-20)
+            approx = torch.einsum("fm,...mt->...ft", fb, torch.einsum("fm,...ft->...mt", fb, s))
+            s = s * rhs / (approx + 1e-20)
         return s
 
 

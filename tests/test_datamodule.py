@@ -1,0 +1,132 @@
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from datamodules import ESC50DataModule, read_signatures, write_synthetic_esc50
+from datamodules.synthetic import ESC50_COLUMNS, class_bands
+
+
+def copy_mini(mini_root, tmp_path):
+    root = tmp_path / "esc"
+    shutil.copytree(mini_root, root)
+    return root
+
+
+def test_folds_split_the_real_clips(mini_root):
+    dm = ESC50DataModule(root=str(mini_root), batch_size=4)
+    dm.setup("fit")
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (6, 2, 2)
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["waveform"].shape == (2, 160000)
+    assert all(name.startswith("4-") for name in batch["filename"])
+    assert batch["scenario"] == ["clean", "clean"]
+    with open(mini_root / "meta" / "esc50.csv") as f:
+        folds = {r["filename"]: int(r["fold"]) for r in csv.DictReader(f)}
+    assert {folds[n] for n in batch["filename"]} == {5}
+
+
+def test_scenario_name_travels_with_the_batch(mini_root, noise_dir):
+    dm = ESC50DataModule(root=str(mini_root), batch_size=2, test_noise="white", noise_dir=str(noise_dir))
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["scenario"] == ["white", "white"]
+    clean = ESC50DataModule(root=str(mini_root), batch_size=2)
+    clean.setup("test")
+    assert not torch.allclose(batch["waveform"], next(iter(clean.test_dataloader()))["waveform"])
+
+
+def test_unknown_fold_is_named(mini_root):
+    dm = ESC50DataModule(root=str(mini_root), test_folds=[7])
+    with pytest.raises(ValueError, match=r"test_folds: unknown fold\(s\) \[7\]"):
+        dm.setup("test")
+
+
+def test_absent_files_are_listed(mini_root, tmp_path):
+    root = copy_mini(mini_root, tmp_path)
+    gone = sorted((root / "audio").glob("*.wav"))[:2]
+    for f in gone:
+        f.unlink()
+    with pytest.raises(FileNotFoundError, match=gone[0].name):
+        ESC50DataModule(root=str(root)).setup("fit")
+
+
+def test_missing_dataset_says_both_ways_to_fix_it(tmp_path):
+    dm = ESC50DataModule(root=str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="--data.download true") as err:
+        dm.prepare_data()
+    assert "place ESC-50 at" in str(err.value)
+
+
+def test_wrong_layout_is_explained(tmp_path):
+    root = tmp_path / "esc"
+    (root / "meta").mkdir(parents=True)
+    (root / "meta" / "esc50.csv").write_text("name,label\nx.wav,1\n")
+    with pytest.raises(ValueError, match="lacks the column"):
+        ESC50DataModule(root=str(root)).setup("fit")
+
+
+def test_unreadable_clip_is_named_when_loaded(mini_root, tmp_path):
+    root = copy_mini(mini_root, tmp_path)
+    victim = sorted((root / "audio").glob("4-*.wav"))[0]
+    victim.chmod(0o644)
+    victim.write_text("not audio")
+    dm = ESC50DataModule(root=str(root))
+    dm.setup("fit")
+    names = [r["filename"] for r in dm.rows]
+    ds = dm.train_set if victim.name in [r["filename"] for r in dm.train_set.rows] else (
+        dm.val_set if victim.name in [r["filename"] for r in dm.val_set.rows] else dm.test_set)
+    with pytest.raises(ValueError, match=victim.name):
+        ds[[r["filename"] for r in ds.rows].index(victim.name)]
+    assert victim.name in names
+
+
+def test_synthetic_dataset_layout_and_ground_truth(synthetic_root):
+    with open(synthetic_root / "meta" / "esc50.csv") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == ESC50_COLUMNS
+        rows = list(reader)
+    assert {int(r["fold"]) for r in rows} == {1, 2, 3, 4, 5}
+    assert len({r["target"] for r in rows}) == 10
+    boxes = read_signatures(synthetic_root)
+    assert set(boxes) == {r["filename"] for r in rows}
+    bands = class_bands(10)
+    # the planted signature really is where the box says: most of the in-band energy lies in the box
+    for r in rows[::37]:
+        wave, sr = sf.read(str(synthetic_root / "audio" / r["filename"]))
+        assert sr == 32000 and len(wave) == 160000
+        t0, t1, f0, f1 = boxes[r["filename"]]
+        assert (f0, f1) == pytest.approx(tuple(bands[int(r["target"])]), abs=0.1)
+        spec = np.abs(np.fft.rfft(wave.reshape(-1, 3200), axis=1)) ** 2  # 0.1 s frames
+        freqs = np.fft.rfftfreq(3200, 1 / 32000)
+        band = spec[:, (freqs >= f0) & (freqs <= f1)].sum(1)
+        frames = np.arange(50) * 0.1 + 0.05
+        inside = (frames >= t0 - 0.1) & (frames <= t1 + 0.1)
+        assert band[inside].sum() > 0.9 * band.sum()
+
+
+def test_synthetic_writer_is_seeded(tmp_path):
+    a = write_synthetic_esc50(tmp_path / "a", num_classes=3, clips_per_fold=1, seed=5)
+    b = write_synthetic_esc50(tmp_path / "b", num_classes=3, clips_per_fold=1, seed=5)
+    for f in sorted((a / "audio").iterdir()):
+        assert f.read_bytes() == (b / "audio" / f.name).read_bytes()
+    assert (a / "meta" / "signatures.csv").read_text() == (b / "meta" / "signatures.csv").read_text()
+
+
+def test_synthetic_data_is_created_on_first_use(tmp_path):
+    dm = ESC50DataModule(root=str(tmp_path / "quick"), synthetic=True, batch_size=8)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.num_classes == 10 and len(dm.train_set) == 240
+
+
+def test_background_takes_two_training_clips_per_class(synthetic_root):
+    dm = ESC50DataModule(root=str(synthetic_root))
+    bg = dm.background(per_class=2, max_clips=100)
+    assert bg["waveform"].shape == (20, 160000)
+    assert sorted(bg["target"].tolist()) == sorted(list(range(10)) * 2)
+    assert all(int(name.split("-")[0]) in (1, 2, 3) for name in bg["filename"])
+    assert len(dm.background(per_class=2, max_clips=7)["filename"]) == 7
