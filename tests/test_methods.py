@@ -1,0 +1,144 @@
+import numpy as np
+import pytest
+import torch
+
+from explain import known_methods, make_method, parse_methods
+from explain.lime import scale01, weighted_ridge
+from tests.conftest import tiny_cnn
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_cnn(num_classes=5)
+
+
+@pytest.fixture(scope="module")
+def spectrograms():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 1, 101, 64, generator=g) * 15 - 40  # 101 frames keep it quick
+    return x[:3], x[3:]  # clips, background
+
+
+def test_parse_methods():
+    assert known_methods() == ["saliency", "gradcam", "lime", "shap"]
+    assert parse_methods("all") == known_methods()
+    assert parse_methods("lime, shap,lime") == ["lime", "shap"]
+    with pytest.raises(ValueError, match="known: saliency, gradcam, lime, shap"):
+        parse_methods("lime,nope")
+
+
+@pytest.mark.parametrize("name", ["saliency", "gradcam", "lime", "shap"])
+def test_every_method_gives_a_map_of_the_input_shape(model, spectrograms, name):
+    x, bg = spectrograms
+    target = torch.tensor([0, 3, 1])
+    method = make_method(name, model, batch_size=32, **({"num_samples": 60} if name == "lime" else {}))
+    if method.needs_background:
+        method.set_background(bg)
+    with torch.enable_grad():
+        a = method.attribute(x, target, ids=["a", "b", "c"])
+    assert a.shape == x.shape and torch.isfinite(a).all() and a.abs().sum() > 0
+    # maps differ by target class, so the method really explains the class it is given
+    with torch.enable_grad():
+        other = method.attribute(x, torch.tensor([2, 2, 2]), ids=["a", "b", "c"])
+    assert not torch.allclose(a, other)
+
+
+def test_saliency_is_the_signed_input_gradient(model, spectrograms):
+    x = spectrograms[0][:1].clone().requires_grad_(True)
+    model(x)[0, 2].backward()
+    with torch.enable_grad():
+        a = make_method("saliency", model).attribute(x.detach(), torch.tensor([2]))
+    torch.testing.assert_close(a, x.grad)
+    assert (a < 0).any() and (a > 0).any()
+
+
+def test_gradcam_matches_its_definition(model, spectrograms):
+    x = spectrograms[0][:1]
+    acts = {}
+    h = model.conv_block6.conv2.register_forward_hook(lambda m, i, o: acts.setdefault("a", o))
+    with torch.enable_grad():
+        out = model(x)
+        grad = torch.autograd.grad(out[0, 1], acts["a"])[0]
+    h.remove()
+    cam = (grad.mean(dim=(2, 3), keepdim=True) * acts["a"]).sum(1, keepdim=True)  # signed, no ReLU
+    expected = torch.nn.functional.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)
+    with torch.enable_grad():
+        a = make_method("gradcam", model).attribute(x, torch.tensor([1]))
+    torch.testing.assert_close(a, expected.detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_deep_shap_is_additive_on_a_width_8_cnn14():
+    """Per clip, the map sums to f_c(x) - mean over the background of f_c, within 1 % of that difference."""
+    model = tiny_cnn(num_classes=10, seed=3)
+    g = torch.Generator().manual_seed(1)
+    bg = torch.randn(20, 1, 501, 64, generator=g) * 15 - 40
+    x = torch.randn(4, 1, 501, 64, generator=g) * 15 - 40
+    for i in range(4):  # loud patches, so that f(x) is far from the background's mean
+        x[i, 0, 100 * i:100 * i + 80, 10 * i:10 * i + 12] += 60
+    with torch.no_grad():
+        fx, fb = model(x), model(bg)
+    target = fx.argmax(1)
+    shap = make_method("shap", model, batch_size=40)
+    shap.set_background(bg)
+    with torch.enable_grad():
+        a = shap.attribute(x, target)
+    expected = fx.gather(1, target[:, None])[:, 0] - fb[:, target].mean(0)
+    rel = ((a.sum((1, 2, 3)) - expected) / expected).abs()
+    assert expected.abs().min() > 1e-3
+    assert rel.max() < 0.01, rel
+
+
+def test_weighted_ridge_matches_sklearn():
+    from sklearn.linear_model import Ridge
+    rng = np.random.default_rng(0)
+    z = rng.integers(0, 2, (3, 200, 12)).astype(float)
+    z[2, :, 9:] = 0  # padded columns of a clip with fewer segments
+    y, w = rng.random((3, 200)), rng.random((3, 200))
+    ours = weighted_ridge(torch.from_numpy(z), torch.from_numpy(y), torch.from_numpy(w)).numpy()
+    for i in range(3):
+        cols = 9 if i == 2 else 12
+        ref = Ridge(alpha=1.0).fit(z[i, :, :cols], y[i], sample_weight=w[i]).coef_
+        np.testing.assert_allclose(ours[i, :cols], ref, atol=1e-10)
+    assert np.all(ours[2, 9:] == 0)
+
+
+def test_lime_agrees_with_the_lime_package(model, spectrograms):
+    """Same segments and the same perturbation matrix: the superpixel weights agree."""
+    from lime.lime_image import LimeImageExplainer
+
+    x = spectrograms[0][:1]
+    with torch.no_grad():
+        target = int(model(x).argmax())
+    ours = make_method("lime", model, batch_size=50, num_samples=300)
+    segments = ours.segment(x, ["clip"])  # (1, T, F)
+    n_seg = int(segments.max()) + 1
+    assert n_seg > 5
+    lo, hi = x.min(), x.max()
+    image = scale01(x)[0, 0].T.double().numpy()  # (F, T) in [0, 1], as the study gave it to lime
+
+    def classifier_fn(images):
+        db = torch.from_numpy(images[..., 0]).float() * (hi - lo) + lo
+        with torch.no_grad():
+            return model(db.transpose(1, 2).unsqueeze(1)).softmax(-1).double().numpy()
+
+    explainer = LimeImageExplainer(random_state=7)
+    exp = explainer.explain_instance(image, classifier_fn, labels=(target,), top_labels=None, hide_color=None,
+                                     num_samples=300, segmentation_fn=lambda img: segments[0].T.numpy(),
+                                     random_seed=1, batch_size=50)
+    theirs = dict(exp.local_exp[target])
+    patterns = np.random.RandomState(7).randint(0, 2, 300 * n_seg).reshape(300, n_seg)
+    patterns[0, :] = 1
+    weights = ours.explain_segments(x, torch.tensor([target]), segments, [torch.from_numpy(patterns)])[0]
+    ref = np.array([theirs[i] for i in range(n_seg)])
+    np.testing.assert_allclose(weights.numpy(), ref, atol=1e-4 * np.abs(ref).max() + 1e-7)
+
+
+def test_lime_is_seeded_per_clip_not_per_batch(model, spectrograms):
+    x = spectrograms[0]
+    target = torch.tensor([0, 1, 2])
+    lime = make_method("lime", model, num_samples=40, seed=5)
+    together = lime.attribute(x, target, ids=["a", "b", "c"])
+    alone = lime.attribute(x[1:2], target[1:2], ids=["b"])
+    torch.testing.assert_close(together[1:2], alone, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(make_method("lime", model, num_samples=40, seed=6).attribute(x[1:2], target[1:2], ids=["b"]),
+                              alone)

@@ -1,0 +1,131 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from explain.masks import make_masks
+from explain.metrics import (AD, AG, AI, COMP, FF, SPS, FidIn, average_drop, average_gain, average_increase,
+                             complexity, faithfulness_of_features, fidelity_in, sparseness)
+
+
+def probs(*rows):
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def test_closed_form_probability_metrics():
+    p = probs([0.6, 0.3, 0.1], [0.2, 0.5, 0.3])
+    p_in = probs([0.8, 0.1, 0.1], [0.45, 0.4, 0.15])
+    p_out = probs([0.1, 0.8, 0.1], [0.4, 0.2, 0.4])
+    c = torch.tensor([0, 1])
+    assert faithfulness_of_features(p, p_out, c).tolist() == pytest.approx([0.5, 0.3])
+    assert average_increase(p, p_in, c).tolist() == [100.0, 0.0]
+    assert average_drop(p, p_in, c).tolist() == pytest.approx([0.0, 100 * 0.1 / 0.5])
+    assert average_gain(p, p_in, c).tolist() == pytest.approx([100 * 0.2 / 0.4, 0.0])
+    assert fidelity_in(p, p_in, c).tolist() == [1.0, 0.0]
+
+
+def test_saturated_probability_gives_finite_values():
+    p = probs([1.0, 0.0])
+    c = torch.tensor([0])
+    assert average_gain(p, p, c).item() == 0.0
+    assert average_drop(probs([0.5, 0.5]), probs([0.0, 1.0]), c).item() == pytest.approx(100.0)
+
+
+def test_metric_classes_average_over_clips_and_merge_like_one_process():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 40, 5, generator=g)
+    p, p_in, p_out = logits.softmax(-1)
+    c = p.argmax(-1)
+    whole, a, b = FF(), FF(), FF()
+    whole.update(p, p_out, c)
+    a.update(p[:13], p_out[:13], c[:13])
+    b.update(p[13:], p_out[13:], c[13:])
+    # a multi-process reduction sums the states
+    merged_total, merged_count = a.total + b.total, a.count + b.count
+    assert whole.compute().item() == pytest.approx((merged_total / merged_count).item(), abs=1e-15)
+    assert whole.compute().item() == pytest.approx(faithfulness_of_features(p, p_out, c).mean().item())
+    for cls, fn in ((AI, average_increase), (AD, average_drop), (AG, average_gain), (FidIn, fidelity_in)):
+        m = cls()
+        m.update(p[:20], p_in[:20], c[:20])
+        m.update(p[20:], p_in[20:], c[20:])
+        assert m.compute().item() == pytest.approx(fn(p, p_in, c).mean().item())
+
+
+def test_sparseness_and_complexity_closed_form():
+    d = 64 * 501
+    uniform = torch.ones(1, 1, 501, 64)
+    assert complexity(uniform).item() == pytest.approx(math.log(d))  # the paper's 10.3755
+    assert math.log(d) == pytest.approx(10.3755, abs=1e-4)
+    assert sparseness(uniform).item() == pytest.approx(0.0, abs=1e-9)
+    one_hot = torch.zeros(1, 1, 501, 64)
+    one_hot[0, 0, 10, 3] = 1.0
+    assert complexity(one_hot).item() == pytest.approx(0.0, abs=1e-6)
+    # Quantus adds 1e-7 to every value: Gini = (d - 1) / (d (1 + d 1e-7))
+    assert sparseness(one_hot).item() == pytest.approx((d - 1) / (d * (1 + d * 1e-7)), rel=1e-12)
+    half = torch.zeros(1, 10)
+    half[0, :5] = 1
+    assert complexity(half).item() == pytest.approx(math.log(5))
+
+
+def test_all_zero_mask_gets_the_documented_values():
+    zero = torch.zeros(2, 1, 8, 4)
+    assert complexity(zero).tolist() == pytest.approx([math.log(32)] * 2)
+    assert sparseness(zero).tolist() == pytest.approx([0.0, 0.0], abs=1e-12)
+    m = COMP()
+    m.update(zero)
+    assert math.isfinite(m.compute().item())
+
+
+quantus = pytest.importorskip("quantus")
+
+
+def quantus_scores(metric_cls, maps: np.ndarray) -> np.ndarray:
+    """Quantus 0.6 with normalise=True and abs=True, one clip at a time as the study ran it.
+
+    Quantus's __call__ refuses constant maps (all zero, all one, ...) with an assertion, so those go
+    through the same steps by hand: its ``normalise_by_max``, ``abs``, then its ``evaluate_batch``.
+    """
+    from quantus.functions.normalise_func import normalise_by_max
+    metric = metric_cls(normalise=True, abs=True, disable_warnings=True, display_progressbar=False)
+    out = []
+    for a in maps:
+        a = a[None].copy()
+        x = np.zeros_like(a)
+        if np.all(a == a.flat[0]):
+            with np.errstate(invalid="ignore"):
+                out.append(metric.evaluate_batch(x_batch=x, a_batch=np.abs(normalise_by_max(a)))[0])
+        else:
+            out.append(metric(model=None, x_batch=x, y_batch=np.zeros(1, dtype=int), a_batch=a,
+                              channel_first=True)[0])
+    return np.asarray(out, dtype=np.float64)
+
+
+def mask_suite() -> torch.Tensor:
+    g = torch.Generator().manual_seed(3)
+    attr = torch.randn(3, 1, 50, 16, generator=g, dtype=torch.float64)
+    attr[1] = attr[1].abs()  # all positive
+    masks = make_masks(attr).flatten(0, 1)  # all 14 masks of 3 maps
+    extra = torch.zeros(4, 1, 50, 16, dtype=torch.float64)
+    extra[1] = 0.7  # constant
+    extra[2, 0, 7, 3] = 1.0  # one-hot
+    extra[3] = attr[0]  # a signed attribution map itself
+    return torch.cat([masks, extra])
+
+
+def test_sparseness_matches_quantus_on_every_mask():
+    maps = mask_suite()
+    ours = sparseness(maps).numpy()
+    theirs = quantus_scores(quantus.Sparseness, maps.numpy())
+    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_complexity_matches_quantus_on_every_mask():
+    maps = mask_suite()
+    ours = complexity(maps).numpy()
+    theirs = quantus_scores(quantus.Complexity, maps.numpy())
+    finite = np.isfinite(theirs)
+    np.testing.assert_allclose(ours[finite], theirs[finite], atol=1e-5, rtol=0)
+    # Quantus divides 0 by 0 on all-zero masks; those are the only ones where it is not finite
+    all_zero = (maps.reshape(len(maps), -1).abs().sum(1) == 0).numpy()
+    assert all_zero.any() and (~finite == all_zero).all()
