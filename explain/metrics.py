@@ -105,7 +105,7 @@ def sparseness(maps: torch.Tensor) -> torch.Tensor:
     a = torch.sort(_prepare(maps) + 1e-7, dim=1).values
     d = a.shape[1]
     ranks = torch.arange(1, d + 1, device=a.device, dtype=a.dtype)
-    return ((2 * ranks - d - 1) * a).sum(1) / (d * a.sum(1))
+    return (((2 * ranks - d - 1) * a).sum(1) / (d * a.sum(1))).clamp(0, 1)  # clamp: rounding on constant maps
 
 
 def complexity(maps: torch.Tensor) -> torch.Tensor:
@@ -120,7 +120,8 @@ def complexity(maps: torch.Tensor) -> torch.Tensor:
     total = a.sum(1, keepdim=True)
     p = a / total.clamp_min(1e-300)
     ent = -(p * torch.log(p + 1e-12)).sum(1)
-    return torch.where(total.squeeze(1) > 0, ent, torch.full_like(ent, math.log(a.shape[1])))
+    return torch.where(total.squeeze(1) > 0, ent.clamp(0, math.log(a.shape[1])),
+                       torch.full_like(ent, math.log(a.shape[1])))
 
 
 class _ClipMean(Metric):

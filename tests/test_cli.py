@@ -50,3 +50,57 @@ def test_unknown_method_lists_the_known_ones(tmp_path):
     with pytest.raises(AssertionError, match="known: saliency, gradcam, lime, shap"):
         run("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--explain", "nonsense",
             "--trainer.logger", "false", cwd=tmp_path, timeout=300)
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+RANGES = {"FF": (-1, 1), "AI": (0, 100), "AD": (0, 100), "AG": (0, 100), "FidIn": (0, 1), "SPS": (0, 1)}
+
+
+def test_explain_all_through_the_cli(quickstart_run):
+    import math
+    proc = run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"),
+                   "--ckpt_path", "runs/quickstart/best.ckpt", "--explain", "all",
+                   "--data.batch_size", "6", "--trainer.limit_test_batches", "2",
+                   "--explainer.lime_samples", "40", "--explainer.examples", "1", cwd=quickstart_run)
+    out = next((quickstart_run / "runs" / "quickstart").glob("test-*/explain"))
+    assert str(out.relative_to(quickstart_run) / "results.csv") in proc.stdout
+    rows = read_rows(out / "results.csv")
+    with open(out / "results.csv") as f:
+        assert f.readline().strip() == "model,scenario,method,mask,n,FF,AI,AD,AG,FidIn,SPS,COMP"
+    assert len(rows) == 4 * 14
+    assert {(r["method"], r["mask"]) for r in rows} == {(m, k) for m in ("saliency", "gradcam", "lime", "shap")
+                                                        for k in __import__("explain").MASK_NAMES}
+    d = 64 * 501
+    for r in rows:
+        assert r["model"] == "mel" and r["scenario"] == "clean" and r["n"] == "12"
+        for metric, (lo, hi) in RANGES.items():
+            v = float(r[metric])
+            assert math.isfinite(v) and lo <= v <= hi, (r, metric)
+        assert 0 <= float(r["COMP"]) <= math.log(d) + 1e-9
+    clips = read_rows(out / "per_clip.csv")
+    assert len(clips) == 12 * 56
+    assert {c["clip"] for c in clips} == {c["clip"] for c in clips if c["method"] == "lime" and c["mask"] == "bin"}
+    # per-clip values average to the tidy table
+    ff = [float(c["FF"]) for c in clips if c["method"] == "shap" and c["mask"] == "sigmoid"]
+    assert sum(ff) / len(ff) == pytest.approx(float(next(r["FF"] for r in rows
+                                                         if r["method"] == "shap" and r["mask"] == "sigmoid")))
+    example = next((out / "examples").iterdir())
+    assert (example / "original.wav").is_file()
+    for method in ("saliency", "gradcam", "lime", "shap"):
+        for suffix in ("_in.wav", "_out.wav", ".png"):
+            assert (example / method / f"topK_30{suffix}").is_file()
+    wandb_log = sorted((quickstart_run / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))[-1].read_bytes()
+    assert b"explain/clean/lime/bin/FF" in wandb_log and b"explain/results" in wandb_log
+
+
+def test_explain_one_method_under_a_noise_scenario(quickstart_run, noise_dir):
+    run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
+            "--explain", "gradcam", "--data.test_noise", "room", "--data.noise_dir", str(noise_dir),
+            "--data.batch_size", "4", "--trainer.limit_test_batches", "1", "--explainer.examples", "0",
+            "--trainer.default_root_dir", "runs/room", cwd=quickstart_run)
+    rows = read_rows(next((quickstart_run / "runs" / "room").glob("test-*/explain/results.csv")))
+    assert len(rows) == 14 and {r["scenario"] for r in rows} == {"room"} and {r["method"] for r in rows} == {"gradcam"}
