@@ -6,3 +6,5 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 venv="$(bash .ci/install)"
 "$venv/bin/python" main.py fit --config configs/quickstart.yaml
 "$venv/bin/python" main.py test --config configs/quickstart.yaml --ckpt_path runs/quickstart/best.ckpt --explain all
+"$venv/bin/python" main.py report runs/quickstart --out runs/quickstart/report
+echo "Open runs/quickstart/report/report.html to read the tables and listen to the interpretations."

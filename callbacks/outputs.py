@@ -25,6 +25,9 @@ def atomic_write(path: str | Path, write) -> Path:
     try:
         with os.fdopen(fd, "w", newline="") as f:
             write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; results are for everyone who can read the folder
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -65,8 +68,8 @@ def spectrogram_figure(panels: Sequence[tuple[str, torch.Tensor]], freqs: torch.
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), sharey=True, squeeze=False)
     freqs = freqs.cpu().numpy()
-    vmin = min(float(p.min()) for _, p in panels)
-    vmax = max(float(p.max()) for _, p in panels)
+    # the first panel's range: masked parts (at the -100 dB floor) show as the darkest colour
+    vmin, vmax = float(panels[0][1].min()), float(panels[0][1].max())
     for ax, (name, spec) in zip(axes[0], panels):
         img = spec.detach().float().cpu().numpy().T  # (F, T)
         im = ax.imshow(img, origin="lower", aspect="auto", extent=(0, duration, 0, img.shape[0]),

@@ -62,6 +62,16 @@ def quickstart_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def explained_run(quickstart_run):
+    """A small ``test --explain all`` on the quickstart checkpoint: (its explain folder, its stdout)."""
+    proc = run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"),
+                   "--ckpt_path", "runs/quickstart/best.ckpt", "--explain", "all",
+                   "--data.batch_size", "6", "--trainer.limit_test_batches", "2",
+                   "--explainer.lime_samples", "40", "--explainer.examples", "1", cwd=quickstart_run)
+    return next((quickstart_run / "runs" / "quickstart").glob("test-*/explain")), proc.stdout
+
+
+@pytest.fixture(scope="session")
 def quickstart_model(quickstart_run):
     from lightning_modules import AudioClassifier
     return AudioClassifier.load_from_checkpoint(quickstart_run / "runs" / "quickstart" / "best.ckpt").eval()

@@ -60,14 +60,10 @@ def read_rows(path):
 RANGES = {"FF": (-1, 1), "AI": (0, 100), "AD": (0, 100), "AG": (0, 100), "FidIn": (0, 1), "SPS": (0, 1)}
 
 
-def test_explain_all_through_the_cli(quickstart_run):
+def test_explain_all_through_the_cli(quickstart_run, explained_run):
     import math
-    proc = run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"),
-                   "--ckpt_path", "runs/quickstart/best.ckpt", "--explain", "all",
-                   "--data.batch_size", "6", "--trainer.limit_test_batches", "2",
-                   "--explainer.lime_samples", "40", "--explainer.examples", "1", cwd=quickstart_run)
-    out = next((quickstart_run / "runs" / "quickstart").glob("test-*/explain"))
-    assert str(out.relative_to(quickstart_run) / "results.csv") in proc.stdout
+    out, stdout = explained_run
+    assert str(out.relative_to(quickstart_run) / "results.csv") in stdout
     rows = read_rows(out / "results.csv")
     with open(out / "results.csv") as f:
         assert f.readline().strip() == "model,scenario,method,mask,n,FF,AI,AD,AG,FidIn,SPS,COMP"

@@ -1,0 +1,81 @@
+"""``python main.py report RESULTS... --out FOLDER``: tables, intervals and an HTML page from explained runs."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from callbacks.outputs import atomic_write, write_csv
+
+from .render import METHOD_NAMES, markdown_table, overlap_lines, report_html, summary_markdown
+from .tables import METRICS, best_rows, full_tables, read_results, score
+from .uncertainty import attach_intervals
+
+SUMMARY_COLUMNS = ["model", "scenario", "method", "mask", "score", *METRICS]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="main.py report", description=__doc__)
+    p.add_argument("results", nargs="+", help="results.csv files or run folders (searched for results.csv)")
+    p.add_argument("--out", required=True, help="folder for the tables, summary.csv and report.html")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples per mean (0: no intervals)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--examples", type=int, default=4, help="example clips per run shown with audio in the HTML")
+    p.add_argument("--wandb", action="store_true", help="also log the summary and the HTML to a W&B run")
+    p.add_argument("--wandb-project", default="audio-xai")
+    return p.parse_args(argv)
+
+
+def build(args: argparse.Namespace) -> dict:
+    rows = score(read_results(args.results))
+    if args.bootstrap > 0:
+        attach_intervals(rows, args.bootstrap, args.seed)
+    full, summary = full_tables(rows), best_rows(rows)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "summary.csv", SUMMARY_COLUMNS,
+              [[r.model, r.scenario, r.method, r.mask, f"{r.score:.6f}", *(r.values[m] for m in METRICS)]
+               for best in summary.values() for r in best])
+    for key, table in full.items():
+        stem = "_".join(key)
+        write_csv(out / "tables" / f"{stem}.csv", ["mask", "score", *METRICS],
+                  [[r.mask, f"{r.score:.6f}", *(r.values[m] for m in METRICS)] for r in table])
+        atomic_write(out / "tables" / f"{stem}.md",
+                     lambda f, t=table, k=key: f.write(f"# {' / '.join(k)}\n\n{markdown_table(t, lambda r: r.mask)}\n"))
+    atomic_write(out / "summary.md", lambda f: f.write(summary_markdown(summary, full)))
+    atomic_write(out / "report.html", lambda f: f.write(report_html(rows, summary, full, args.examples)))
+    return {"rows": rows, "summary": summary, "full": full, "out": out}
+
+
+def log_wandb(result: dict, project: str) -> None:
+    from callbacks.wandb_mode import choose_wandb_mode
+    choose_wandb_mode()
+    import wandb
+    run = wandb.init(project=project, job_type="report", dir=str(result["out"]),
+                     config={"results": sorted({r.source for r in result["rows"]})})
+    table = wandb.Table(columns=SUMMARY_COLUMNS,
+                        data=[[r.model, r.scenario, r.method, r.mask, r.score, *(r.values[m] for m in METRICS)]
+                              for best in result["summary"].values() for r in best])
+    run.log({"report/summary": table})
+    artifact = wandb.Artifact("explanation-report", type="report")
+    artifact.add_file(str(result["out"] / "report.html"))
+    artifact.add_file(str(result["out"] / "summary.csv"))
+    run.log_artifact(artifact)
+    run.finish()
+
+
+def main(argv: list[str]) -> None:
+    args = parse(argv)
+    result = build(args)
+    for (model, scenario), best in result["summary"].items():
+        print(f"\n{model} / {scenario}: best mask per method")
+        print(markdown_table(best, lambda r: f"{METHOD_NAMES.get(r.method, r.method)} + {r.mask}"))
+        print("\n".join(overlap_lines(best)))
+    print(f"\nreport: {result['out'] / 'report.html'}  (tables: {result['out'] / 'tables'}, "
+          f"summary: {result['out'] / 'summary.csv'}, {result['out'] / 'summary.md'})")
+    if args.wandb:
+        log_wandb(result, args.wandb_project)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

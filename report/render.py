@@ -1,0 +1,240 @@
+"""Markdown and self-contained HTML (figures and audio inlined, no network) for the report."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+
+from .tables import METRICS, Row, extremes, normalised
+from .uncertainty import overlapping
+
+HEADERS = {"FF": "FF ↑", "AI": "AI ↑", "AD": "AD ↓", "AG": "AG ↑", "FidIn": "Fid-In ↑", "SPS": "SPS ↑", "COMP": "COMP ↓"}
+METHOD_NAMES = {"saliency": "Saliency", "gradcam": "Grad-CAM", "lime": "LIME", "shap": "SHAP"}
+
+
+def fmt(v: float) -> str:
+    return f"{v:.4f}"
+
+
+def fmt_ci(row: Row, m: str) -> str:
+    if m not in row.ci:
+        return fmt(row.values[m])
+    lo, hi = row.ci[m]
+    return f"{fmt(row.values[m])} [{lo:.3g}, {hi:.3g}]"
+
+
+def title(key: tuple) -> str:
+    return " / ".join(key)
+
+
+# -- Markdown ----------------------------------------------------------------------------------------
+def markdown_table(rows: list[Row], label, with_score: bool = True) -> str:
+    """Rows as a Markdown table; each column's best value in bold, worst in italics."""
+    ext = extremes(rows)
+    head = ["", *( ["score"] if with_score else []), *(HEADERS[m] for m in METRICS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = []
+        for m in METRICS:
+            text = fmt_ci(r, m)
+            if len(rows) > 1 and r.values[m] == ext[m][0]:
+                text = f"**{text}**"
+            elif len(rows) > 1 and r.values[m] == ext[m][1]:
+                text = f"_{text}_"
+            cells.append(text)
+        lines.append("| " + " | ".join([label(r), *([f"{r.score:.4f}"] if with_score else []), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def overlap_lines(rows: list[Row]) -> list[str]:
+    pairs = overlapping(rows)
+    if not any(r.ci for r in rows):
+        return []
+    out = ["", "95 % intervals that overlap (differences within the noise):"]
+    for m in METRICS:
+        text = ", ".join(f"{METHOD_NAMES.get(a, a)}~{METHOD_NAMES.get(b, b)}" for a, b in pairs[m]) or "none"
+        out.append(f"- {m}: {text}")
+    return out
+
+
+def summary_markdown(summary: dict, full: dict) -> str:
+    parts = ["# Summary: each method's best mask", "",
+             "Best mask by the study's rule (min-max over all rows, AD and COMP flipped, geometric mean). "
+             "Bold: best in the column; italics: worst. Brackets: 95 % bootstrap interval over clips.", ""]
+    for key, rows in summary.items():
+        parts += [f"## {title(key)}", "",
+                  markdown_table(rows, lambda r: f"{METHOD_NAMES.get(r.method, r.method)} + {r.mask}"),
+                  *overlap_lines(rows), ""]
+    parts += ["# Full tables", ""]
+    for key, rows in full.items():
+        parts += [f"## {title(key)}", "", markdown_table(rows, lambda r: r.mask), ""]
+    return "\n".join(parts)
+
+
+# -- figures -----------------------------------------------------------------------------------------
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def metrics_plot(rows: list[Row], norm: dict[int, dict]) -> str:
+    """Grouped bars: each best mask's normalised metrics (1 = best over all rows)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    width = 0.8 / max(1, len(rows))
+    x = np.arange(len(METRICS))
+    for i, r in enumerate(rows):
+        ax.bar(x + i * width, [norm[id(r)][m] for m in METRICS], width,
+               label=f"{METHOD_NAMES.get(r.method, r.method)} + {r.mask}")
+    ax.set_xticks(x + width * (len(rows) - 1) / 2)
+    ax.set_xticklabels([HEADERS[m] for m in METRICS])
+    ax.set_ylabel("normalised (1 = best)")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _png(fig)
+
+
+def scatter_plot(group: list[Row], best: list[Row], x_metric: str = "SPS", y_metric: str = "FF") -> str:
+    """Faithfulness against conciseness for every method and mask; best masks ringed and named."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    methods = list(dict.fromkeys(r.method for r in group))
+    for i, method in enumerate(methods):
+        pts = [r for r in group if r.method == method]
+        ax.scatter([r.values[x_metric] for r in pts], [r.values[y_metric] for r in pts], s=22, color=f"C{i}",
+                   label=METHOD_NAMES.get(method, method), alpha=0.8)
+    for r in best:
+        ax.scatter([r.values[x_metric]], [r.values[y_metric]], s=110, facecolors="none", edgecolors="black")
+        ax.annotate(r.mask, (r.values[x_metric], r.values[y_metric]), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")
+    ax.set_xlabel(f"{HEADERS[x_metric]} (conciseness)")
+    ax.set_ylabel(f"{HEADERS[y_metric]} (faithfulness)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+# -- HTML --------------------------------------------------------------------------------------------
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:0;background:#fafafa;color:#222}
+main{max-width:1080px;margin:0 auto;padding:16px 20px}
+h1{font-size:1.5em} h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd} h3{font-size:1.05em}
+table{border-collapse:collapse;font-size:12.5px;margin:8px 0;width:100%;table-layout:auto}
+th,td{border:1px solid #ccc;padding:3px 5px;text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}
+td.best{background:#c8f0c8} td.worst{background:#ffd8b0}
+td.best.concise{background:#cde6ff} td.worst.concise{background:#fff3a8}
+.ci{color:#666;font-size:11px}
+img{max-width:100%;height:auto}
+.clip{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:12px 0}
+.method{display:grid;grid-template-columns:minmax(0,3fr) minmax(0,1fr);gap:10px;align-items:center;margin:8px 0}
+.players audio{width:100%;height:32px} .players div{font-size:12px;color:#444;margin-top:4px}
+details{margin:6px 0} summary{cursor:pointer}
+.note{color:#555;font-size:13px}
+"""
+
+
+def html_table(rows: list[Row], label, with_score: bool = True) -> str:
+    ext = extremes(rows)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["", *(["score"] if with_score else []),
+                                                          *(HEADERS[m] for m in METRICS)])
+    body = []
+    for r in rows:
+        cells = [f"<td>{html.escape(label(r))}</td>"] + ([f"<td>{r.score:.4f}</td>"] if with_score else [])
+        for m in METRICS:
+            cls = []
+            if len(rows) > 1 and r.values[m] == ext[m][0]:
+                cls.append("best")
+            elif len(rows) > 1 and r.values[m] == ext[m][1]:
+                cls.append("worst")
+            if cls and m in ("SPS", "COMP"):
+                cls.append("concise")
+            ci = (f"<br><span class='ci'>[{r.ci[m][0]:.3g}, {r.ci[m][1]:.3g}]</span>" if m in r.ci else "")
+            cells.append(f"<td class='{' '.join(cls)}'>{fmt(r.values[m])}{ci}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _data_uri(path: Path, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def examples_html(results_csv: Path, best: list[Row], max_clips: int) -> str:
+    """Figures and players (original, masked in, masked out) of each method's best mask, per saved clip."""
+    folder = Path(results_csv).parent / "examples"
+    if not folder.is_dir():
+        return ""
+    parts = []
+    for clip in sorted(p for p in folder.iterdir() if p.is_dir())[:max_clips]:
+        original = clip / "original.wav"
+        block = [f"<div class='clip'><h3>{html.escape(clip.name)}</h3>"]
+        if original.is_file():
+            block.append(f"<div class='players'><div>original</div><audio controls preload='none' "
+                         f"src='{_data_uri(original, 'audio/wav')}'></audio></div>")
+        for r in best:
+            fig = clip / r.method / f"{r.mask}.png"
+            if not fig.is_file():
+                continue
+            players = []
+            for suffix, name in (("_in", "masked in"), ("_out", "masked out")):
+                wav = clip / r.method / f"{r.mask}{suffix}.wav"
+                if wav.is_file():
+                    players.append(f"<div>{name}</div><audio controls preload='none' "
+                                   f"src='{_data_uri(wav, 'audio/wav')}'></audio>")
+            block.append(f"<div class='method'><img alt='{html.escape(r.method)} {html.escape(r.mask)}' "
+                         f"src='{_data_uri(fig, 'image/png')}'><div class='players'><b>"
+                         f"{html.escape(METHOD_NAMES.get(r.method, r.method))} + {html.escape(r.mask)}</b>"
+                         f"{''.join(players)}</div></div>")
+        block.append("</div>")
+        parts.append("".join(block))
+    return "".join(parts)
+
+
+def report_html(rows: list[Row], summary: dict, full: dict, max_clips: int = 4) -> str:
+    norms = {id(r): n for r, n in zip(rows, normalised(rows))}
+    out = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+           "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+           f"<title>Explanation report</title><style>{CSS}</style></head><body><main>",
+           "<h1>Listenable explanations: results</h1>",
+           f"<p class='note'>{len(rows)} result rows; for each (model, scenario) the best mask of every method by "
+           "the study's rule (metrics min-max scaled over all rows, AD and COMP flipped, geometric mean). Green: "
+           "best in a column, orange: worst (blue and yellow for the conciseness metrics SPS and COMP). Grey "
+           "brackets: 95 % bootstrap intervals over clips.</p>"]
+    for key, best in summary.items():
+        model, scenario = key
+        group = [r for r in rows if (r.model, r.scenario) == key]
+        out.append(f"<h2>{html.escape(model)} / {html.escape(scenario)}</h2>")
+        out.append(html_table(best, lambda r: f"{METHOD_NAMES.get(r.method, r.method)} + {r.mask}"))
+        pairs = overlapping(best)
+        if any(r.ci for r in best):
+            items = "".join(f"<li>{m}: {html.escape(', '.join(f'{a}~{b}' for a, b in pairs[m]) or 'none')}</li>"
+                            for m in METRICS)
+            out.append(f"<details><summary>Methods whose intervals overlap</summary><ul>{items}</ul></details>")
+        out.append(f"<h3>Normalised metrics of the best masks</h3><img alt='metrics {html.escape(title(key))}' "
+                   f"src='{metrics_plot(best, norms)}'>")
+        out.append(f"<h3>Faithfulness against conciseness, every method and mask</h3>"
+                   f"<img alt='scatter {html.escape(title(key))}' src='{scatter_plot(group, best)}'>")
+        for method_key, table in full.items():
+            if method_key[:2] == key:
+                out.append(f"<details><summary>All 14 masks: {html.escape(METHOD_NAMES.get(method_key[2], method_key[2]))}"
+                           f"</summary>{html_table(table, lambda r: r.mask)}</details>")
+        sources = sorted({r.source for r in group})
+        examples = "".join(examples_html(Path(s), best, max_clips) for s in sources)
+        if examples:
+            out.append(f"<h3>Listen: each method's best mask</h3>{examples}")
+    out.append("</main></body></html>")
+    return "".join(out)
+
