@@ -10,19 +10,13 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from explain import MASK_NAMES, METRIC_NAMES, METRICS, apply_mask, make_masks, make_method, parse_methods
-from explain.metrics import USES_MASKED_OUT
+from explain import MASK_NAMES, METRIC_NAMES, make_method, parse_methods
+from explain.evaluate import MaskScorer, predict_probs
 
 from .outputs import (CLIP_COLUMNS, RESULT_COLUMNS, save_figure, spectrogram_figure, write_csv, write_json,
                       write_wav)
 
 log = logging.getLogger(__name__)
-
-
-def predict_probs(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Softmax probabilities of ``x`` (N, 1, T, F), in chunks of ``batch_size``."""
-    with torch.no_grad():
-        return torch.cat([model(chunk).float().softmax(-1) for chunk in x.split(batch_size)])
 
 
 class ExplainCallback(Callback):
@@ -49,15 +43,13 @@ class ExplainCallback(Callback):
                  conciseness_on: str = "mask", examples: int = 8, output_dir: Optional[str] = None,
                  model_name: Optional[str] = None):
         super().__init__()
-        if conciseness_on not in ("mask", "attribution"):
-            raise ValueError(f"conciseness_on must be 'mask' or 'attribution', got {conciseness_on!r}")
         self.methods = parse_methods(methods) if methods else []
         self.seed, self.batch_size = seed, batch_size
         self.lime_samples = lime_samples
         self.shap_background_per_class, self.shap_background_size = shap_background_per_class, shap_background_size
         self.options = options or {}
         self.masks = tuple(masks) if masks else MASK_NAMES
-        make_masks(torch.zeros(1, 2), self.masks)  # fails early on an unknown mask name
+        MaskScorer(self.masks, conciseness_on)  # fails early on an unknown mask name or conciseness_on
         self.conciseness_on, self.examples = conciseness_on, examples
         self.output_dir, self.model_name = output_dir, model_name
 
@@ -89,8 +81,7 @@ class ExplainCallback(Callback):
         self.model_label = self.model_name or getattr(self.features, "kind", "model")
         self.out = Path(self.output_dir or Path(trainer.default_root_dir) / "explain")
         self._methods = {n: make_method(n, self.model, **self._method_kwargs(n)) for n in self.methods}
-        self._metrics = {(m, k): {name: cls().to(pl_module.device) for name, cls in METRICS.items()}
-                         for m in self.methods for k in self.masks}
+        self._scorers = {m: MaskScorer(self.masks, self.conciseness_on).to(pl_module.device) for m in self.methods}
         self._clips: list[tuple] = []  # (clip, true, pred) in test order
         self._values: dict[str, list[torch.Tensor]] = {m: [] for m in self.methods}  # (K, B, 7) per batch
         self._scenario = "clean"
@@ -124,20 +115,8 @@ class ExplainCallback(Callback):
         for name, method in self._methods.items():
             with torch.enable_grad():
                 attr = method.attribute(x.detach(), pred, ids=ids).detach()
-            masks = make_masks(attr, self.masks)  # (K, B, 1, T, F)
-            k, b = masks.shape[:2]
-            x_in, x_out = apply_mask(x.unsqueeze(0), masks)
-            p_in = predict_probs(self.model, x_in.flatten(0, 1), self.batch_size).view(k, b, -1)
-            p_out = predict_probs(self.model, x_out.flatten(0, 1), self.batch_size).view(k, b, -1)
-            concise = masks if self.conciseness_on == "mask" else attr.unsqueeze(0).expand_as(masks)
-            values = torch.empty(k, b, len(METRIC_NAMES), dtype=torch.float64, device=x.device)
-            for ki, mask_name in enumerate(self.masks):
-                for mi, (metric_name, metric) in enumerate(self._metrics[(name, mask_name)].items()):
-                    if metric_name in ("SPS", "COMP"):
-                        metric.update(concise[ki])
-                    else:
-                        metric.update(probs, (p_out if metric_name in USES_MASKED_OUT else p_in)[ki], pred)
-                    values[ki, :, mi] = metric.last
+            scored = self._scorers[name].update(self.model, x, probs, pred, attr, self.batch_size)
+            values, x_in, x_out = scored["values"], scored["x_in"], scored["x_out"]
             self._values[name].append(values.cpu())
             if example:
                 self._save_examples(trainer, name, [ids[i] for i in example], x[example], x_in[:, example],
@@ -171,11 +150,10 @@ class ExplainCallback(Callback):
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         results = []
         for name in self.methods:
+            means, n = self._scorers[name].compute(), self._scorers[name].count()
             for mask in self.masks:
-                metrics = self._metrics[(name, mask)]
-                n = int(metrics["FF"].count)
                 results.append([self.model_label, self._scenario, name, mask, n]
-                               + [float(metrics[m].compute()) for m in METRIC_NAMES])
+                               + [means[mask][m] for m in METRIC_NAMES])
         self.results = results
         if trainer.is_global_zero:
             self._write(trainer, results)

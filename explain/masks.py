@@ -16,34 +16,28 @@ MASK_NAMES = (
 )
 
 
-def quantile(x: torch.Tensor, q: float) -> torch.Tensor:
-    """Per-row linear-interpolation quantile of a (B, D) tensor, as (B, 1). Unlike torch.quantile,
-    it has no input-size limit."""
-    d = x.shape[1]
+def _sorted_quantile(s: torch.Tensor, q: float) -> torch.Tensor:
+    """Linear-interpolation quantile of each row of an ascending-sorted (B, D) tensor, as (B, 1)."""
+    d = s.shape[1]
     pos = q * (d - 1)
     lo = int(pos)
     hi = min(lo + 1, d - 1)
-    s = torch.sort(x, dim=1).values
     return s[:, lo:lo + 1] + (pos - lo) * (s[:, hi:hi + 1] - s[:, lo:lo + 1])
 
-def _minmax(a: torch.Tensor) -> torch.Tensor:
-    lo, hi = a.amin(1, keepdim=True), a.amax(1, keepdim=True)
-    span = hi - lo
-    return torch.where(span > 0, (a - lo) / span.clamp_min(torch.finfo(a.dtype).tiny), torch.zeros_like(a))
+
+def quantile(x: torch.Tensor, q: float) -> torch.Tensor:
+    """Per-row quantile of a (B, D) tensor, as numpy's default; unlike torch.quantile, no size limit."""
+    return _sorted_quantile(torch.sort(x, dim=1).values, q)
 
 
-def _minmax_pos(a: torch.Tensor) -> torch.Tensor:
-    pos = a.clamp_min(0)
-    hi = pos.amax(1, keepdim=True)
-    return torch.where(hi > 0, pos / hi.clamp_min(torch.finfo(a.dtype).tiny), torch.zeros_like(a))
-
-
-def _top(a: torch.Tensor, k: float) -> torch.Tensor:
-    return (a >= quantile(a, 1.0 - k)).to(a.dtype)
-
-
-def make_masks(attributions: torch.Tensor, names: tuple[str, ...] = MASK_NAMES) -> torch.Tensor:
+def make_masks(attributions: torch.Tensor, names: tuple[str, ...] = MASK_NAMES,
+               sorted_values: torch.Tensor | None = None) -> torch.Tensor:
     """(B, ...) attribution maps -> (len(names), B, ...) masks.
+
+    Every mask is a non-decreasing function of the map whose parameters (min, max, quantiles) do not
+    depend on the order of the values, so masks of the row-sorted map are the row-sorted masks. A caller
+    that has sorted the flattened maps passes them as ``sorted_values`` (B, D): one sort then serves all
+    quantiles here, and the sparseness metric of the sorted masks.
 
     Example:
         >>> import torch
@@ -61,30 +55,29 @@ def make_masks(attributions: torch.Tensor, names: tuple[str, ...] = MASK_NAMES) 
     if not torch.isfinite(a).all():
         raise ValueError("attribution maps contain NaN or infinite values; the explanation method failed "
                          "(check the model's outputs for this batch)")
-    pos = a.clamp_min(0)
-    cache: dict[str, torch.Tensor] = {}
+    s = torch.sort(a, dim=1).values if sorted_values is None else sorted_values
+    lo, hi = s[:, :1], s[:, -1:]
+    pos, hi_pos = a.clamp_min(0), hi.clamp_min(0)
+    tiny = torch.finfo(a.dtype).tiny
+    minmax_pos = torch.where(hi_pos > 0, pos / hi_pos.clamp_min(tiny), torch.zeros_like(a))
 
     def build(name: str) -> torch.Tensor:
-        if name in cache:
-            return cache[name]
         if name == "minmax":
-            m = _minmax(a)
-        elif name == "sigmoid":
-            m = torch.sigmoid(a)
-        elif name == "bin":
-            m = (a > 0).to(a.dtype)
-        elif name == "minmax_pos":
-            m = _minmax_pos(a)
-        elif name == "sigmoid_pos":
-            m = torch.sigmoid(pos)
-        elif name.startswith("pos_thresh_"):
-            m = (build("minmax_pos") >= int(name.rsplit("_", 1)[1]) / 100).to(a.dtype)
-        elif name.endswith("_pos"):
-            m = _top(pos, int(name.split("_")[1]) / 100)
-        else:
-            m = _top(a, int(name.split("_")[1]) / 100)
-        cache[name] = m
-        return m
+            return torch.where(hi > lo, (a - lo) / (hi - lo).clamp_min(tiny), torch.zeros_like(a))
+        if name == "sigmoid":
+            return torch.sigmoid(a)
+        if name == "bin":
+            return (a > 0).to(a.dtype)
+        if name == "minmax_pos":
+            return minmax_pos
+        if name == "sigmoid_pos":
+            return torch.sigmoid(pos)
+        if name.startswith("pos_thresh_"):
+            return (minmax_pos >= int(name.rsplit("_", 1)[1]) / 100).to(a.dtype)
+        k = int(name.split("_")[1]) / 100
+        if name.endswith("_pos"):  # sort(A+) = max(sort(A), 0): the clamp keeps the order
+            return (pos >= _sorted_quantile(s.clamp_min(0), 1.0 - k)).to(a.dtype)
+        return (a >= _sorted_quantile(s, 1.0 - k)).to(a.dtype)
 
     return torch.stack([build(n) for n in names]).reshape(len(names), *shape)
 

@@ -94,22 +94,27 @@ def _prepare(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(peak > 0, a / peak.clamp_min(1e-300), a).abs()
 
 
-def sparseness(maps: torch.Tensor) -> torch.Tensor:
+def sparseness(maps: torch.Tensor, presorted: bool = False) -> torch.Tensor:
     """SPS: Gini index of |map| (Quantus ``Sparseness``), per map of a (N, ...) batch; in [0, 1], higher is better.
+
+    ``presorted=True``: each flattened map is non-negative and already ascending (skips the sort).
 
     Example:
         >>> import torch
         >>> sparseness(torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0]])).float()
         tensor([0.0000, 0.7500])
     """
-    a = torch.sort(_prepare(maps) + 1e-7, dim=1).values
+    a = _prepare(maps) + 1e-7
+    if not presorted:
+        a = torch.sort(a, dim=1).values
     d = a.shape[1]
     ranks = torch.arange(1, d + 1, device=a.device, dtype=a.dtype)
     return (((2 * ranks - d - 1) * a).sum(1) / (d * a.sum(1))).clamp(0, 1)  # clamp: rounding on constant maps
 
 
-def complexity(maps: torch.Tensor) -> torch.Tensor:
+def complexity(maps: torch.Tensor, presorted: bool = False) -> torch.Tensor:
     """COMP: entropy of |map| / sum |map| (Quantus ``Complexity``), per map; in [0, ln d], lower is better.
+    (The order of values does not matter; ``presorted`` is accepted for symmetry with ``sparseness``.)
 
     Example:
         >>> import torch
@@ -192,8 +197,10 @@ class FidIn(_ProbMetric):
 class _MapMetric(_ClipMean):
     fn = None
 
-    def update(self, maps: torch.Tensor) -> None:
-        self._accumulate(type(self).fn(maps))
+    def update(self, maps: torch.Tensor, presorted: bool = False) -> None:
+        """``presorted``: the caller promises non-negative, ascending-sorted maps (their order does not
+        change either metric, and a sort is saved)."""
+        self._accumulate(type(self).fn(maps, presorted))
 
 
 class SPS(_MapMetric):

@@ -85,3 +85,14 @@ def test_apply_mask_uses_the_silence_floor():
     x_in, x_out = apply_mask(x, m)
     assert x_in.tolist() == [[-20.0, -80.0, SILENCE_DB]]
     assert x_out.tolist() == [[SILENCE_DB, -80.0, 10.0]]
+
+
+def test_masks_of_the_sorted_map_are_the_sorted_masks():
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(4, 300, generator=g, dtype=torch.float64)
+    a[1] = a[1].abs()
+    a[2, :250] = -a[2, :250].abs()
+    s = torch.sort(a, dim=1).values
+    masks = make_masks(a)
+    torch.testing.assert_close(make_masks(a, sorted_values=s), masks)
+    torch.testing.assert_close(make_masks(s, sorted_values=s), torch.sort(masks, dim=2).values)

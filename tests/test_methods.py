@@ -142,3 +142,19 @@ def test_lime_is_seeded_per_clip_not_per_batch(model, spectrograms):
     torch.testing.assert_close(together[1:2], alone, rtol=1e-4, atol=1e-6)
     assert not torch.allclose(make_method("lime", model, num_samples=40, seed=6).attribute(x[1:2], target[1:2], ids=["b"]),
                               alone)
+
+
+def test_deep_shap_equals_captums_deeplift_shap():
+    from captum.attr import DeepLiftShap
+    model = tiny_cnn(num_classes=6, seed=4)
+    g = torch.Generator().manual_seed(2)
+    bg = torch.randn(5, 1, 101, 64, generator=g) * 15 - 40
+    x = torch.randn(3, 1, 101, 64, generator=g) * 15 - 40
+    x[:, :, 20:60, 10:30] += 40
+    target = torch.tensor([0, 2, 5])
+    ours = make_method("shap", model, batch_size=7)  # 7 // 5 -> one clip per call
+    ours.set_background(bg)
+    with torch.enable_grad():
+        a = ours.attribute(x, target)
+        ref = DeepLiftShap(model).attribute(x, baselines=bg, target=target)
+    torch.testing.assert_close(a, ref, rtol=1e-3, atol=1e-4 * ref.abs().max().item())

@@ -129,3 +129,10 @@ def test_complexity_matches_quantus_on_every_mask():
     # Quantus divides 0 by 0 on all-zero masks; those are the only ones where it is not finite
     all_zero = (maps.reshape(len(maps), -1).abs().sum(1) == 0).numpy()
     assert all_zero.any() and (~finite == all_zero).all()
+
+
+def test_presorted_masks_give_the_same_sparseness():
+    masks = mask_suite()[:-1]  # the masks, not the signed map at the end
+    flat = masks.reshape(len(masks), -1)
+    np.testing.assert_allclose(sparseness(torch.sort(flat, 1).values, presorted=True).numpy(),
+                               sparseness(masks).numpy(), rtol=0, atol=1e-12)
