@@ -2,6 +2,7 @@
 masks, score them with the 7 metrics, and write results, per-clip values, audio and figures."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -11,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from explain import MASK_NAMES, METRIC_NAMES, make_method, parse_methods
+from explain.batching import CPU_BATCH, auto_batch_size, autocast
 from explain.evaluate import MaskScorer, predict_probs
 
 from .outputs import (CLIP_COLUMNS, RESULT_COLUMNS, save_figure, spectrogram_figure, write_csv, write_json,
@@ -25,7 +27,10 @@ class ExplainCallback(Callback):
     Args:
         methods: names (``saliency``, ``gradcam``, ``lime``, ``shap``), a comma list, or ``all``.
         seed: seed of the random methods (LIME patterns); each clip's seed also depends on its file name.
-        batch_size: spectrograms per model call (perturbations, masked inputs, SHAP background rows).
+        batch_size: spectrograms per model call (perturbations, masked inputs, SHAP pairs); default: as many
+            as fit in half the free GPU memory (measured on the first batch), 8 on a CPU.
+        precision: ``32``, or ``bf16`` to run the explanation forwards (clean, LIME's perturbations, masked
+            inputs) under bfloat16 autocast; gradient methods stay in full precision.
         lime_samples: LIME perturbations per clip (the protocol's 1000).
         shap_background_per_class, shap_background_size: SHAP's background: that many training clips
             per class, at most that many in all (the protocol's 2 and 100).
@@ -37,14 +42,16 @@ class ExplainCallback(Callback):
         model_name: label of the model in the results; default the feature type (``mel`` or ``stft``).
     """
 
-    def __init__(self, methods: Union[str, list[str], None] = None, seed: int = 0, batch_size: int = 64,
+    def __init__(self, methods: Union[str, list[str], None] = None, seed: int = 0, batch_size: Optional[int] = None,
+                 precision: str = "32",
                  lime_samples: int = 1000, shap_background_per_class: int = 2, shap_background_size: int = 100,
                  options: Optional[dict[str, dict]] = None, masks: Optional[list[str]] = None,
                  conciseness_on: str = "mask", examples: int = 8, output_dir: Optional[str] = None,
                  model_name: Optional[str] = None):
         super().__init__()
         self.methods = parse_methods(methods) if methods else []
-        self.seed, self.batch_size = seed, batch_size
+        self.seed, self.batch_size, self.precision = seed, batch_size, precision
+        autocast(torch.device("cpu"), precision)  # an unknown precision fails here
         self.lime_samples = lime_samples
         self.shap_background_per_class, self.shap_background_size = shap_background_per_class, shap_background_size
         self.options = options or {}
@@ -62,7 +69,7 @@ class ExplainCallback(Callback):
 
     # -- set-up -----------------------------------------------------------------------------------
     def _method_kwargs(self, name: str) -> dict:
-        kw = {"batch_size": self.batch_size, "seed": self.seed}
+        kw = {"batch_size": self.batch_size or CPU_BATCH, "seed": self.seed}
         if name == "lime":
             kw["num_samples"] = self.lime_samples
         if name == "shap":
@@ -85,6 +92,17 @@ class ExplainCallback(Callback):
         self._clips: list[tuple] = []  # (clip, true, pred) in test order
         self._values: dict[str, list[torch.Tensor]] = {m: [] for m in self.methods}  # (K, B, 7) per batch
         self._scenario = "clean"
+        self._batch = None
+
+    def _size_batches(self, sample: torch.Tensor) -> None:
+        if self.batch_size:
+            self._batch = {"forward": self.batch_size, "backward": self.batch_size}
+        else:
+            self._batch = {"forward": auto_batch_size(self.model, sample),
+                           "backward": auto_batch_size(self.model, sample, backward=True)}
+            log.info("explanation batch sizes: %s", self._batch)
+        for method in self._methods.values():
+            method.batch_size = self._batch["forward" if method.gradient_free else "backward"]
 
     def on_test_start(self, trainer, pl_module) -> None:
         for name, method in self._methods.items():
@@ -98,7 +116,7 @@ class ExplainCallback(Callback):
         bg = dm.background(method.background_per_class, method.background_size)
         wave = bg["waveform"].to(pl_module.device)
         with torch.no_grad():
-            spec = torch.cat([self.features(w) for w in wave.split(self.batch_size)])
+            spec = torch.cat([self.features(w) for w in wave.split(16)])
         log.info("%s background: %d training clips", method.name, len(spec))
         return spec
 
@@ -108,14 +126,20 @@ class ExplainCallback(Callback):
         self._scenario = batch["scenario"][0] if "scenario" in batch else "clean"
         with torch.no_grad():
             x, phase = self.features(wave, return_phase=True)
-        probs = predict_probs(self.model, x, self.batch_size)
+        if self._batch is None:
+            self._size_batches(x[:1])
+        fwd_bs = self._batch["forward"]
+        with autocast(x.device, self.precision):
+            probs = predict_probs(self.model, x, fwd_bs)
         pred = probs.argmax(-1)
         self._clips += list(zip(ids, batch["target"].tolist(), pred.tolist()))
         example = [i for i, idx in enumerate(batch["index"].tolist()) if idx < self.examples]
         for name, method in self._methods.items():
-            with torch.enable_grad():
-                attr = method.attribute(x.detach(), pred, ids=ids).detach()
-            scored = self._scorers[name].update(self.model, x, probs, pred, attr, self.batch_size)
+            amp = autocast(x.device, self.precision) if method.gradient_free else contextlib.nullcontext()
+            with torch.enable_grad(), amp:
+                attr = method.attribute(x.detach(), pred, ids=ids).detach().float()
+            with autocast(x.device, self.precision):
+                scored = self._scorers[name].update(self.model, x, probs, pred, attr, fwd_bs)
             values, x_in, x_out = scored["values"], scored["x_in"], scored["x_out"]
             self._values[name].append(values.cpu())
             if example:
@@ -176,6 +200,7 @@ class ExplainCallback(Callback):
         write_json(self.out / "run.json", {
             "model": self.model_label, "scenario": self._scenario, "methods": self.methods, "masks": list(self.masks),
             "options": {n: m.options() for n, m in self._methods.items()}, "conciseness_on": self.conciseness_on,
+            "precision": self.precision, "batch_sizes": self._batch,
             "ckpt_path": getattr(trainer, "ckpt_path", None), "clips": len(self._clips),
         })
         print(f"explanation results: {self.out / 'results.csv'} (per clip: {self.out / 'per_clip.csv'}; "

@@ -51,6 +51,7 @@ class AttributionMethod:
 
     name = "base"
     needs_background = False
+    gradient_free = False  # True: only forward passes (may run under autocast)
 
     def __init__(self, model: nn.Module, batch_size: int = 64, seed: int = 0):
         self.model, self.batch_size, self.seed = model, batch_size, seed

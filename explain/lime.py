@@ -49,6 +49,8 @@ def weighted_ridge(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: flo
 
 @register("lime")
 class Lime(AttributionMethod):
+    gradient_free = True
+
     def __init__(self, model, batch_size: int = 64, seed: int = 0, num_samples: int = 1000,
                  kernel_width: float = 0.25, alpha: float = 1.0, kernel_size: float = 4, max_dist: float = 200,
                  ratio: float = 0.2, workers: int | None = None):

@@ -75,14 +75,24 @@ class DeepShap(AttributionMethod):
             raise RuntimeError("shap needs a background: call set_background() with training spectrograms first")
         bg = self.background.to(x.device, x.dtype)
         n_bg = len(bg)
-        per_call = max(1, self.batch_size // n_bg)
-        return torch.cat([self._attribute(xb, tb, bg) for xb, tb in zip(x.split(per_call), target.split(per_call))])
+        # calls of at most batch_size (clip, background) pairs: several clips with the whole background,
+        # or one clip with a slice of it
+        clips_per_call = max(1, self.batch_size // n_bg)
+        bg_per_call = min(n_bg, self.batch_size)
+        total = torch.zeros_like(x)
+        for start in range(0, len(x), clips_per_call):
+            sl = slice(start, start + clips_per_call)
+            for j in range(0, n_bg, bg_per_call):
+                total[sl] += self._pairs(x[sl], target[sl], bg, slice(j, j + bg_per_call))
+        return total / n_bg
 
-    def _attribute(self, x: torch.Tensor, target: torch.Tensor, bg: torch.Tensor) -> torch.Tensor:
+    def _pairs(self, x: torch.Tensor, target: torch.Tensor, bg: torch.Tensor, part: slice) -> torch.Tensor:
+        """Sum over the background clips in ``part`` of each clip's DeepLIFT attribution."""
+        bg = bg[part]
         k, n_bg = len(x), len(bg)
         # pair r is clip r // n_bg with background clip r % n_bg
         pairs = x.detach().repeat_interleave(n_bg, 0).requires_grad_(True)
-        refs = {m: (r.to(x.device, x.dtype), rr.to(x.device, x.dtype)) for m, (r, rr) in self._refs.items()}
+        refs = {m: (r[part].to(x.device, x.dtype), rr[part].to(x.device, x.dtype)) for m, (r, rr) in self._refs.items()}
         hooks = [m.register_forward_hook(lambda m, inp, out: _Rescale.apply(inp[0], *refs[m])) for m in refs]
         try:
             with torch.enable_grad():
@@ -93,4 +103,4 @@ class DeepShap(AttributionMethod):
             for h in hooks:
                 h.remove()
         attr = (pairs.detach().view(k, n_bg, *x.shape[1:]) - bg) * grad.view(k, n_bg, *x.shape[1:])
-        return attr.mean(1)
+        return attr.sum(1)

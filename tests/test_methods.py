@@ -158,3 +158,6 @@ def test_deep_shap_equals_captums_deeplift_shap():
         a = ours.attribute(x, target)
         ref = DeepLiftShap(model).attribute(x, baselines=bg, target=target)
     torch.testing.assert_close(a, ref, rtol=1e-3, atol=1e-4 * ref.abs().max().item())
+    sliced = make_method("shap", model, batch_size=2)  # background in slices of 2, 2 and 1
+    sliced.set_background(bg)
+    torch.testing.assert_close(sliced.attribute(x, target), a, rtol=1e-4, atol=1e-6 * ref.abs().max().item())

@@ -1,0 +1,294 @@
+"""Explanation speed, side by side: ours, the study's reference approach, and the bare model passes.
+
+    python -m benchmarks.explain --width 64 --clips 16 --device cuda --out bench.json
+
+On one model (a Cnn14 of the given width, random weights unless --ckpt) and one set of inputs (clips of
+the built-in synthetic dataset), per method it measures seconds per clip and peak memory:
+
+- ours: the code ``main.py test --explain`` runs (batched on the device);
+- reference: the study's approach, one clip at a time: ``lime``'s LimeImageExplainer with its defaults
+  (10 perturbations per model call), ``shap.DeepExplainer`` with the same background, captum's Saliency
+  and LayerGradCam per clip, and the metric stage per clip and per mask with Quantus for SPS and COMP;
+- bound: only the model passes the method needs, in the largest batch ours uses (LIME: its perturbed
+  forwards; SHAP: clip x background forward and backward; metrics: 1 + 2 x 14 forwards per clip;
+  Saliency and Grad-CAM: one forward and backward per clip).
+
+Speed-up = reference / ours; efficiency = bound / ours (1 means nothing but the model passes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from datamodules import ESC50DataModule, write_synthetic_esc50
+from explain import MASK_NAMES, make_masks, make_method
+from explain.batching import auto_batch_size, autocast
+from explain.evaluate import MaskScorer, predict_probs
+from explain.lime import scale01
+from explain.masks import apply_mask
+from explain.metrics import METRIC_NAMES, average_drop, average_gain, average_increase, faithfulness_of_features, fidelity_in
+from lightning_modules import Cnn14, make_features
+
+METHODS = ("saliency", "gradcam", "lime", "shap", "metrics")
+
+
+class Meter:
+    """Wall time (synchronised on CUDA) and peak memory of a block: GPU memory on CUDA, resident memory
+    of the process on a CPU (its high-water mark, reset through /proc/self/clear_refs)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                pass
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self.peak_mb = _rss_peak_mb()
+        self.seconds = time.perf_counter() - self.start
+
+
+def _rss_peak_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def load_inputs(args, device):
+    root = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="bench-")) / "synthetic"
+    if not (root / "meta" / "esc50.csv").is_file():
+        write_synthetic_esc50(root, num_classes=10, clips_per_fold=4)
+    dm = ESC50DataModule(root=str(root), batch_size=max(args.clips, 1))
+    dm.setup("test")
+    features = make_features(args.features).to(device)
+    test = next(iter(dm.test_dataloader()))
+    train = dm.train_set
+    bg_wave = torch.stack([train[i]["waveform"] for i in range(min(args.background, len(train)))])
+    with torch.no_grad():
+        x = features(test["waveform"][: args.clips].to(device))
+        bg = torch.cat([features(w.to(device)) for w in bg_wave.split(16)])
+    return x, bg, list(test["filename"][: args.clips]), features.num_bins
+
+
+def make_model(args, num_bins, device):
+    model = Cnn14(num_bins, 50, args.width)
+    if args.ckpt:
+        state = torch.load(args.ckpt, map_location="cpu", weights_only=False)
+        state = state.get("state_dict", state)
+        model.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+# -- reference approaches (one clip at a time) ------------------------------------------------------------
+def reference_gradient(name, model, x, target):
+    from captum.attr import LayerAttribution, LayerGradCam, Saliency
+    for i in range(len(x)):
+        xi = x[i:i + 1].clone()
+        if name == "saliency":
+            Saliency(model).attribute(xi, target=int(target[i]), abs=False)
+        else:
+            cam = LayerGradCam(model, model.conv_block6.conv2).attribute(xi, target=int(target[i]))
+            LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear")
+
+
+def reference_lime(model, x, target, samples):
+    from lime.lime_image import LimeImageExplainer
+    for i in range(len(x)):
+        lo, hi = x[i].min(), x[i].max()
+        image = scale01(x[i:i + 1])[0, 0].T.double().cpu().numpy()
+
+        def classifier_fn(images):
+            db = torch.from_numpy(images[..., 0]).float().to(x.device) * (hi - lo) + lo
+            with torch.no_grad():
+                return model(db.transpose(1, 2).unsqueeze(1)).softmax(-1).cpu().numpy()
+
+        LimeImageExplainer(random_state=0).explain_instance(image, classifier_fn, labels=(int(target[i]),),
+                                                             top_labels=None, num_samples=samples)
+
+
+def reference_shap(model, x, bg):
+    import shap
+    explainer = shap.DeepExplainer(model, bg)
+    for i in range(len(x)):
+        explainer.shap_values(x[i:i + 1], ranked_outputs=1, check_additivity=False)
+
+
+def reference_metrics(model, x, target, attributions):
+    import quantus
+    sps = quantus.Sparseness(normalise=True, abs=True, disable_warnings=True, display_progressbar=False)
+    comp = quantus.Complexity(normalise=True, abs=True, disable_warnings=True, display_progressbar=False)
+    for i in range(len(x)):
+        xi, ci = x[i:i + 1], target[i:i + 1]
+        with torch.no_grad():
+            p = model(xi).softmax(-1)
+        masks = make_masks(attributions[i:i + 1])
+        for k in range(len(MASK_NAMES)):
+            x_in, x_out = apply_mask(xi, masks[k])
+            with torch.no_grad():
+                p_in, p_out = model(x_in).softmax(-1), model(x_out).softmax(-1)
+            for fn, q in ((faithfulness_of_features, p_out), (average_increase, p_in), (average_drop, p_in),
+                          (average_gain, p_in), (fidelity_in, p_in)):
+                fn(p, q, ci).item()
+            m = masks[k].cpu().numpy().astype(np.float64)
+            if not np.all(m == m.flat[0]):  # Quantus refuses constant masks
+                xs = np.zeros_like(m)
+                sps(model=None, x_batch=xs, y_batch=np.zeros(1, int), a_batch=m, channel_first=True)
+                comp(model=None, x_batch=xs, y_batch=np.zeros(1, int), a_batch=m, channel_first=True)
+
+
+# -- bounds: the bare model passes --------------------------------------------------------------------------
+def bound_forward(model, x, repeats, batch):
+    rows = x.repeat_interleave(repeats, 0) if repeats > 1 else x
+    with torch.no_grad():
+        for chunk in rows.split(batch):
+            model(chunk)
+
+
+def bound_backward(model, x, repeats, batch):
+    rows = x.repeat_interleave(repeats, 0) if repeats > 1 else x
+    for chunk in rows.split(batch):
+        chunk = chunk.clone().requires_grad_(True)
+        with torch.enable_grad():
+            torch.autograd.grad(model(chunk)[:, 0].sum(), chunk)
+
+
+def run(args) -> dict:
+    warnings.filterwarnings("ignore")
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    x, bg, ids, num_bins = load_inputs(args, device)
+    model = make_model(args, num_bins, device)
+    fwd_bs = args.batch or auto_batch_size(model, x[:1])
+    bwd_bs = args.batch or auto_batch_size(model, x[:1], backward=True)
+    with torch.no_grad():
+        target = model(x).argmax(1)
+    bound_forward(model, x, 1, fwd_bs)  # warm-up (cuDNN autotuning, allocator)
+    results, maps = {}, {}
+    for name in METHODS:
+        if name not in args.methods:
+            continue
+        entry = {}
+        if name == "metrics":
+            attr = maps.get("saliency")
+            if attr is None:
+                attr = make_method("saliency", model, batch_size=bwd_bs).attribute(x, target)
+            scorer = MaskScorer().to(device)
+            with Meter(device) as m, autocast(device, args.precision):
+                probs = predict_probs(model, x, fwd_bs)
+                scorer.update(model, x, probs, target, attr, fwd_bs)
+            entry.update(ours_s=m.seconds, peak_mem_mb=m.peak_mb)
+            if not args.skip_reference:
+                with Meter(device) as m:
+                    reference_metrics(model, x, target, attr)
+                entry["reference_s"] = m.seconds
+            with Meter(device) as m:
+                bound_forward(model, x, 1 + 2 * len(MASK_NAMES), fwd_bs)
+            entry["bound_s"] = m.seconds
+        else:
+            kw = {"num_samples": args.lime_samples} if name == "lime" else {}
+            method = make_method(name, model, batch_size=fwd_bs if name == "lime" else bwd_bs, **kw)
+            if method.needs_background:
+                method.set_background(bg)
+            amp = autocast(device, args.precision) if method.gradient_free else autocast(device, "32")
+            with Meter(device) as m, amp:
+                maps[name] = method.attribute(x, target, ids=ids)
+            entry.update(ours_s=m.seconds, peak_mem_mb=m.peak_mb)
+            if not args.skip_reference:
+                with Meter(device) as m:
+                    if name == "lime":
+                        reference_lime(model, x, target, args.lime_samples)
+                    elif name == "shap":
+                        reference_shap(model, x, bg)
+                    else:
+                        reference_gradient(name, model, x, target)
+                entry["reference_s"] = m.seconds
+            with Meter(device) as m:
+                if name == "lime":
+                    bound_forward(model, x, args.lime_samples, fwd_bs)
+                elif name == "shap":
+                    bound_backward(model, x, len(bg), bwd_bs)
+                else:
+                    bound_backward(model, x, 1, bwd_bs)
+            entry["bound_s"] = m.seconds
+        # per clip, as the table and JSON report them
+        results[name] = {k: (v / len(x) if k.endswith("_s") else v) for k, v in entry.items()}
+        results[name].setdefault("reference_s", float("nan"))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    return {"device": name, "width": args.width, "clips": len(x), "lime_samples": args.lime_samples,
+            "background": len(bg), "precision": args.precision, "batch": {"forward": fwd_bs, "backward": bwd_bs},
+            "methods": results}
+
+
+def table(report: dict) -> str:
+    lines = [f"device: {report['device']}, Cnn14 width {report['width']}, {report['clips']} clips, "
+             f"LIME {report['lime_samples']} samples, SHAP background {report['background']}, "
+             f"precision {report['precision']}, batch {report['batch']}",
+             f"{'method':<9} {'ours s/clip':>12} {'reference':>10} {'bound':>9} {'speed-up':>9} {'efficiency':>10} "
+             f"{'peak MB':>9}"]
+    for name, r in report["methods"].items():
+        lines.append(f"{name:<9} {r['ours_s']:>12.4f} {r['reference_s']:>10.4f} {r['bound_s']:>9.4f} "
+                     f"{r['reference_s'] / r['ours_s']:>9.2f} {r['bound_s'] / r['ours_s']:>10.2f} {r['peak_mem_mb']:>9.0f}")
+    return "\n".join(lines)
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.explain", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--width", type=int, default=16, help="Cnn14 width (64 = PANNs)")
+    p.add_argument("--clips", type=int, default=4)
+    p.add_argument("--lime-samples", type=int, default=1000)
+    p.add_argument("--background", type=int, default=100, help="SHAP background clips")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--precision", default="32", choices=["32", "bf16"])
+    p.add_argument("--features", default="mel", choices=["mel", "stft"])
+    p.add_argument("--batch", type=int, default=None, help="model batch (default: automatic)")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--data", default=None, help="an ESC-50-layout folder (default: synthetic data in a temp folder)")
+    p.add_argument("--ckpt", default=None, help="a checkpoint of this project to take the weights from")
+    p.add_argument("--skip-reference", action="store_true", help="measure ours and the bound only")
+    p.add_argument("--out", default=None, help="write the figures as JSON here")
+    args = p.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",")]
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        p.error(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
+    report = run(args)
+    print(table(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
