@@ -18,8 +18,12 @@ Speed-up = reference / ours; efficiency = bound / ours (1 means nothing but the 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import os
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -40,8 +44,8 @@ METHODS = ("saliency", "gradcam", "lime", "shap", "metrics")
 
 
 class Meter:
-    """Wall time (synchronised on CUDA) and peak memory of a block: GPU memory on CUDA, resident memory
-    of the process on a CPU (its high-water mark, reset through /proc/self/clear_refs)."""
+    """Wall time (synchronised on CUDA) and peak memory of a block, above what was in use when it began:
+    allocated GPU memory on CUDA; on a CPU, the process's resident memory, sampled every 2 ms."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -50,31 +54,38 @@ class Meter:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
         else:
-            try:
-                Path("/proc/self/clear_refs").write_text("5")
-            except OSError:
-                pass
+            self._base = self._peak = _rss()
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
         self.start = time.perf_counter()
         return self
+
+    def _sample(self):
+        while not self._stop.wait(0.002):
+            self._peak = max(self._peak, _rss())
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+            self.seconds = time.perf_counter() - self.start
+            peak = torch.cuda.max_memory_allocated(self.device)
         else:
-            self.peak_mb = _rss_peak_mb()
-        self.seconds = time.perf_counter() - self.start
+            self.seconds = time.perf_counter() - self.start
+            self._stop.set()
+            self._thread.join()
+            peak = max(self._peak, _rss())
+        self.peak_mb = max(0.0, (peak - self._base) / 2**20)
 
 
-def _rss_peak_mb() -> float:
+def _rss() -> int:
+    """Resident memory of this process in bytes."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
 
 
 def load_inputs(args, device):
@@ -128,8 +139,9 @@ def reference_lime(model, x, target, samples):
             with torch.no_grad():
                 return model(db.transpose(1, 2).unsqueeze(1)).softmax(-1).cpu().numpy()
 
-        LimeImageExplainer(random_state=0).explain_instance(image, classifier_fn, labels=(int(target[i]),),
-                                                             top_labels=None, num_samples=samples)
+        with contextlib.redirect_stderr(io.StringIO()):  # lime's own progress bar
+            LimeImageExplainer(random_state=0).explain_instance(image, classifier_fn, labels=(int(target[i]),),
+                                                                 top_labels=None, num_samples=samples)
 
 
 def reference_shap(model, x, bg):

@@ -5,10 +5,25 @@ import os
 from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary name and renames it: a run killed while saving leaves the
+    previous file intact, never half a checkpoint."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 class BestCheckpoint(ModelCheckpoint):
-    """A ``ModelCheckpoint`` on best ``val/acc`` written into the run's own folder.
+    """A ``ModelCheckpoint`` on best ``val/acc`` written (atomically) into the run's own folder.
 
     At the end of ``fit`` the link ``best.ckpt`` beside the run folders is replaced (atomically) by one
     to this run's best checkpoint; earlier runs' checkpoints stay where they are.
@@ -22,6 +37,8 @@ class BestCheckpoint(ModelCheckpoint):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.dirpath is None:
             self.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         super().setup(trainer, pl_module, stage)
 
     def on_fit_end(self, trainer, pl_module) -> None:

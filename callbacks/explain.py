@@ -15,6 +15,7 @@ from explain import MASK_NAMES, METRIC_NAMES, make_method, parse_methods
 from explain.batching import CPU_BATCH, auto_batch_size, autocast
 from explain.evaluate import MaskScorer, predict_probs
 
+from .cache import AttributionCache, weights_hash
 from .outputs import (CLIP_COLUMNS, RESULT_COLUMNS, save_figure, spectrogram_figure, write_csv, write_json,
                       write_wav)
 
@@ -40,6 +41,8 @@ class ExplainCallback(Callback):
         examples: how many test clips (the first ones) get audio and figures for every method and mask.
         output_dir: where files go; default ``<trainer.default_root_dir>/explain``.
         model_name: label of the model in the results; default the feature type (``mel`` or ``stft``).
+        cache: keep every clip's attribution map on disk, so that a killed run started again only computes
+            what is missing (in ``cache_dir``, default ``<trainer.default_root_dir>/../attribution-cache``).
     """
 
     def __init__(self, methods: Union[str, list[str], None] = None, seed: int = 0, batch_size: Optional[int] = None,
@@ -47,7 +50,7 @@ class ExplainCallback(Callback):
                  lime_samples: int = 1000, shap_background_per_class: int = 2, shap_background_size: int = 100,
                  options: Optional[dict[str, dict]] = None, masks: Optional[list[str]] = None,
                  conciseness_on: str = "mask", examples: int = 8, output_dir: Optional[str] = None,
-                 model_name: Optional[str] = None):
+                 model_name: Optional[str] = None, cache: bool = True, cache_dir: Optional[str] = None):
         super().__init__()
         self.methods = parse_methods(methods) if methods else []
         self.seed, self.batch_size, self.precision = seed, batch_size, precision
@@ -59,6 +62,7 @@ class ExplainCallback(Callback):
         MaskScorer(self.masks, conciseness_on)  # fails early on an unknown mask name or conciseness_on
         self.conciseness_on, self.examples = conciseness_on, examples
         self.output_dir, self.model_name = output_dir, model_name
+        self.cache, self.cache_dir = cache, cache_dir
 
     def set_methods(self, methods: Union[str, list[str]]) -> None:
         self.methods = parse_methods(methods)
@@ -87,9 +91,15 @@ class ExplainCallback(Callback):
         self.features = pl_module.features
         self.model_label = self.model_name or getattr(self.features, "kind", "model")
         self.out = Path(self.output_dir or Path(trainer.default_root_dir) / "explain")
+        if (self.out / "results.csv").exists():
+            raise FileExistsError(f"{self.out} already holds the results of an earlier run; choose another "
+                                  f"--explainer.output_dir (or --trainer.default_root_dir), or move it away")
+        self._cache_root = Path(self.cache_dir or Path(trainer.default_root_dir).parent / "attribution-cache")
+        self._caches: dict[str, AttributionCache] = {}
+        self._cache_counts = {m: {"cached": 0, "computed": 0} for m in self.methods}
         self._methods = {n: make_method(n, self.model, **self._method_kwargs(n)) for n in self.methods}
         self._scorers = {m: MaskScorer(self.masks, self.conciseness_on).to(pl_module.device) for m in self.methods}
-        self._clips: list[tuple] = []  # (clip, true, pred) in test order
+        self._clips: list[tuple] = []  # (dataset index, clip, true, pred) in this rank's test order
         self._values: dict[str, list[torch.Tensor]] = {m: [] for m in self.methods}  # (K, B, 7) per batch
         self._scenario = "clean"
         self._batch = None
@@ -132,12 +142,10 @@ class ExplainCallback(Callback):
         with autocast(x.device, self.precision):
             probs = predict_probs(self.model, x, fwd_bs)
         pred = probs.argmax(-1)
-        self._clips += list(zip(ids, batch["target"].tolist(), pred.tolist()))
+        self._clips += list(zip(batch["index"].tolist(), ids, batch["target"].tolist(), pred.tolist()))
         example = [i for i, idx in enumerate(batch["index"].tolist()) if idx < self.examples]
         for name, method in self._methods.items():
-            amp = autocast(x.device, self.precision) if method.gradient_free else contextlib.nullcontext()
-            with torch.enable_grad(), amp:
-                attr = method.attribute(x.detach(), pred, ids=ids).detach().float()
+            attr = self._attributions(name, method, x, pred, ids)
             with autocast(x.device, self.precision):
                 scored = self._scorers[name].update(self.model, x, probs, pred, attr, fwd_bs)
             values, x_in, x_out = scored["values"], scored["x_in"], scored["x_out"]
@@ -145,6 +153,32 @@ class ExplainCallback(Callback):
             if example:
                 self._save_examples(trainer, name, [ids[i] for i in example], x[example], x_in[:, example],
                                     x_out[:, example], phase[example], wave.shape[-1])
+
+    def _attributions(self, name: str, method, x: torch.Tensor, pred: torch.Tensor, ids: list[str]) -> torch.Tensor:
+        """The batch's maps: from the cache where there, computed (and cached) where not."""
+        cache = self._cache(name, method) if self.cache else None
+        maps = [cache.get(c) if cache else None for c in ids]
+        todo = [i for i, m in enumerate(maps) if m is None]
+        if todo:
+            amp = autocast(x.device, self.precision) if method.gradient_free else contextlib.nullcontext()
+            with torch.enable_grad(), amp:
+                fresh = method.attribute(x[todo].detach(), pred[todo], ids=[ids[i] for i in todo]).detach().float()
+            for j, i in enumerate(todo):
+                maps[i] = fresh[j]
+                if cache:
+                    cache.put(ids[i], fresh[j])
+        self._cache_counts[name]["computed"] += len(todo)
+        self._cache_counts[name]["cached"] += len(ids) - len(todo)
+        return torch.stack([m.to(x.device) for m in maps])
+
+    def _cache(self, name: str, method) -> AttributionCache:
+        if name not in self._caches:
+            if not hasattr(self, "_weights"):
+                self._weights = weights_hash(self.model)
+            key = {"weights": self._weights, "features": self.model_label, "scenario": self._scenario,
+                   "method": name, "options": method.options(), "precision": self.precision if method.gradient_free else "32"}
+            self._caches[name] = AttributionCache(self._cache_root, key)
+        return self._caches[name]
 
     # -- examples ---------------------------------------------------------------------------------
     def _save_examples(self, trainer, method: str, ids, x, x_in, x_out, phase, length: int) -> None:
@@ -173,38 +207,55 @@ class ExplainCallback(Callback):
     # -- end ----------------------------------------------------------------------------------------
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         results = []
-        for name in self.methods:
+        for name in self.methods:  # torchmetrics sums the states of every rank here
             means, n = self._scorers[name].compute(), self._scorers[name].count()
             for mask in self.masks:
                 results.append([self.model_label, self._scenario, name, mask, n]
                                + [means[mask][m] for m in METRIC_NAMES])
         self.results = results
+        records, counts = self._gather(trainer)
         if trainer.is_global_zero:
-            self._write(trainer, results)
+            self._write(trainer, results, records, counts)
             self._log(trainer, results)
 
-    def per_clip_rows(self) -> list[list]:
+    def _gather(self, trainer) -> tuple[list, dict]:
+        """Every rank's per-clip records, in dataset order, and the cache counts summed over ranks."""
+        local = []
+        values = {n: torch.cat(v, dim=1) if v else None for n, v in self._values.items()}
+        for ci, (index, clip, true, pred) in enumerate(self._clips):
+            local.append((index, clip, true, pred, {n: v[:, ci].numpy() for n, v in values.items() if v is not None}))
+        everything, counts = [local], [self._cache_counts]
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            everything = [None] * trainer.world_size
+            counts = [None] * trainer.world_size
+            torch.distributed.all_gather_object(everything, local)
+            torch.distributed.all_gather_object(counts, self._cache_counts)
+        records = sorted((r for part in everything for r in part), key=lambda r: r[0])
+        total = {m: {k: sum(c[m][k] for c in counts) for k in ("cached", "computed")} for m in self.methods}
+        return records, total
+
+    def per_clip_rows(self, records: list) -> list[list]:
         rows = []
         for name in self.methods:
-            if not self._values[name]:
-                continue
-            values = torch.cat(self._values[name], dim=1)  # (K, N, 7)
             for ki, mask in enumerate(self.masks):
-                for ci, (clip, true, pred) in enumerate(self._clips):
-                    rows.append([clip, true, pred, int(true == pred), name, mask] + values[ki, ci].tolist())
+                for _, clip, true, pred, values in records:
+                    if name in values:
+                        rows.append([clip, true, pred, int(true == pred), name, mask] + values[name][ki].tolist())
         return rows
 
-    def _write(self, trainer, results: Sequence[list]) -> None:
+    def _write(self, trainer, results: Sequence[list], records: list, counts: dict) -> None:
+        write_csv(self.out / "per_clip.csv", CLIP_COLUMNS, self.per_clip_rows(records))
         write_csv(self.out / "results.csv", RESULT_COLUMNS, results)
-        write_csv(self.out / "per_clip.csv", CLIP_COLUMNS, self.per_clip_rows())
         write_json(self.out / "run.json", {
             "model": self.model_label, "scenario": self._scenario, "methods": self.methods, "masks": list(self.masks),
             "options": {n: m.options() for n, m in self._methods.items()}, "conciseness_on": self.conciseness_on,
             "precision": self.precision, "batch_sizes": self._batch,
-            "ckpt_path": getattr(trainer, "ckpt_path", None), "clips": len(self._clips),
+            "ckpt_path": getattr(trainer, "ckpt_path", None), "clips": len(records), "world_size": trainer.world_size,
+            "attributions": counts, "cache": str(self._cache_root) if self.cache else None,
         })
-        print(f"explanation results: {self.out / 'results.csv'} (per clip: {self.out / 'per_clip.csv'}; "
-              f"audio and figures: {self.out / 'examples'})")
+        done = ", ".join(f"{m} {c['computed']} computed, {c['cached']} from cache" for m, c in counts.items())
+        print(f"\nexplanation results: {self.out / 'results.csv'} (per clip: {self.out / 'per_clip.csv'}; "
+              f"audio and figures: {self.out / 'examples'}); attributions: {done}")
 
     def _log(self, trainer, results: Sequence[list]) -> None:
         scalars = {f"explain/{r[1]}/{r[2]}/{r[3]}/{m}": r[5 + i]
