@@ -22,8 +22,8 @@ def run_id() -> str:
         value = os.environ.get(var)
         if value and value != "none":
             break
-    else:
-        value = time.strftime("%Y%m%d-%H%M%S")
+    else:  # the suffix keeps two runs started in the same second apart
+        value = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid() % 10000:04d}"
     os.environ["AUDIOXAI_RUN_ID"] = value
     return value
 

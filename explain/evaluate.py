@@ -57,4 +57,7 @@ class MaskScorer(nn.Module):
         return {k: {n: float(m.compute()) for n, m in ms.items()} for k, ms in self.metrics.items()}
 
     def count(self) -> int:
-        return int(self.metrics[self.masks[0]]["FF"].count)
+        """Clips scored, over every process of a distributed run."""
+        metric = self.metrics[self.masks[0]]["FF"]
+        with metric.sync_context():
+            return int(metric.count)

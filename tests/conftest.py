@@ -89,3 +89,45 @@ def tiny_cnn(num_bins: int = 64, num_classes: int = 5, width: int = 8, seed: int
     with torch.no_grad():  # a wider spread of logits than the default initialisation gives
         model.head.weight.mul_(20.0)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def small_test_root(quickstart_run, tmp_path_factory) -> Path:
+    """The quickstart data with a test fold of 13 clips: an odd count, so two ranks get unequal batches."""
+    import csv
+    src = quickstart_run / "data" / "quickstart"
+    root = tmp_path_factory.mktemp("small") / "data"
+    (root / "meta").mkdir(parents=True)
+    (root / "audio").symlink_to(src / "audio")
+    with open(src / "meta" / "esc50.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        fields = reader.fieldnames
+    test = [r for r in rows if r["fold"] == "5"][::6][:13]
+    with open(root / "meta" / "esc50.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows([r for r in rows if r["fold"] != "5"] + test)
+    return root
+
+
+def read_csv(path) -> list[dict]:
+    import csv
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_same_results(a: Path, b: Path, tol: float = 1e-5) -> None:
+    """Two explain folders hold the same tidy and per-clip results, row for row."""
+    for name in ("results.csv", "per_clip.csv"):
+        rows_a, rows_b = read_csv(a / name), read_csv(b / name)
+        assert len(rows_a) == len(rows_b) > 0, name
+        for ra, rb in zip(rows_a, rows_b):
+            assert ra.keys() == rb.keys()
+            for k in ra:
+                try:
+                    va, vb = float(ra[k]), float(rb[k])
+                except ValueError:
+                    assert ra[k] == rb[k], (name, k, ra, rb)
+                else:
+                    assert abs(va - vb) <= tol * max(1.0, abs(va)), (name, k, ra, rb)
