@@ -1,4 +1,9 @@
 """Attribution -> mask -> metrics: the explanation methods, the 14 masks and the 7 metrics."""
+import warnings
+
+# captum says so for every batch; the methods hand it inputs without gradients on purpose
+warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
+
 from . import saliency, gradcam, lime, shap  # noqa: F401  (each registers its method, in the paper's order)
 from .base import METHODS, AttributionMethod, known_methods, make_method, parse_methods, register
 from .masks import MASK_NAMES, SILENCE_DB, apply_mask, make_masks

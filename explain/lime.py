@@ -8,8 +8,8 @@ ridge regression (alpha 1, with intercept) of the target class's softmax probabi
 A superpixel's coefficient is the attribution of all its pixels.
 
 Unlike the package, every perturbed spectrogram of a whole batch of clips goes through the model
-in large batches, the regressions are solved together in one batched call, and segmentation runs in
-worker threads.
+in large batches, the regressions are solved together in batched calls, and segmentation runs in
+worker threads, overlapping the model passes of the clips already segmented.
 """
 from __future__ import annotations
 
@@ -66,16 +66,19 @@ class Lime(AttributionMethod):
                 "alpha": self.alpha, **self.quickshift}
 
     # -- the three steps ----------------------------------------------------------------------
-    def segment(self, x: torch.Tensor, ids: Sequence[str]) -> torch.Tensor:
-        """(B, 1, T, F) -> (B, T, F) superpixel labels 0..n-1, from quickshift on the (F, T) image."""
+    def _segment_one(self, image: np.ndarray) -> torch.Tensor:
+        # rng 42 is what lime's own segmentation ends up using (it drops its random_seed).
+        seg = quickshift(gray2rgb(image), rng=42, **self.quickshift)
+        return torch.from_numpy(np.unique(seg, return_inverse=True)[1].reshape(seg.shape).T).long()  # (T, F)
+
+    def _submit(self, x: torch.Tensor) -> list:
+        """Start segmenting every clip in worker threads; quickshift runs on the (F, T) image in [0, 1]."""
         images = scale01(x[:, 0]).transpose(1, 2).double().cpu().numpy()
+        return [self._pool.submit(self._segment_one, im) for im in images]
 
-        def one(i: int) -> np.ndarray:
-            # rng 42 is what lime's own segmentation ends up using (it drops its random_seed).
-            seg = quickshift(gray2rgb(images[i]), rng=42, **self.quickshift)
-            return np.unique(seg, return_inverse=True)[1].reshape(seg.shape).T  # labels 0..n-1, back to (T, F)
-
-        return torch.from_numpy(np.stack(list(self._pool.map(one, range(len(images)))))).long()
+    def segment(self, x: torch.Tensor, ids: Sequence[str] | None = None) -> torch.Tensor:
+        """(B, 1, T, F) -> (B, T, F) superpixel labels 0..n-1."""
+        return torch.stack([f.result() for f in self._submit(x)])
 
     def perturbations(self, n_segments: Sequence[int], ids: Sequence[str]) -> list[torch.Tensor]:
         """Per clip, a (num_samples, n) 0/1 pattern matrix whose first row is all ones."""
@@ -120,8 +123,15 @@ class Lime(AttributionMethod):
 
     def attribute(self, x, target, ids=None):
         ids = list(ids) if ids is not None else [str(i) for i in range(len(x))]
-        segments = self.segment(x, ids)
-        patterns = self.perturbations((segments.reshape(len(x), -1).amax(1) + 1).tolist(), ids)
-        coef = self.explain_segments(x, target, segments, patterns)
-        seg = segments.to(x.device).reshape(len(x), -1)
-        return coef.gather(1, seg).reshape(x.shape).to(x.dtype)
+        futures = self._submit(x)
+        # a few clips at a time, so the model passes of one chunk overlap the segmentation of the next
+        per_chunk = max(1, self.batch_size // self.num_samples)
+        maps = []
+        for start in range(0, len(x), per_chunk):
+            sl = slice(start, start + per_chunk)
+            segments = torch.stack([f.result() for f in futures[sl]])
+            patterns = self.perturbations((segments.reshape(len(segments), -1).amax(1) + 1).tolist(), ids[sl])
+            coef = self.explain_segments(x[sl], target[sl], segments, patterns)
+            seg = segments.to(x.device).reshape(len(segments), -1)
+            maps.append(coef.gather(1, seg).reshape(x[sl].shape).to(x.dtype))
+        return torch.cat(maps)

@@ -92,3 +92,34 @@ def test_same_seed_same_maps():
                 method.set_background(bg)
             maps.append(method.attribute(x, target, ids=["a", "b"]))
         assert torch.equal(maps[0], maps[1]), name
+
+
+def test_a_checkpoint_keeps_its_own_feature_type_in_the_cli(quickstart_run, small_test_root):
+    """Documented: the checkpoint's hyperparameters (features, width, classes) override the config's."""
+    run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
+            "--model.features", "stft", "--data.root", str(small_test_root), "--explain", "gradcam",
+            "--trainer.default_root_dir", "runs/other-features", *EXPLAIN, cwd=quickstart_run)
+    rows = read_csv(explain_dir(quickstart_run / "runs" / "other-features") / "results.csv")
+    assert {r["model"] for r in rows} == {"mel"}
+
+
+def test_constant_attribution_maps_give_finite_metrics():
+    from explain.evaluate import MaskScorer
+    from tests.conftest import tiny_cnn
+    model = tiny_cnn(num_classes=4)
+    x = torch.randn(3, 1, 101, 64) * 10 - 40
+    with torch.no_grad():
+        probs = model(x).softmax(-1)
+    scorer = MaskScorer()
+    for value in (0.0, 1.5, -2.0):
+        scorer.update(model, x, probs, probs.argmax(-1), torch.full_like(x, value), batch_size=16)
+    for mask, values in scorer.compute().items():
+        assert all(v == v and abs(v) != float("inf") for v in values.values()), mask
+    with torch.no_grad():
+        nan_map = torch.full_like(x, float("nan"))
+    try:
+        scorer.update(model, x, probs, probs.argmax(-1), nan_map, batch_size=16)
+    except ValueError as err:
+        assert "NaN" in str(err)
+    else:
+        raise AssertionError("a NaN map was scored")
