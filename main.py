@@ -49,7 +49,7 @@ def _main(args: Optional[list[str]] = None) -> None:
         from report.cli import main as report_main
         return report_main(argv[1:])
 
-    from callbacks.wandb_mode import choose_wandb_mode
+    from callbacks.wandb_mode import choose_wandb_mode, print_sync_hint
     choose_wandb_mode()
 
     from lightning.pytorch.cli import LightningCLI
@@ -69,6 +69,12 @@ def _main(args: Optional[list[str]] = None) -> None:
             sub = self.config[self.subcommand]
             base = Path(sub.trainer.default_root_dir or "runs")
             sub.trainer.default_root_dir = str(base / f"{self.subcommand}-{run_id()}")
+
+        def after_fit(self):
+            print_sync_hint(self.trainer.loggers)
+
+        def after_test(self):
+            print_sync_hint(self.trainer.loggers)
 
         def before_test(self):
             methods = self.config.test.explain

@@ -31,7 +31,8 @@ class ExplainCallback(Callback):
         batch_size: spectrograms per model call (perturbations, masked inputs, SHAP pairs); default: as many
             as fit in half the free GPU memory (measured on the first batch), 8 on a CPU.
         precision: ``32``, or ``bf16`` to run the explanation forwards (clean, LIME's perturbations, masked
-            inputs) under bfloat16 autocast; gradient methods stay in full precision.
+            inputs) under bfloat16 autocast; gradient methods stay in full precision. It moves the
+            threshold metrics (AI, Fid-In) by whole clips: check with ``python -m benchmarks.precision``.
         lime_samples: LIME perturbations per clip (the protocol's 1000).
         shap_background_per_class, shap_background_size: SHAP's background: that many training clips
             per class, at most that many in all (the protocol's 2 and 100).
@@ -46,8 +47,7 @@ class ExplainCallback(Callback):
     """
 
     def __init__(self, methods: Union[str, list[str], None] = None, seed: int = 0, batch_size: Optional[int] = None,
-                 precision: str = "32",
-                 lime_samples: int = 1000, shap_background_per_class: int = 2, shap_background_size: int = 100,
+                 precision: str = "32", lime_samples: int = 1000, shap_background_per_class: int = 2, shap_background_size: int = 100,
                  options: Optional[dict[str, dict]] = None, masks: Optional[list[str]] = None,
                  conciseness_on: str = "mask", examples: int = 8, output_dir: Optional[str] = None,
                  model_name: Optional[str] = None, cache: bool = True, cache_dir: Optional[str] = None):

@@ -1,7 +1,6 @@
 """Run W&B offline by itself when there is no login or no network, so nothing waits on a prompt."""
 from __future__ import annotations
 
-import atexit
 import netrc
 import os
 import socket
@@ -32,13 +31,15 @@ def choose_wandb_mode() -> str:
         return "online"
     os.environ["WANDB_MODE"] = "offline"
     os.environ.setdefault("WANDB_SILENT", "true")
-    atexit.register(_print_sync_hint)
     return "offline"
 
 
-def _print_sync_hint() -> None:
-    import sys
-    if "wandb" not in sys.modules:  # no W&B logger ran
+def print_sync_hint(loggers) -> None:
+    """After an offline run, say where it is and how to upload it."""
+    if os.environ.get("WANDB_MODE") != "offline":
         return
-    print("W&B ran offline (no login or no network). To upload later: `wandb login`, then "
-          "`wandb sync <save_dir>/wandb/offline-run-*` (save_dir is the logger's, `runs` by default).")
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            run_dir = os.path.dirname(logger.experiment.dir)
+            print(f"W&B ran offline (no login or no network); the run is in {run_dir}. "
+                  f"To upload it: `wandb login`, then `wandb sync {run_dir}`.")

@@ -34,10 +34,13 @@ def auto_batch_size(model: nn.Module, sample: torch.Tensor, backward: bool = Fal
     return int(max(1, min(cap, free * fraction / per_input)))
 
 
+PRECISIONS = {"32": None, "bf16": torch.bfloat16}
+
+
 def autocast(device: torch.device, precision: str):
-    """``bf16``: bfloat16 autocast for forward passes; ``32``: full precision."""
-    if precision in ("32", "fp32", "32-true"):
+    """Autocast of forward passes: ``32`` none, ``bf16`` bfloat16."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if PRECISIONS[precision] is None:
         return contextlib.nullcontext()
-    if precision in ("bf16", "bf16-mixed"):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    raise ValueError(f"precision must be '32' or 'bf16', got {precision!r}")
+    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])

@@ -64,6 +64,7 @@ def test_explain_all_through_the_cli(quickstart_run, explained_run):
     import math
     out, stdout = explained_run
     assert str(out.relative_to(quickstart_run) / "results.csv") in stdout
+    assert "W&B ran offline" in stdout and "wandb sync runs/wandb/offline-run-" in stdout
     rows = read_rows(out / "results.csv")
     with open(out / "results.csv") as f:
         assert f.readline().strip() == "model,scenario,method,mask,n,FF,AI,AD,AG,FidIn,SPS,COMP"
