@@ -271,10 +271,14 @@ class ExplainCallback(Callback):
                                        "methods": self.methods}}, allow_val_change=True)
         run.tags = tuple(dict.fromkeys((*(run.tags or ()), self.model_label, self._scenario, *self.methods)))
         logger.log_table("explain/results", columns=RESULT_COLUMNS, data=[list(r) for r in results])
-        examples = self.out / "examples"
-        for png in sorted(examples.glob("*/*/*.png")):
-            key = f"examples/{png.parent.parent.name}/{png.parent.name}/{png.stem}"
-            logger.log_image(key, [str(png)])
-            logger.log_audio(key + "/audio", [str(png.with_name(f"{png.stem}_in.wav")),
-                                              str(png.with_name(f"{png.stem}_out.wav"))],
-                             caption=["masked in", "masked out"])
+        # one W&B entry per (clip, method): its masks' figures, and their masked-in and masked-out audio
+        for folder in sorted(p for p in (self.out / "examples").glob("*/*") if p.is_dir()):
+            pngs = sorted(folder.glob("*.png"), key=lambda p: self.masks.index(p.stem) if p.stem in self.masks else 99)
+            if not pngs:
+                continue
+            key = f"examples/{folder.parent.name}/{folder.name}"
+            logger.log_image(key, [str(p) for p in pngs], caption=[p.stem for p in pngs])
+            wavs = [(folder.parent / "original.wav", "original")] + [
+                (p.with_name(f"{p.stem}{s}.wav"), f"{p.stem} masked {s[1:]}") for p in pngs for s in ("_in", "_out")]
+            logger.log_audio(key + "/audio", [str(w) for w, _ in wavs], caption=[c for _, c in wavs],
+                             sample_rate=[self.features.sample_rate] * len(wavs))

@@ -92,6 +92,7 @@ def test_explain_all_through_the_cli(quickstart_run, explained_run):
             assert (example / method / f"topK_30{suffix}").is_file()
     wandb_log = sorted((quickstart_run / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))[-1].read_bytes()
     assert b"explain/clean/lime/bin/FF" in wandb_log and b"explain/results" in wandb_log
+    assert f"examples/{example.name}/shap/audio".encode() in wandb_log
 
 
 def test_explain_one_method_under_a_noise_scenario(quickstart_run, noise_dir):
@@ -101,3 +102,17 @@ def test_explain_one_method_under_a_noise_scenario(quickstart_run, noise_dir):
             "--trainer.default_root_dir", "runs/room", cwd=quickstart_run)
     rows = read_rows(next((quickstart_run / "runs" / "room").glob("test-*/explain/results.csv")))
     assert len(rows) == 14 and {r["scenario"] for r in rows} == {"room"} and {r["method"] for r in rows} == {"gradcam"}
+
+
+@pytest.mark.parametrize("args,expect", [
+    ([], {"features: mel", "width: 64", "download_pretrained: true"}),
+    (["--config", "configs/stft.yaml"], {"features: stft", "default_root_dir: runs/stft"}),
+    (["--config", "configs/noise/white.yaml"], {"test_noise: white"}),
+    (["--config", "configs/noise/room.yaml"], {"test_noise: room"}),
+    (["--config", "configs/noise/horse.yaml"], {"test_noise: horse"}),
+    (["--config", "configs/quickstart.yaml", "--data.train_noise.p", "0.3"], {"synthetic: true", "p: 0.3"}),
+])
+def test_every_config_parses(args, expect):
+    out = run_cli("fit", *args, "--print_config", cwd=ROOT, timeout=120).stdout
+    lines = {line.strip() for line in out.splitlines()}
+    assert expect <= lines, expect - lines
