@@ -116,3 +116,20 @@ def test_every_config_parses(args, expect):
     out = run_cli("fit", *args, "--print_config", cwd=ROOT, timeout=120).stdout
     lines = {line.strip() for line in out.splitlines()}
     assert expect <= lines, expect - lines
+
+
+def test_stft_model_trains_and_explains(quickstart_run, small_test_root):
+    common = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--data.root", str(small_test_root),
+              "--trainer.logger", "false", "--trainer.default_root_dir", "runs/stft"]
+    run_cli("fit", *common, "--model.features", "stft", "--trainer.max_epochs", "1",
+            "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2", cwd=quickstart_run)
+    run_cli("test", *common, "--ckpt_path", "runs/stft/best.ckpt", "--explain", "all", "--data.batch_size", "1",
+            "--trainer.limit_test_batches", "2", "--explainer.lime_samples", "20", "--explainer.examples", "1",
+            "--explainer.shap_background_per_class", "1", cwd=quickstart_run)
+    out = next((quickstart_run / "runs" / "stft").glob("test-*/explain"))
+    rows = read_rows(out / "results.csv")
+    assert len(rows) == 56 and {r["model"] for r in rows} == {"stft"} and {r["n"] for r in rows} == {"2"}
+    import soundfile as sf
+    clip = next((out / "examples").iterdir())
+    original, rate = sf.read(str(clip / "original.wav"))
+    assert rate == 32000 and len(original) == 160000
