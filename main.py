@@ -36,7 +36,7 @@ def main(args: Optional[list[str]] = None) -> None:
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
         if os.environ.get("AUDIOXAI_DEBUG") or type(err).__module__.split(".")[0] not in PROJECT_MODULES + ("builtins",):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err}\n(set AUDIOXAI_DEBUG=1 to see where it was raised)", file=sys.stderr)
         sys.exit(2)
 
 

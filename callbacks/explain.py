@@ -151,7 +151,7 @@ class ExplainCallback(Callback):
             values, x_in, x_out = scored["values"], scored["x_in"], scored["x_out"]
             self._values[name].append(values.cpu())
             if example:
-                self._save_examples(trainer, name, [ids[i] for i in example], x[example], x_in[:, example],
+                self._save_examples(name, [ids[i] for i in example], x[example], x_in[:, example],
                                     x_out[:, example], phase[example], wave.shape[-1])
 
     def _attributions(self, name: str, method, x: torch.Tensor, pred: torch.Tensor, ids: list[str]) -> torch.Tensor:
@@ -175,13 +175,14 @@ class ExplainCallback(Callback):
         if name not in self._caches:
             if not hasattr(self, "_weights"):
                 self._weights = weights_hash(self.model)
+            # precision too: it can change the predicted class, the target of every method
             key = {"weights": self._weights, "features": self.model_label, "scenario": self._scenario,
-                   "method": name, "options": method.options(), "precision": self.precision if method.gradient_free else "32"}
+                   "method": name, "options": method.options(), "precision": self.precision}
             self._caches[name] = AttributionCache(self._cache_root, key)
         return self._caches[name]
 
     # -- examples ---------------------------------------------------------------------------------
-    def _save_examples(self, trainer, method: str, ids, x, x_in, x_out, phase, length: int) -> None:
+    def _save_examples(self, method: str, ids, x, x_in, x_out, phase, length: int) -> None:
         feats = self.features
         sr = feats.sample_rate
         freqs = feats.bin_frequencies()
