@@ -4,7 +4,8 @@
 model's device, ``target`` the (B,) classes to explain, ``ids`` optional per-clip strings that seed
 random methods (so a clip's map does not depend on the batch it came in). Returns (B, 1, T, F).
 
-Adding a method: one file in ``explain/`` with a subclass decorated by ``@register("name")``.
+Adding a method: one file in ``explain/`` with a subclass decorated by ``@register("name")``; the package
+imports every module in it, so the new name works with ``--explain`` at once.
 """
 from __future__ import annotations
 

@@ -161,3 +161,23 @@ def test_deep_shap_equals_captums_deeplift_shap():
     sliced = make_method("shap", model, batch_size=2)  # background in slices of 2, 2 and 1
     sliced.set_background(bg)
     torch.testing.assert_close(sliced.attribute(x, target), a, rtol=1e-4, atol=1e-6 * ref.abs().max().item())
+
+
+def test_a_new_method_is_one_file(tmp_path):
+    """A file dropped into explain/ registers its method; nothing else needs to change."""
+    import shutil
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    shutil.copytree(ROOT / "explain", tmp_path / "explain", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "explain" / "random_map.py").write_text(
+        "import torch\nfrom .base import AttributionMethod, register\n\n\n"
+        "@register('random')\nclass RandomMap(AttributionMethod):\n"
+        "    def attribute(self, x, target, ids=None):\n        return torch.rand_like(x)\n")
+    code = ("import torch, explain; from tests.conftest import tiny_cnn; "
+            "m = explain.make_method('random', tiny_cnn()); "
+            "print(explain.parse_methods('all'), tuple(m.attribute(torch.zeros(2, 1, 8, 64), torch.zeros(2)).shape))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert "['saliency', 'gradcam', 'lime', 'shap', 'random'] (2, 1, 8, 64)" in out.stdout
