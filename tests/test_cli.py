@@ -95,13 +95,16 @@ def test_explain_all_through_the_cli(quickstart_run, explained_run):
     assert f"examples/{example.name}/shap/audio".encode() in wandb_log
 
 
-def test_explain_one_method_under_a_noise_scenario(quickstart_run, noise_dir):
+@pytest.mark.parametrize("scenario,method", [("room", "gradcam"), ("white", "saliency"), ("horse", "lime")])
+def test_explain_one_method_under_each_noise_scenario(quickstart_run, noise_dir, scenario, method):
     run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
-            "--explain", "gradcam", "--data.test_noise", "room", "--data.noise_dir", str(noise_dir),
-            "--data.batch_size", "4", "--trainer.limit_test_batches", "1", "--explainer.examples", "0",
-            "--trainer.default_root_dir", "runs/room", cwd=quickstart_run)
-    rows = read_rows(next((quickstart_run / "runs" / "room").glob("test-*/explain/results.csv")))
-    assert len(rows) == 14 and {r["scenario"] for r in rows} == {"room"} and {r["method"] for r in rows} == {"gradcam"}
+            "--explain", method, "--data.test_noise", scenario, "--data.noise_dir", str(noise_dir),
+            "--data.batch_size", "4", "--trainer.limit_test_batches", "2", "--explainer.examples", "0",
+            "--explainer.lime_samples", "20", "--trainer.logger", "false",
+            "--trainer.default_root_dir", f"runs/{scenario}", cwd=quickstart_run)
+    rows = read_rows(next((quickstart_run / "runs" / scenario).glob("test-*/explain/results.csv")))
+    assert len(rows) == 14 and {r["scenario"] for r in rows} == {scenario} and {r["method"] for r in rows} == {method}
+    assert {r["n"] for r in rows} == {"8"}
 
 
 @pytest.mark.parametrize("args,expect", [
