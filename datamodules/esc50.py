@@ -45,13 +45,11 @@ class ClipDataset(Dataset):
     """Clips of the given metadata rows; each item is a dict that carries its file name and scenario."""
 
     def __init__(self, root: Path, rows: list[dict], sample_rate: int = SAMPLE_RATE, duration: float = DURATION,
-                 test_noise: Optional[ScenarioNoise] = None, train_noise: Optional[TrainNoise] = None, seed: int = 0):
+                 test_noise: Optional[ScenarioNoise] = None, train_noise: Optional[TrainNoise] = None):
         self.root, self.rows = root, rows
         self.sample_rate, self.duration = sample_rate, duration
         self.test_noise, self.train_noise = test_noise, train_noise
         self.scenario = test_noise.label if test_noise is not None else "clean"
-        self.seed = seed
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -60,7 +58,8 @@ class ClipDataset(Dataset):
         row = self.rows[i]
         wave = load_clip(self.root / "audio" / row["filename"], self.sample_rate, self.duration)
         if self.train_noise is not None:
-            rng = random.Random(hash((self.seed, self.epoch, i)))
+            # drawn from torch's generator: new noise every epoch, reproducible under seed_everything
+            rng = random.Random(int(torch.randint(0, 2**31 - 1, (1,))))
             wave = self.train_noise(wave, rng, self.sample_rate)
         if self.test_noise is not None:
             wave = self.test_noise(wave)
@@ -158,7 +157,7 @@ class ESC50DataModule(L.LightningDataModule):
 
     def _dataset(self, folds: list[int], **kw) -> ClipDataset:
         rows = [r for r in self.rows if r["fold"] in folds]
-        return ClipDataset(self.root, rows, self.hparams.sample_rate, self.hparams.duration, seed=self.hparams.seed, **kw)
+        return ClipDataset(self.root, rows, self.hparams.sample_rate, self.hparams.duration, **kw)
 
     @property
     def scenario(self) -> str:
@@ -181,8 +180,6 @@ class ESC50DataModule(L.LightningDataModule):
                           num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        if self.trainer is not None:
-            self.train_set.epoch = self.trainer.current_epoch
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

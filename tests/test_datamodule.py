@@ -130,3 +130,18 @@ def test_background_takes_two_training_clips_per_class(synthetic_root):
     assert sorted(bg["target"].tolist()) == sorted(list(range(10)) * 2)
     assert all(int(name.split("-")[0]) in (1, 2, 3) for name in bg["filename"])
     assert len(dm.background(per_class=2, max_clips=7)["filename"]) == 7
+
+
+def test_training_noise_is_new_each_draw_and_reproducible(synthetic_root):
+    from datamodules import TrainNoise
+    dm = ESC50DataModule(root=str(synthetic_root), train_noise=TrainNoise(p=1.0, snr_db=(0.0, 5.0)))
+    dm.setup("fit")
+    clean = ESC50DataModule(root=str(synthetic_root))
+    clean.setup("fit")
+    first, second = dm.train_set[0]["waveform"], dm.train_set[0]["waveform"]
+    assert not torch.equal(first, second) and not torch.equal(first, clean.train_set[0]["waveform"])
+    torch.manual_seed(1)
+    a = dm.train_set[0]["waveform"]
+    torch.manual_seed(1)
+    assert torch.equal(a, dm.train_set[0]["waveform"])
+    assert torch.equal(dm.test_set[0]["waveform"], clean.test_set[0]["waveform"])  # test clips stay clean
