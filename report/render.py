@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .tables import METRICS, Row, extremes, normalised
+from .tables import METRICS, Row, column_marks, normalised
 from .uncertainty import overlapping
 
 HEADERS = {"FF": "FF ↑", "AI": "AI ↑", "AD": "AD ↓", "AG": "AG ↑", "FidIn": "Fid-In ↑", "SPS": "SPS ↑", "COMP": "COMP ↓"}
@@ -33,31 +33,29 @@ def title(key: tuple) -> str:
 # -- Markdown ----------------------------------------------------------------------------------------
 def markdown_table(rows: list[Row], label, with_score: bool = True) -> str:
     """Rows as a Markdown table; each column's best value in bold, worst in italics."""
-    ext = extremes(rows)
-    head = ["", *( ["score"] if with_score else []), *(HEADERS[m] for m in METRICS)]
+    head = ["", *(["score"] if with_score else []), *(HEADERS[m] for m in METRICS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = []
-        for m in METRICS:
-            text = fmt_ci(r, m)
-            if len(rows) > 1 and r.values[m] == ext[m][0]:
-                text = f"**{text}**"
-            elif len(rows) > 1 and r.values[m] == ext[m][1]:
-                text = f"_{text}_"
-            cells.append(text)
+    style = {"best": "**{}**", "worst": "_{}_"}
+    for r, marks in zip(rows, column_marks(rows)):
+        cells = [style.get(marks.get(m), "{}").format(fmt_ci(r, m)) for m in METRICS]
         lines.append("| " + " | ".join([label(r), *([f"{r.score:.4f}"] if with_score else []), *cells]) + " |")
     return "\n".join(lines)
 
 
-def overlap_lines(rows: list[Row]) -> list[str]:
-    pairs = overlapping(rows)
+def overlap_text(rows: list[Row]) -> dict[str, str]:
+    """Per metric, the methods whose intervals overlap, as text (empty when no row has intervals)."""
     if not any(r.ci for r in rows):
+        return {}
+    pairs = overlapping(rows)
+    return {m: ", ".join(f"{METHOD_NAMES.get(a, a)}~{METHOD_NAMES.get(b, b)}" for a, b in pairs[m]) or "none"
+            for m in METRICS}
+
+
+def overlap_lines(rows: list[Row]) -> list[str]:
+    text = overlap_text(rows)
+    if not text:
         return []
-    out = ["", "95 % intervals that overlap (differences within the noise):"]
-    for m in METRICS:
-        text = ", ".join(f"{METHOD_NAMES.get(a, a)}~{METHOD_NAMES.get(b, b)}" for a, b in pairs[m]) or "none"
-        out.append(f"- {m}: {text}")
-    return out
+    return ["", "95 % intervals that overlap (differences within the noise):", *(f"- {m}: {t}" for m, t in text.items())]
 
 
 def summary_markdown(summary: dict, full: dict) -> str:
@@ -148,18 +146,13 @@ details{margin:6px 0} summary{cursor:pointer}
 
 
 def html_table(rows: list[Row], label, with_score: bool = True) -> str:
-    ext = extremes(rows)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["", *(["score"] if with_score else []),
                                                           *(HEADERS[m] for m in METRICS)])
     body = []
-    for r in rows:
+    for r, marks in zip(rows, column_marks(rows)):
         cells = [f"<td>{html.escape(label(r))}</td>"] + ([f"<td>{r.score:.4f}</td>"] if with_score else [])
         for m in METRICS:
-            cls = []
-            if len(rows) > 1 and r.values[m] == ext[m][0]:
-                cls.append("best")
-            elif len(rows) > 1 and r.values[m] == ext[m][1]:
-                cls.append("worst")
+            cls = [marks[m]] if m in marks else []
             if cls and m in ("SPS", "COMP"):
                 cls.append("concise")
             ci = (f"<br><span class='ci'>[{r.ci[m][0]:.3g}, {r.ci[m][1]:.3g}]</span>" if m in r.ci else "")
@@ -218,10 +211,9 @@ def report_html(rows: list[Row], summary: dict, full: dict, max_clips: int = 4) 
         group = [r for r in rows if (r.model, r.scenario) == key]
         out.append(f"<h2>{html.escape(model)} / {html.escape(scenario)}</h2>")
         out.append(html_table(best, lambda r: f"{METHOD_NAMES.get(r.method, r.method)} + {r.mask}"))
-        pairs = overlapping(best)
-        if any(r.ci for r in best):
-            items = "".join(f"<li>{m}: {html.escape(', '.join(f'{a}~{b}' for a, b in pairs[m]) or 'none')}</li>"
-                            for m in METRICS)
+        overlaps = overlap_text(best)
+        if overlaps:
+            items = "".join(f"<li>{m}: {html.escape(text)}</li>" for m, text in overlaps.items())
             out.append(f"<details><summary>Methods whose intervals overlap</summary><ul>{items}</ul></details>")
         out.append(f"<h3>Normalised metrics of the best masks</h3><img alt='metrics {html.escape(title(key))}' "
                    f"src='{metrics_plot(best, norms)}'>")

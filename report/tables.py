@@ -143,10 +143,18 @@ def best_rows(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
     return summary
 
 
-def extremes(rows: list[Row]) -> dict[str, tuple[float, float]]:
-    """Per metric, (best, worst) value among ``rows``."""
-    out = {}
+def column_marks(rows: list[Row]) -> list[dict[str, str]]:
+    """Per row, ``best`` or ``worst`` for each metric where the row holds that column's best or worst
+    value among ``rows`` (nothing for a single row)."""
+    marks: list[dict[str, str]] = [{} for _ in rows]
+    if len(rows) < 2:
+        return marks
     for m in METRICS:
         col = [r.values[m] for r in rows]
-        out[m] = (min(col), max(col)) if m in LOWER_IS_BETTER else (max(col), min(col))
-    return out
+        best, worst = (min(col), max(col)) if m in LOWER_IS_BETTER else (max(col), min(col))
+        for mark, v in zip(marks, col):
+            if v == best:
+                mark[m] = "best"
+            elif v == worst:
+                mark[m] = "worst"
+    return marks
