@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
+
+from .outputs import atomic_path
 
 
 def weights_hash(module: torch.nn.Module) -> str:
@@ -48,12 +48,5 @@ class AttributionCache:
             return None
 
     def put(self, clip: str, attribution: torch.Tensor) -> None:
-        path = self._path(clip)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=self.dir)
-        os.close(fd)
-        try:
+        with atomic_path(self._path(clip)) as tmp:
             torch.save(attribution.detach().cpu().clone(), tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)

@@ -213,7 +213,6 @@ class ExplainCallback(Callback):
             for mask in self.masks:
                 results.append([self.model_label, self._scenario, name, mask, n]
                                + [means[mask][m] for m in METRIC_NAMES])
-        self.results = results
         records, counts = self._gather(trainer)
         if trainer.is_global_zero:
             self._write(trainer, results, records, counts)

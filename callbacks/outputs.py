@@ -1,6 +1,7 @@
 """Files a person can read: atomic CSV/JSON writes, wav files, spectrogram figures."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -17,22 +18,30 @@ CLIP_COLUMNS = ["clip", "true_class", "pred_class", "correct", "method", "mask",
                 "FF", "AI", "AD", "AG", "FidIn", "SPS", "COMP"]
 
 
-def atomic_write(path: str | Path, write) -> Path:
-    """Write through a temporary file in the same folder and rename, so readers never see half a file."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside ``path``; on success it is renamed to ``path``, so readers (and a
+    run started after a crash) see the whole file or none of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", newline="") as f:
-            write(f)
+        yield Path(tmp)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; results are for everyone who can read the folder
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; outputs are for whoever can read the folder
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
+
+
+def atomic_write(path: str | Path, write) -> Path:
+    """Write a text file atomically; ``write`` gets the open file."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        write(f)
+    return Path(path)
 
 
 def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[Sequence]) -> Path:
