@@ -6,7 +6,15 @@ clip X, ``probs_in`` for the masked-in X_in, ``probs_out`` for the masked-out X_
 the class c the model predicted for X. SPS and COMP take the mask (or, optionally, the attribution map).
 
 Epsilons: AD divides by p_c(X) and AG by 1 - p_c(X), each clamped below at 1e-12 (AG's numerator is
-then 0 too, so a saturated p_c(X) = 1 gives AG = 0). SPS and COMP follow Quantus 0.6 exactly
+then 0 too, so a saturated p_c(X) = 1 gives AG = 0). AD and AG are computed in float64 and clamped to
+[0, 100], so float32 rounding never takes them out of their range.
+
+Tolerance of the threshold metrics: the same input computed in another batch (another size, other
+neighbours, another process) gives probabilities that differ by float noise, seen up to 5e-5. AI counts an
+increase only when p_c(X_in) > p_c(X) + ``PROB_TOL``, and Fid-In counts the class as kept when p_c(X_in) is
+within ``PROB_TOL`` of the largest probability of X_in, so a clip's value does not depend on its batch.
+``PROB_TOL = 1e-4``: two orders of magnitude above float32 noise of a softmax, far below any change a
+mask is meant to make. SPS and COMP follow Quantus 0.6 exactly
 (``Sparseness`` and ``Complexity`` with ``normalise=True, abs=True``, one clip at a time): each map is
 divided by its max |value| (an all-zero map is left as it is), made absolute, and SPS adds 1e-7 before
 the Gini index, COMP uses log(p + 1e-12). An all-zero map, where Quantus's COMP is 0/0 = NaN, gets
@@ -23,6 +31,7 @@ import torch
 from torchmetrics import Metric
 
 EPS = 1e-12
+PROB_TOL = 1e-4
 
 
 def _pc(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -41,15 +50,18 @@ def faithfulness_of_features(probs: torch.Tensor, probs_out: torch.Tensor, targe
     return _pc(probs, target) - _pc(probs_out, target)
 
 
-def average_increase(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """AI = 100 * 1[p_c(X_in) > p_c(X)]; higher is better.
+def average_increase(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor,
+                     tol: float = PROB_TOL) -> torch.Tensor:
+    """AI = 100 * 1[p_c(X_in) > p_c(X) + tol]; higher is better (``tol``: float noise is no increase).
 
     Example:
         >>> import torch
         >>> average_increase(torch.tensor([[0.6, 0.4]]), torch.tensor([[0.9, 0.1]]), torch.tensor([0]))
         tensor([100.])
+        >>> average_increase(torch.tensor([[0.6, 0.4]]), torch.tensor([[0.60003, 0.39997]]), torch.tensor([0]))
+        tensor([0.])
     """
-    return 100.0 * (_pc(probs_in, target) > _pc(probs, target)).to(probs.dtype)
+    return 100.0 * (_pc(probs_in, target) > _pc(probs, target) + tol).to(probs.dtype)
 
 
 def average_drop(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -60,8 +72,8 @@ def average_drop(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tens
         >>> average_drop(torch.tensor([[0.8, 0.2]]), torch.tensor([[0.2, 0.8]]), torch.tensor([0]))
         tensor([75.])
     """
-    p, p_in = _pc(probs, target), _pc(probs_in, target)
-    return 100.0 * (p - p_in).clamp_min(0) / p.clamp_min(EPS)
+    p, p_in = _pc(probs, target).double(), _pc(probs_in, target).double()
+    return (100.0 * ((p - p_in).clamp_min(0) / p.clamp_min(EPS))).clamp(0, 100)
 
 
 def average_gain(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -72,19 +84,22 @@ def average_gain(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tens
         >>> average_gain(torch.tensor([[0.6, 0.4]]), torch.tensor([[0.9, 0.1]]), torch.tensor([0]))
         tensor([75.0000])
     """
-    p, p_in = _pc(probs, target), _pc(probs_in, target)
-    return 100.0 * (p_in - p).clamp_min(0) / (1 - p).clamp_min(EPS)
+    p, p_in = _pc(probs, target).double(), _pc(probs_in, target).double()
+    return (100.0 * ((p_in - p).clamp_min(0) / (1 - p).clamp_min(EPS))).clamp(0, 100)
 
 
-def fidelity_in(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Fid-In = 1[argmax p(X_in) = c]; higher is better.
+def fidelity_in(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor,
+                tol: float = PROB_TOL) -> torch.Tensor:
+    """Fid-In = 1[argmax p(X_in) = c], a near-tie within ``tol`` counting as kept; higher is better.
 
     Example:
         >>> import torch
         >>> fidelity_in(torch.tensor([[0.6, 0.4]]), torch.tensor([[0.3, 0.7]]), torch.tensor([0]))
         tensor([0.])
+        >>> fidelity_in(torch.tensor([[0.6, 0.4]]), torch.tensor([[0.49998, 0.50002]]), torch.tensor([0]))
+        tensor([1.])
     """
-    return (probs_in.argmax(-1) == target).to(probs.dtype)
+    return (_pc(probs_in, target) >= probs_in.amax(-1) - tol).to(probs.dtype)
 
 
 def _prepare(maps: torch.Tensor) -> torch.Tensor:

@@ -103,7 +103,11 @@ class Cnn14(nn.Module):
         return self.fc1.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
+        # bn0 normalises each frequency bin. The input is made contiguous first: torch's CPU BatchNorm
+        # backward (2.9) returns a wrong input gradient when the transposed view below has the strides of
+        # a spectrogram stored time-fastest (what the front-end gives for a batch of one), and is right on
+        # the transpose of a contiguous (B, 1, T, F) (tests/test_batch_independence.py checks both layouts)
+        x = self.bn0(x.contiguous().transpose(1, 3)).transpose(1, 3)
         x = self.spec_augment(x)
         for i in range(1, 7):
             x = getattr(self, f"conv_block{i}")(x)

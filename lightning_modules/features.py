@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torchaudio.functional as AF
 
+from errors import UsageValueError
+
 AMIN = 1e-10
 
 
@@ -50,7 +52,9 @@ class STFTdB(nn.Module):
     def forward(self, wave: torch.Tensor, return_phase: bool = False):
         """(B, N) waveform -> (B, 1, T, F) dB, and the (B, F_stft, T) unit phase when asked."""
         spec = self.stft(wave)
-        db = self._to_db(spec.abs().pow(2)).transpose(-1, -2).unsqueeze(1)
+        # contiguous: the einsum's output layout changes with the batch size, and a batch's layout must not
+        # change what the model or a method computes (see Cnn14's bn0)
+        db = self._to_db(spec.abs().pow(2)).transpose(-1, -2).unsqueeze(1).contiguous()
         if return_phase:
             return db, torch.polar(torch.ones_like(spec.real), spec.angle())
         return db
@@ -104,4 +108,4 @@ def make_features(kind: str, sample_rate: int = 32000) -> STFTdB:
         return MeldB(sample_rate)
     if kind == "stft":
         return STFTdB(sample_rate)
-    raise ValueError(f"features must be 'mel' or 'stft', got {kind!r}")
+    raise UsageValueError(f"features must be 'mel' or 'stft', got {kind!r}")

@@ -136,3 +136,30 @@ def test_presorted_masks_give_the_same_sparseness():
     flat = masks.reshape(len(masks), -1)
     np.testing.assert_allclose(sparseness(torch.sort(flat, 1).values, presorted=True).numpy(),
                                sparseness(masks).numpy(), rtol=0, atol=1e-12)
+
+
+def test_drop_and_gain_stay_in_their_range_in_float32():
+    """AD and AG are percentages: float32 rounding (100 * (p - p_in) / p) once gave AD = 100.0000076."""
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(200_000, generator=g)
+    rows = torch.stack([p, 1 - p], 1)
+    c = torch.zeros(len(p), dtype=torch.long)
+    for p_in in (torch.zeros_like(p), p * 1e-9, torch.ones_like(p), 1 - (1 - p) * 1e-9):
+        rows_in = torch.stack([p_in, 1 - p_in], 1)
+        for fn in (average_drop, average_gain):
+            v = fn(rows, rows_in, c)
+            assert v.min() >= 0 and v.max() <= 100, fn.__name__
+
+
+def test_threshold_metrics_ignore_float_noise():
+    """The same input computed in another batch moves probabilities by float noise (seen: 5e-5): neither AI
+    nor Fid-In may flip on that, and a real change still counts."""
+    from explain.metrics import PROB_TOL
+    p = probs([0.5, 0.3, 0.2], [0.40, 0.39995, 0.20005])
+    c = torch.tensor([0, 0])
+    noisy = p + torch.tensor([[5e-5, -5e-5, 0.0], [-4e-5, 4e-5, 0.0]], dtype=torch.float64)
+    assert average_increase(p, noisy, c).tolist() == [0.0, 0.0]
+    assert fidelity_in(p, noisy, c).tolist() == [1.0, 1.0]  # the second is a near-tie within the tolerance
+    moved = p + torch.tensor([[3 * PROB_TOL, -3 * PROB_TOL, 0.0], [-0.2, 0.2, 0.0]], dtype=torch.float64)
+    assert average_increase(p, moved, c).tolist() == [100.0, 0.0]
+    assert fidelity_in(p, moved, c).tolist() == [1.0, 0.0]
