@@ -11,13 +11,14 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from errors import UsageValueError
 from explain import MASK_NAMES, METRIC_NAMES, make_method, parse_methods
 from explain.batching import CPU_BATCH, auto_batch_size, autocast
 from explain.evaluate import MaskScorer, predict_probs
 
-from .cache import AttributionCache, weights_hash
-from .outputs import (CLIP_COLUMNS, RESULT_COLUMNS, save_figure, spectrogram_figure, write_csv, write_json,
-                      write_wav)
+from .cache import AttributionCache, tensor_hash, weights_hash
+from .outputs import (CLIP_COLUMNS, RESULT_COLUMNS, claim_folder, save_figure, spectrogram_figure, write_csv,
+                      write_json, write_wav)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ class ExplainCallback(Callback):
         options: further keyword options per method, e.g. ``{"lime": {"kernel_width": 0.25}}``.
         masks: which of the 14 masks to score (default all).
         conciseness_on: ``mask`` (as the published numbers) or ``attribution``: what SPS and COMP measure.
-        examples: how many test clips (the first ones) get audio and figures for every method and mask.
+        examples: how many test clips (the first ones) get audio and figures for every method and mask
+            (0: none).
         output_dir: where files go; default ``<trainer.default_root_dir>/explain``.
         model_name: label of the model in the results; default the feature type (``mel`` or ``stft``).
         cache: keep every clip's attribution map on disk, so that a killed run started again only computes
@@ -52,6 +54,13 @@ class ExplainCallback(Callback):
                  conciseness_on: str = "mask", examples: int = 8, output_dir: Optional[str] = None,
                  model_name: Optional[str] = None, cache: bool = True, cache_dir: Optional[str] = None):
         super().__init__()
+        for option, value, least in (("batch_size", batch_size, 1), ("examples", examples, 0),
+                                     ("lime_samples", lime_samples, 2),
+                                     ("shap_background_per_class", shap_background_per_class, 1),
+                                     ("shap_background_size", shap_background_size, 1)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise UsageValueError(f"--explainer.{option} must be a whole number of at least {least}, got {value!r}"
+                                      + (" (leave it unset for the automatic batch size)" if option == "batch_size" else ""))
         self.methods = parse_methods(methods) if methods else []
         self.seed, self.batch_size, self.precision = seed, batch_size, precision
         autocast(torch.device("cpu"), precision)  # an unknown precision fails here
@@ -85,15 +94,14 @@ class ExplainCallback(Callback):
         if stage != "test":
             return
         if not self.methods:
-            raise ValueError("ExplainCallback has no methods; pass --explain with a comma list or 'all'")
+            raise UsageValueError("ExplainCallback has no methods; pass --explain with a comma list or 'all'")
         self.apply_to_trainer(trainer)
         self.model = pl_module.spectrogram_model
         self.features = pl_module.features
         self.model_label = self.model_name or getattr(self.features, "kind", "model")
         self.out = Path(self.output_dir or Path(trainer.default_root_dir) / "explain")
-        if (self.out / "results.csv").exists():
-            raise FileExistsError(f"{self.out} already holds the results of an earlier run; choose another "
-                                  f"--explainer.output_dir (or --trainer.default_root_dir), or move it away")
+        if trainer.is_global_zero:  # rank 0 alone writes the folder; it holds the claim for the whole run
+            self._claim = claim_folder(self.out)
         self._cache_root = Path(self.cache_dir or Path(trainer.default_root_dir).parent / "attribution-cache")
         self._caches: dict[str, AttributionCache] = {}
         self._cache_counts = {m: {"cached": 0, "computed": 0} for m in self.methods}
@@ -122,7 +130,7 @@ class ExplainCallback(Callback):
     def _background(self, trainer, pl_module, method) -> torch.Tensor:
         dm = trainer.datamodule
         if dm is None or not hasattr(dm, "background"):
-            raise ValueError(f"{method.name} needs a background from the training folds: use ESC50DataModule")
+            raise UsageValueError(f"{method.name} needs a background from the training folds: use ESC50DataModule")
         bg = dm.background(method.background_per_class, method.background_size)
         wave = bg["waveform"].to(pl_module.device)
         with torch.no_grad():
@@ -157,7 +165,8 @@ class ExplainCallback(Callback):
     def _attributions(self, name: str, method, x: torch.Tensor, pred: torch.Tensor, ids: list[str]) -> torch.Tensor:
         """The batch's maps: from the cache where there, computed (and cached) where not."""
         cache = self._cache(name, method) if self.cache else None
-        maps = [cache.get(c) if cache else None for c in ids]
+        targets = pred.tolist()
+        maps = [cache.get(c, x[i], targets[i]) if cache else None for i, c in enumerate(ids)]
         todo = [i for i, m in enumerate(maps) if m is None]
         if todo:
             amp = autocast(x.device, self.precision) if method.gradient_free else contextlib.nullcontext()
@@ -166,7 +175,7 @@ class ExplainCallback(Callback):
             for j, i in enumerate(todo):
                 maps[i] = fresh[j]
                 if cache:
-                    cache.put(ids[i], fresh[j])
+                    cache.put(ids[i], x[i], targets[i], fresh[j])
         self._cache_counts[name]["computed"] += len(todo)
         self._cache_counts[name]["cached"] += len(ids) - len(todo)
         return torch.stack([m.to(x.device) for m in maps])
@@ -175,9 +184,11 @@ class ExplainCallback(Callback):
         if name not in self._caches:
             if not hasattr(self, "_weights"):
                 self._weights = weights_hash(self.model)
-            # precision too: it can change the predicted class, the target of every method
-            key = {"weights": self._weights, "features": self.model_label, "scenario": self._scenario,
-                   "method": name, "options": method.options(), "precision": self.precision}
+            # the input, its target and clip id key each entry; the precision changes the maps of the
+            # forward-only methods, and the background those of the methods that use one
+            key = {"weights": self._weights, "method": name, "options": method.options(),
+                   "precision": self.precision,
+                   "background": tensor_hash(method.background) if method.needs_background else None}
             self._caches[name] = AttributionCache(self._cache_root, key)
         return self._caches[name]
 
@@ -217,6 +228,11 @@ class ExplainCallback(Callback):
         if trainer.is_global_zero:
             self._write(trainer, results, records, counts)
             self._log(trainer, results)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        claim, self._claim = getattr(self, "_claim", None), None
+        if claim is not None:
+            claim.close()
 
     def _gather(self, trainer) -> tuple[list, dict]:
         """Every rank's per-clip records, in dataset order, and the cache counts summed over ranks."""

@@ -13,6 +13,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from errors import UsageFileExistsError
+
 RESULT_COLUMNS = ["model", "scenario", "method", "mask", "n", "FF", "AI", "AD", "AG", "FidIn", "SPS", "COMP"]
 CLIP_COLUMNS = ["clip", "true_class", "pred_class", "correct", "method", "mask",
                 "FF", "AI", "AD", "AG", "FidIn", "SPS", "COMP"]
@@ -35,6 +37,36 @@ def atomic_path(path: str | Path):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def claim_folder(folder: str | Path):
+    """Claim an output folder for this run: an exclusive lock on ``folder/.claim``, held until the returned
+    file is closed or the process ends (so a killed run's claim goes with it, and its command can be run
+    again). A folder that holds results, or that another running process has claimed, is refused."""
+    import fcntl
+
+    folder = Path(folder)
+    if (folder / "results.csv").exists():
+        raise UsageFileExistsError(f"{folder} already holds the results of an earlier run; choose another "
+                                   f"--explainer.output_dir (or --trainer.default_root_dir), or move it away")
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".claim", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise UsageFileExistsError(f"{folder} is being written by another run ({owner}); wait for it to end or "
+                                   f"choose another --explainer.output_dir") from None
+    if (folder / "results.csv").exists():  # finished between the first check and the lock
+        handle.close()
+        raise UsageFileExistsError(f"{folder} already holds the results of an earlier run; choose another "
+                                   f"--explainer.output_dir (or --trainer.default_root_dir), or move it away")
+    handle.truncate(0)
+    handle.write(f"process {os.getpid()} on {os.uname().nodename}\n")
+    handle.flush()
+    return handle
 
 
 def atomic_write(path: str | Path, write) -> Path:
