@@ -6,10 +6,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
+
+from errors import UsageError
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CONFIG = HERE / "configs" / "default.yaml"
@@ -28,19 +32,71 @@ def run_id() -> str:
     return value
 
 
+RUN: dict = {}  # the command, its run folder and explain options, once parsed: for the resume hint
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM: raised where the run is, so that Lightning shuts the trainer down as on Ctrl+C
+    (on SIGTERM alone it would stop after the batch and exit 0, as if done)."""
+
+
 def main(args: Optional[list[str]] = None) -> None:
-    """Run the command; a mistake in the input ends with its message, not a traceback
-    (set AUDIOXAI_DEBUG=1 to see the traceback)."""
+    """Run the command; a mistake in the input (a ``UsageError``) ends with its message, not a traceback
+    (set AUDIOXAI_DEBUG=1 to see the traceback); a stopped run exits 128 + the signal's number and says
+    how to resume it."""
+    stopped: list[int] = []
+
+    def stop(signum, frame):
+        if not stopped:  # further signals wait for the shutdown of the first
+            stopped.append(signum)
+            raise Stopped(signum)
+
+    RUN.clear()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)} if in_main_thread else {}
     try:
         _main(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
-        if os.environ.get("AUDIOXAI_DEBUG") or type(err).__module__.split(".")[0] not in PROJECT_MODULES + ("builtins",):
+    except BaseException as err:
+        if stopped:
+            if _global_rank() == 0:
+                print(f"stopped by {signal.Signals(stopped[0]).name}. {_resume_hint()}", file=sys.stderr)
+            sys.exit(128 + stopped[0])
+        if not isinstance(err, UsageError) or os.environ.get("AUDIOXAI_DEBUG"):
             raise
         print(f"error: {err}\n(set AUDIOXAI_DEBUG=1 to see where it was raised)", file=sys.stderr)
         sys.exit(2)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
-PROJECT_MODULES = ("datamodules", "lightning_modules", "explain", "callbacks", "report", "main", "__main__")
+def _global_rank() -> int:
+    rank_zero = sys.modules.get("lightning.fabric.utilities.rank_zero")  # set by the trainer once it runs
+    return getattr(rank_zero.rank_zero_only, "rank", 0) if rank_zero else 0
+
+
+def _resume_hint() -> str:
+    if RUN.get("command") == "fit":
+        last = Path(RUN["folder"]) / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            return f"To resume it, run the same command with --ckpt_path {last}"
+        return "No checkpoint was saved yet (one is saved after every epoch); run the same command to start again."
+    if RUN.get("explain") and RUN.get("cache"):
+        return ("No results were written. To resume it, run the same command again: "
+                "the attribution cache keeps the maps computed so far.")
+    if RUN.get("explain"):
+        return "No results were written; run the same command again (with --explainer.cache false it starts over)."
+    return "Run the same command again."
+
+
+def _wait_for_other_ranks(trainer) -> None:
+    """Lightning's launcher starts ranks 1.. as child processes of this one but never waits for them:
+    wait, so that a rank that fails after the last collective fails the run too."""
+    codes = {rank: proc.wait() for rank, proc in enumerate(getattr(trainer.strategy.launcher, "procs", []), 1)}
+    failed = ", ".join(f"local rank {rank} with exit code {code}" for rank, code in codes.items() if code != 0)
+    if failed:
+        print(f"error: {failed} (see that process's messages above)", file=sys.stderr)
+        sys.exit(1)
 
 
 def _main(args: Optional[list[str]] = None) -> None:
@@ -49,7 +105,7 @@ def _main(args: Optional[list[str]] = None) -> None:
         from report.cli import main as report_main
         return report_main(argv[1:])
 
-    from callbacks.wandb_mode import choose_wandb_mode, print_sync_hint
+    from report.wandb_mode import choose_wandb_mode, print_sync_hint
     choose_wandb_mode()
 
     from lightning.pytorch.cli import LightningCLI
@@ -57,18 +113,31 @@ def _main(args: Optional[list[str]] = None) -> None:
     from callbacks import ExplainCallback
     from datamodules import ESC50DataModule
     from lightning_modules import AudioClassifier
+    from lightning_modules.checkpoint import check_lightning_checkpoint
 
     class CLI(LightningCLI):
         def add_arguments_to_parser(self, parser):
+            from explain.base import describe_methods
             parser.add_argument("--explain", type=Optional[str], default=None,
-                                help="test only: explanation methods to run, a comma list or 'all'")
+                                help="test only: explanation methods to run, a comma list or 'all'. Methods and "
+                                     "their options (set with --explainer.options '{\"lime\": {\"num_samples\": "
+                                     "500}}'): " + describe_methods())
             parser.add_class_arguments(ExplainCallback, "explainer", skip={"methods"},
                                        help="options of the explanation methods and outputs (used by --explain)")
+
+        def parse_arguments(self, parser, args):
+            super().parse_arguments(parser, args)
+            # before Lightning reads the checkpoint's hyperparameters, so a bad file is named in one line
+            ckpt = self.config.get(self.config.get("subcommand") or "", {}).get("ckpt_path")
+            if ckpt and not (ckpt in ("best", "last", "hpc") or ckpt.startswith("registry")):
+                check_lightning_checkpoint(ckpt)
 
         def before_instantiate_classes(self):
             sub = self.config[self.subcommand]
             base = Path(sub.trainer.default_root_dir or "runs")
             sub.trainer.default_root_dir = str(base / f"{self.subcommand}-{run_id()}")
+            RUN.update(command=self.subcommand, folder=sub.trainer.default_root_dir, explain=sub.explain,
+                       cache=sub.explainer.cache)
 
         def after_fit(self):
             print_sync_hint(self.trainer.loggers)
@@ -84,10 +153,11 @@ def _main(args: Optional[list[str]] = None) -> None:
                 self.trainer.callbacks.append(explainer)
                 explainer.apply_to_trainer(self.trainer)
 
-    CLI(AudioClassifier, ESC50DataModule, args=args, seed_everything_default=0,
-        parser_kwargs={sub: {"default_config_files": [str(DEFAULT_CONFIG)]}
-                       for sub in ("fit", "validate", "test", "predict")},
-        save_config_kwargs={"overwrite": True})
+    cli = CLI(AudioClassifier, ESC50DataModule, args=args, seed_everything_default=0,
+              parser_kwargs={sub: {"default_config_files": [str(DEFAULT_CONFIG)]}
+                             for sub in ("fit", "validate", "test", "predict")},
+              save_config_kwargs={"overwrite": True})
+    _wait_for_other_ranks(cli.trainer)
 
 
 if __name__ == "__main__":

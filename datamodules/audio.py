@@ -8,11 +8,13 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from errors import UsageValueError
+
 SAMPLE_RATE = 32000
 DURATION = 5.0
 
 
-class AudioError(ValueError):
+class AudioError(UsageValueError):
     """A file that cannot be used as audio; the message names it."""
 
 

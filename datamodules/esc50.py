@@ -12,8 +12,9 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from errors import UsageFileExistsError, UsageFileNotFoundError, UsageValueError
 from .audio import DURATION, SAMPLE_RATE, load_clip
-from .download import DownloadError, download, extract_zip_into
+from files import DownloadError, download, extract_zip_into
 from .noise import ScenarioNoise, TrainNoise
 from .synthetic import write_synthetic_esc50
 
@@ -27,17 +28,17 @@ def read_metadata(root: Path) -> list[dict]:
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{meta} lacks the column(s) {missing}; it must have the ESC-50 columns "
-                             f"filename,fold,target,category,esc10,src_file,take")
+            raise UsageValueError(f"{meta} lacks the column(s) {missing}; it must have the ESC-50 columns "
+                                  f"filename,fold,target,category,esc10,src_file,take")
         rows = []
         for i, r in enumerate(reader, start=2):
             try:
                 rows.append({"filename": r["filename"], "fold": int(r["fold"]), "target": int(r["target"]),
                              "category": r["category"]})
             except (TypeError, ValueError) as err:
-                raise ValueError(f"{meta}, line {i}: fold and target must be integers ({err})") from err
+                raise UsageValueError(f"{meta}, line {i}: fold and target must be integers ({err})") from err
     if not rows:
-        raise ValueError(f"{meta} lists no clips")
+        raise UsageValueError(f"{meta} lists no clips")
     return rows
 
 
@@ -104,12 +105,15 @@ class ESC50DataModule(L.LightningDataModule):
         if self.hparams.synthetic:
             write_synthetic_esc50(self.root, sample_rate=self.hparams.sample_rate, duration=self.hparams.duration,
                                   seed=self.hparams.seed)
+            # said aloud: a mistyped --data.root would otherwise train on made-up data without a word
+            print(f"no dataset at {self.root}, and --data.synthetic is true: wrote the built-in synthetic dataset "
+                  f"there (10 classes x 40 clips); point --data.root at an ESC-50 folder to use real data")
             return
         if not self.hparams.download:
-            raise FileNotFoundError(self._missing_message())
+            raise UsageFileNotFoundError(self._missing_message())
         if self.root.exists() and any(self.root.iterdir()):
-            raise FileExistsError(f"{self.root} exists but holds no meta/esc50.csv; move it away or point "
-                                  f"--data.root at the ESC-50 folder")
+            raise UsageFileExistsError(f"{self.root} exists but holds no meta/esc50.csv; move it away or point "
+                                       f"--data.root at the ESC-50 folder")
         self.root.parent.mkdir(parents=True, exist_ok=True)
         archive = self.root.parent / "ESC-50-master.zip"
         try:
@@ -130,19 +134,19 @@ class ESC50DataModule(L.LightningDataModule):
 
     def _load_rows(self) -> list[dict]:
         if not self._has_dataset():
-            raise FileNotFoundError(self._missing_message())
+            raise UsageFileNotFoundError(self._missing_message())
         rows = read_metadata(self.root)
         known = sorted({r["fold"] for r in rows})
         for name in ("train_folds", "val_folds", "test_folds"):
             bad = [f for f in getattr(self.hparams, name) if f not in known]
             if bad:
-                raise ValueError(f"--data.{name}: unknown fold(s) {bad}; {self.root / 'meta' / 'esc50.csv'} "
-                                 f"has folds {known}")
+                raise UsageValueError(f"--data.{name}: unknown fold(s) {bad}; {self.root / 'meta' / 'esc50.csv'} "
+                                      f"has folds {known}")
         absent = [r["filename"] for r in rows if not (self.root / "audio" / r["filename"]).is_file()]
         if absent:
-            raise FileNotFoundError(f"{len(absent)} clip(s) listed in {self.root / 'meta' / 'esc50.csv'} are not in "
-                                    f"{self.root / 'audio'}: {', '.join(absent[:5])}"
-                                    f"{' ...' if len(absent) > 5 else ''}. Restore them or remove their rows.")
+            raise UsageFileNotFoundError(f"{len(absent)} clip(s) listed in {self.root / 'meta' / 'esc50.csv'} are not in "
+                                         f"{self.root / 'audio'}: {', '.join(absent[:5])}"
+                                         f"{' ...' if len(absent) > 5 else ''}. Restore them or remove their rows.")
         return rows
 
     def setup(self, stage: str | None = None) -> None:
@@ -198,7 +202,7 @@ class ESC50DataModule(L.LightningDataModule):
                 by_class[r["target"]].append(r)
         rows = [r for t in sorted(by_class) for r in by_class[t]][:max_clips]
         if not rows:
-            raise ValueError(f"no training clips in folds {self.hparams.train_folds} for the SHAP background")
+            raise UsageValueError(f"no training clips in folds {self.hparams.train_folds} for the SHAP background")
         ds = ClipDataset(self.root, rows, self.hparams.sample_rate, self.hparams.duration)
         items = [ds[i] for i in range(len(ds))]
         return {"waveform": torch.stack([it["waveform"] for it in items]),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from errors import UsageFileNotFoundError, UsageValueError
 from .audio import AudioError, load_clip, mix_at_snr, mix_scenario
 
 # The paper's three freesound.org backgrounds (id in the file name), looked up in ``noise_dir``.
@@ -29,7 +30,7 @@ def resolve_noise(name: str, noise_dir: str | Path) -> tuple[str, Path]:
         fid = SCENARIOS[name].split("__")[0] if name in SCENARIOS else None
         how = (f"download freesound.org sound {fid} and save it as {path}" if fid
                else "pass an existing audio file")
-        raise FileNotFoundError(
+        raise UsageFileNotFoundError(
             f"noise scenario {name!r}: file {path} not found; {how}, or set --data.noise_dir "
             f"to the folder holding it. Known scenario names: {', '.join(SCENARIOS)}.")
     return label, path
@@ -57,13 +58,13 @@ class TrainNoise:
 
     def __post_init__(self):
         if not 0.0 <= self.p <= 1.0:
-            raise ValueError(f"train_noise.p must be in [0, 1], got {self.p}")
+            raise UsageValueError(f"train_noise.p must be in [0, 1], got {self.p}")
         lo, hi = self.snr_db
         if lo > hi:
-            raise ValueError(f"train_noise.snr_db must be (low, high), got {self.snr_db}")
+            raise UsageValueError(f"train_noise.snr_db must be (low, high), got {self.snr_db}")
         for f in self.files:
             if not Path(f).is_file():
-                raise FileNotFoundError(f"train_noise.files: {f} not found; fix the path or remove it from the list")
+                raise UsageFileNotFoundError(f"train_noise.files: {f} not found; fix the path or remove it from the list")
         self._cache: dict[str, torch.Tensor] = {}
 
     def _noise(self, rng: random.Random, n: int, sample_rate: int) -> torch.Tensor:

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from errors import UsageFileExistsError
+
 PATTERNS = ("tone", "chirp_up", "noise_band", "pulses", "chirp_down")
 SIGNATURE_COLUMNS = ["filename", "t_start", "t_end", "f_low", "f_high"]
 ESC50_COLUMNS = ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
@@ -95,7 +97,7 @@ def write_synthetic_esc50(root: str | Path, num_classes: int = 10, clips_per_fol
                 w.writerows(rows)
         if root.exists():
             if any(root.iterdir()):
-                raise FileExistsError(f"{root} exists and is not an ESC-50 dataset; choose an empty or new folder")
+                raise UsageFileExistsError(f"{root} exists and is not an ESC-50 dataset; choose an empty or new folder")
             root.rmdir()
         os.replace(tmp, root)
     finally:

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from errors import UsageValueError
 from .cnn14 import Cnn14
 from .features import make_features
 from .pretrained import fetch_panns_checkpoint, load_panns_weights
@@ -42,6 +43,7 @@ class AudioClassifier(L.LightningModule):
         return self.net
 
     def setup(self, stage: str) -> None:
+        self._check_data(stage)
         # Only a fresh fine-tuning run starts from PANNs; a restored checkpoint has its own weights.
         if stage == "fit" and self.hparams.pretrained and not getattr(self, "_restored", False):
             path = Path(self.hparams.pretrained)
@@ -49,14 +51,41 @@ class AudioClassifier(L.LightningModule):
                 fetch_panns_checkpoint(path)
             load_panns_weights(self.net, path)
 
+    def _check_data(self, stage: str) -> None:
+        """The head needs one output per class of the data and the front-end the data's sample rate.
+
+        Checked before any step (the data module is set up first), so a wrong class count is this message
+        rather than an index error inside the loss, or a silent accuracy of 0. Under the CLI a ``--ckpt_path``
+        checkpoint's own hyperparameters are already this model's here."""
+        data = getattr(self._trainer, "datamodule", None)
+        if data is None or not hasattr(data, "num_classes"):
+            return
+        ours, theirs = self.hparams.num_classes, data.num_classes
+        root = getattr(data, "root", "?")
+        if ours != theirs:
+            where = f"the data at --data.root {root} has {theirs} (targets 0 to {theirs - 1} in its meta/esc50.csv)"
+            if stage == "fit":
+                raise UsageValueError(f"--model.num_classes is {ours} but {where}; pass --model.num_classes {theirs}")
+            raise UsageValueError(f"the model was trained for {ours} classes but {where}; use the data the checkpoint "
+                                  f"was trained on (--data.root), or a checkpoint trained on this data "
+                                  f"(main.py fit --data.root {root} --model.num_classes {theirs})")
+        rate = getattr(getattr(data, "hparams", None), "sample_rate", None)
+        if rate is not None and rate != self.hparams.sample_rate:
+            if stage == "fit":
+                raise UsageValueError(f"--model.sample_rate is {self.hparams.sample_rate} but --data.sample_rate is "
+                                      f"{rate}; the features must be computed at the data's rate: pass the same "
+                                      f"value to both")
+            raise UsageValueError(f"the model was trained at sample rate {self.hparams.sample_rate} but "
+                                  f"--data.sample_rate is {rate}; pass --data.sample_rate {self.hparams.sample_rate}")
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._restored = True
         saved = checkpoint.get("hyper_parameters", {})
-        for key in ("features", "width", "num_classes"):
+        for key in ("features", "width", "num_classes", "sample_rate"):
             if key in saved and saved[key] != self.hparams[key]:
-                raise ValueError(f"the checkpoint was trained with {key}={saved[key]!r} but this run has "
-                                 f"--model.{key} {self.hparams[key]!r}; use the checkpoint's config (or pass "
-                                 f"--model.{key} {saved[key]})")
+                raise UsageValueError(f"the checkpoint was trained with {key}={saved[key]!r} but this run has "
+                                      f"--model.{key} {self.hparams[key]!r}; use the checkpoint's config (or pass "
+                                      f"--model.{key} {saved[key]})")
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.net(self.features(waveform))

@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
-
-from datamodules.download import download
+from files import download
+from errors import UsageFileNotFoundError, UsageValueError
+from .checkpoint import read_checkpoint
 from .cnn14 import Cnn14
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,13 @@ def load_panns_weights(model: Cnn14, path: str | Path) -> dict[str, list[str]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"PANNs checkpoint {path} not found; set --model.pretrained to its path, or "
-                                f"--model.download_pretrained true to fetch it")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"cannot read PANNs checkpoint {path}: {err}") from err
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise ValueError(f"{path} is not a PANNs checkpoint: expected a dict with key 'model'")
+        raise UsageFileNotFoundError(f"PANNs checkpoint {path} not found; set --model.pretrained to its path, or "
+                                     f"--model.download_pretrained true to fetch it")
+    fix = (f"give the PANNs Cnn14_mAP=0.431.pth, or delete {path} and pass --model.download_pretrained true "
+           f"to fetch it again")
+    ckpt = read_checkpoint(path, "--model.pretrained", fix)
+    if "model" not in ckpt:
+        raise UsageValueError(f"--model.pretrained {path} is not a PANNs checkpoint (no key 'model'); {fix}")
     source = ckpt["model"]
     target = model.state_dict()
     mapped, skipped = {}, []
@@ -51,8 +50,8 @@ def load_panns_weights(model: Cnn14, path: str | Path) -> dict[str, list[str]]:
         if key not in target:
             skipped.append(key)
         elif target[key].shape != value.shape:
-            raise ValueError(f"{path}: {key} has shape {tuple(value.shape)} but the model expects "
-                             f"{tuple(target[key].shape)}; the PANNs checkpoint needs --model.width 64")
+            raise UsageValueError(f"{path}: {key} has shape {tuple(value.shape)} but the model expects "
+                                  f"{tuple(target[key].shape)}; the PANNs checkpoint needs --model.width 64")
         else:
             mapped[key] = value
     model.load_state_dict(mapped, strict=False)

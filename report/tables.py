@@ -9,22 +9,21 @@ first in the paper's mask order.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from errors import UsageValueError
+from explain import METHODS
 from explain.masks import MASK_NAMES
+from explain.metrics import HIGHER_IS_BETTER, METRIC_NAMES, RESULT_COLUMNS
 
-METRICS = ("FF", "AI", "AD", "AG", "FidIn", "SPS", "COMP")
-LOWER_IS_BETTER = {"AD", "COMP"}
-KEY = ("model", "scenario", "method", "mask")
-COLUMNS = (*KEY, "n", *METRICS)
-METHOD_ORDER = ("saliency", "gradcam", "lime", "shap")
 CLIP = 1e-9
 
 
-class ReportInputError(ValueError):
+class ReportInputError(UsageValueError):
     pass
 
 
@@ -46,53 +45,104 @@ class Row:
         return (self.model, self.scenario, self.method, self.mask)
 
 
-def find_results(paths: list[str | Path]) -> list[Path]:
-    """Result CSVs named directly, or every ``results.csv`` below a run folder."""
-    found = []
+def find_results(paths: list[str | Path]) -> list[tuple[Path, Path | None]]:
+    """(file, folder) for every result CSV named directly (folder None) or found below a run folder
+    given; a file reached twice counts once."""
+    found, known = [], set()
     for p in map(Path, paths):
         if p.is_dir():
-            hits = sorted(p.rglob("results.csv"))
+            hits = [(h, p) for h in sorted(p.rglob("results.csv"))]
             if not hits:
                 raise ReportInputError(f"{p}: no results.csv below this folder; run `main.py test --explain ...` first")
-            found += hits
         elif p.is_file():
-            found.append(p)
+            hits = [(p, None)]
         else:
             raise ReportInputError(f"{p}: no such file or folder")
+        for path, folder in hits:
+            if path.resolve() not in known:
+                known.add(path.resolve())
+                found.append((path, folder))
     return found
 
 
-def read_results(paths: list[str | Path]) -> list[Row]:
-    """All rows of all files; a row missing a metric, or a (model, scenario, method, mask) seen twice, is an error."""
+@contextlib.contextmanager
+def csv_records(path: Path):
+    """A ``csv.DictReader`` over ``path``; text that is not UTF-8 or not CSV is an error naming the file."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            yield csv.DictReader(f)
+    except UnicodeDecodeError as err:
+        raise ReportInputError(f"{path} is not UTF-8 text ({err.reason}); give the files written by "
+                               f"`main.py test --explain`") from None
+    except csv.Error as err:
+        raise ReportInputError(f"{path} is not a CSV table ({err}); give the files written by "
+                               f"`main.py test --explain`") from None
+
+
+def read_file(path: Path) -> list[Row]:
+    """The rows of one result CSV; a row missing a metric, or a (model, scenario, method, mask) seen twice
+    in it, is an error naming the line."""
     rows: list[Row] = []
     seen: dict[tuple, str] = {}
-    for path in find_results(paths):
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ReportInputError(f"{path}: missing column(s) {missing}; expected {','.join(COLUMNS)}")
-            for line, rec in enumerate(reader, start=2):
-                where = f"{path}, line {line}"
-                values = {}
-                for m in METRICS:
-                    try:
-                        values[m] = float(rec[m])
-                    except (TypeError, ValueError):
-                        raise ReportInputError(f"{where}: metric {m} is missing or not a number ({rec[m]!r})") from None
-                    if not math.isfinite(values[m]):
-                        raise ReportInputError(f"{where}: metric {m} is {rec[m]}")
-                if rec["mask"] not in MASK_NAMES:
-                    raise ReportInputError(f"{where}: unknown mask {rec['mask']!r}")
+    with csv_records(path) as reader:
+        missing = [c for c in RESULT_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ReportInputError(f"{path}: missing column(s) {missing}; expected {','.join(RESULT_COLUMNS)}")
+        for line, rec in enumerate(reader, start=2):
+            where = f"{path}, line {line}"
+            values = {}
+            for m in METRIC_NAMES:
                 try:
-                    n = int(float(rec["n"]))
+                    values[m] = float(rec[m])
                 except (TypeError, ValueError):
-                    raise ReportInputError(f"{where}: n is not a count ({rec['n']!r})") from None
-                row = Row(rec["model"], rec["scenario"], rec["method"], rec["mask"], n, values, str(path), line)
-                if row.key in seen:
-                    raise ReportInputError(f"{where}: {','.join(row.key)} duplicates {seen[row.key]}")
-                seen[row.key] = where
-                rows.append(row)
+                    raise ReportInputError(f"{where}: metric {m} is missing or not a number ({rec[m]!r})") from None
+                if not math.isfinite(values[m]):
+                    raise ReportInputError(f"{where}: metric {m} is {rec[m]}")
+            if rec["mask"] not in MASK_NAMES:
+                raise ReportInputError(f"{where}: unknown mask {rec['mask']!r}")
+            try:
+                n = int(float(rec["n"]))
+            except (TypeError, ValueError):
+                raise ReportInputError(f"{where}: n is not a count ({rec['n']!r})") from None
+            row = Row(rec["model"], rec["scenario"], rec["method"], rec["mask"], n, values, str(path), line)
+            if row.key in seen:
+                raise ReportInputError(f"{where}: {','.join(row.key)} duplicates {seen[row.key]}")
+            seen[row.key] = where
+            rows.append(row)
+    return rows
+
+
+def read_results(paths: list[str | Path], skipped: list[str] | None = None) -> list[Row]:
+    """All rows of all files.
+
+    Below one run folder given, several runs may hold the same (model, scenario, method, mask) (a run
+    explained again): each such row comes from the newest run, the one whose results.csv was written
+    last (ties: the later path, as run folders are named by their start time), and every file that
+    lost rows is noted in ``skipped``. Any other repeat (files named directly, or below different
+    folders given) is an error naming both places.
+    """
+    files = [(path, folder, read_file(path)) for path, folder in find_results(paths)]
+    owner: dict[tuple, Path] = {}  # (folder, key) -> the newest file below that folder holding the key
+    below = [f for f in files if f[1] is not None]
+    for path, folder, file_rows in sorted(below, key=lambda f: (f[0].stat().st_mtime, str(f[0])), reverse=True):
+        for row in file_rows:
+            owner.setdefault((folder, row.key), path)
+    rows: list[Row] = []
+    seen: dict[tuple, str] = {}
+    dropped: dict[tuple[Path, Path], int] = {}
+    for path, folder, file_rows in files:
+        for row in file_rows:
+            newer = owner.get((folder, row.key), path)
+            if newer != path:
+                dropped[(path, newer)] = dropped.get((path, newer), 0) + 1
+                continue
+            if row.key in seen:
+                raise ReportInputError(f"{path}, line {row.line}: {','.join(row.key)} duplicates {seen[row.key]}")
+            seen[row.key] = f"{path}, line {row.line}"
+            rows.append(row)
+    if skipped is not None:
+        skipped += [f"skipped {n} row(s) of {old}: the newer run {new} has the same (model, scenario, method, mask)"
+                    for (old, new), n in dropped.items()]
     if not rows:
         raise ReportInputError("no result rows in the files given")
     return rows
@@ -101,7 +151,7 @@ def read_results(paths: list[str | Path]) -> list[Row]:
 def normalised(rows: list[Row]) -> list[dict[str, float]]:
     """Each row's metrics scaled to [1e-9, 1] over all rows, oriented so that 1 is best."""
     out = [dict() for _ in rows]
-    for m in METRICS:
+    for m in METRIC_NAMES:
         col = [r.values[m] for r in rows]
         lo, hi = min(col), max(col)
         for o, v in zip(out, col):
@@ -109,7 +159,7 @@ def normalised(rows: list[Row]) -> list[dict[str, float]]:
                 o[m] = 1.0
                 continue
             s = (v - lo) / (hi - lo)
-            if m in LOWER_IS_BETTER:
+            if not HIGHER_IS_BETTER[m]:
                 s = 1.0 - s
             o[m] = min(max(s, CLIP), 1.0)
     return out
@@ -118,13 +168,23 @@ def normalised(rows: list[Row]) -> list[dict[str, float]]:
 def score(rows: list[Row]) -> list[Row]:
     """Set every row's score: the geometric mean of its normalised metrics."""
     for row, norm in zip(rows, normalised(rows)):
-        row.score = math.exp(sum(math.log(norm[m]) for m in METRICS) / len(METRICS))
+        row.score = math.exp(sum(math.log(norm[m]) for m in METRIC_NAMES) / len(METRIC_NAMES))
     return rows
 
 
+def method_label(name: str) -> str:
+    """A method's name in tables: its class's ``label``, or ``name`` itself for a method not registered here."""
+    return getattr(METHODS.get(name), "label", None) or name
+
+
+def method_rank(name: str) -> int:
+    """A method's place in tables: the order methods register in, methods not registered here last."""
+    order = list(METHODS)
+    return order.index(name) if name in order else len(order)
+
+
 def _order(row: Row) -> tuple:
-    method = METHOD_ORDER.index(row.method) if row.method in METHOD_ORDER else len(METHOD_ORDER)
-    return (row.model, row.scenario, method, row.method, MASK_NAMES.index(row.mask))
+    return (row.model, row.scenario, method_rank(row.method), row.method, MASK_NAMES.index(row.mask))
 
 
 def full_tables(rows: list[Row]) -> dict[tuple[str, str, str], list[Row]]:
@@ -149,9 +209,9 @@ def column_marks(rows: list[Row]) -> list[dict[str, str]]:
     marks: list[dict[str, str]] = [{} for _ in rows]
     if len(rows) < 2:
         return marks
-    for m in METRICS:
+    for m in METRIC_NAMES:
         col = [r.values[m] for r in rows]
-        best, worst = (min(col), max(col)) if m in LOWER_IS_BETTER else (max(col), min(col))
+        best, worst = (max(col), min(col)) if HIGHER_IS_BETTER[m] else (min(col), max(col))
         for mark, v in zip(marks, col):
             if v == best:
                 mark[m] = "best"

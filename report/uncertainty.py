@@ -2,13 +2,14 @@
 and which methods' intervals overlap (differences within the noise)."""
 from __future__ import annotations
 
-import csv
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 
-from .tables import METRICS, ReportInputError, Row
+from explain.metrics import METRIC_NAMES
+
+from .tables import ReportInputError, Row, csv_records
 
 
 def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
@@ -37,18 +38,18 @@ def read_per_clip(results_csv: Path) -> dict[tuple[str, str, str, str], dict[str
     per_clip = results_csv.with_name("per_clip.csv")
     if not per_clip.is_file():
         return {}
-    with open(results_csv, newline="") as f:
-        labels = {(r["model"], r["scenario"]) for r in csv.DictReader(f)}
+    with csv_records(results_csv) as reader:
+        labels = {(r["model"], r["scenario"]) for r in reader}
     if len(labels) != 1:
         raise ReportInputError(f"{results_csv}: a run folder should hold one model and scenario, found {sorted(labels)}")
     model, scenario = labels.pop()
     cols: dict[tuple, dict[str, list[float]]] = {}
-    with open(per_clip, newline="") as f:
-        for line, rec in enumerate(csv.DictReader(f), start=2):
+    with csv_records(per_clip) as reader:
+        for line, rec in enumerate(reader, start=2):
             key = (model, scenario, rec["method"], rec["mask"])
-            store = cols.setdefault(key, {m: [] for m in METRICS})
+            store = cols.setdefault(key, {m: [] for m in METRIC_NAMES})
             try:
-                for m in METRICS:
+                for m in METRIC_NAMES:
                     store[m].append(float(rec[m]))
             except (KeyError, TypeError, ValueError):
                 raise ReportInputError(f"{per_clip}, line {line}: a metric value is missing or not a number") from None
@@ -74,7 +75,7 @@ def attach_intervals(rows: list[Row], n_boot: int = 2000, seed: int = 0) -> int:
 def overlapping(rows: list[Row]) -> dict[str, list[tuple[str, str]]]:
     """Per metric, the pairs of methods (among ``rows``) whose intervals overlap."""
     out = {}
-    for m in METRICS:
+    for m in METRIC_NAMES:
         pairs = []
         for a, b in combinations(rows, 2):
             if m in a.ci and m in b.ci and a.ci[m][0] <= b.ci[m][1] and b.ci[m][0] <= a.ci[m][1]:

@@ -1,12 +1,15 @@
 """The real command line, in subprocesses, as a user runs it."""
 import csv
+import os
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from tests.conftest import ROOT, run_cli
+from tests.helpers import ROOT, run_cli
 
 
 def test_quickstart_fit_trains_a_good_model(quickstart_run):
@@ -28,11 +31,12 @@ def test_quickstart_leaves_an_offline_wandb_run(quickstart_run):
     assert b"val/acc" in logs[0].read_bytes()
 
 
+@pytest.mark.slow
 def test_fit_on_real_clips_then_test_from_the_checkpoint(tmp_path, mini_root):
     root = tmp_path / "esc"
     shutil.copytree(mini_root, root)
     common = ["--data.root", str(root), "--data.download", "false", "--data.num_workers", "0",
-              "--data.batch_size", "4", "--model.width", "8", "--model.pretrained", "null",
+              "--data.batch_size", "4", "--model.width", "8", "--model.num_classes", "46", "--model.pretrained", "null",
               "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.logger", "false",
               "--trainer.default_root_dir", "runs/mini"]
     run_cli("fit", *common, "--trainer.max_epochs", "1", cwd=tmp_path)
@@ -45,8 +49,9 @@ def test_fit_on_real_clips_then_test_from_the_checkpoint(tmp_path, mini_root):
     assert re.search(r"test/acc\s+[0-9.]+", proc.stdout)
 
 
+@pytest.mark.slow
 def test_unknown_method_lists_the_known_ones(tmp_path):
-    from tests.conftest import run_cli as run
+    from tests.helpers import run_cli as run
     with pytest.raises(AssertionError, match="known: saliency, gradcam, lime, shap"):
         run("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--explain", "nonsense",
             "--trainer.logger", "false", cwd=tmp_path, timeout=300)
@@ -115,6 +120,7 @@ def test_explain_one_method_under_each_noise_scenario(quickstart_run, noise_dir,
     (["--config", "configs/noise/horse.yaml"], {"test_noise: horse"}),
     (["--config", "configs/quickstart.yaml", "--data.train_noise.p", "0.3"], {"synthetic: true", "p: 0.3"}),
 ])
+@pytest.mark.slow
 def test_every_config_parses(args, expect):
     out = run_cli("fit", *args, "--print_config", cwd=ROOT, timeout=120).stdout
     lines = {line.strip() for line in out.splitlines()}
@@ -136,3 +142,68 @@ def test_stft_model_trains_and_explains(quickstart_run, small_test_root):
     clip = next((out / "examples").iterdir())
     original, rate = sf.read(str(clip / "original.wav"))
     assert rate == 32000 and len(original) == 160000
+
+
+def run_main(*args: str, cwd, env: dict | None = None, code: str | None = None):
+    """``python main.py ...`` (or ``python -c code ...``) without failing on a non-zero exit."""
+    full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env.pop("AUDIOXAI_RUN_ID", None)
+    program = ["-c", code] if code else [str(ROOT / "main.py")]
+    return subprocess.run([sys.executable, *program, *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_user_mistake_is_one_line_and_its_traceback_is_there_when_debugging(tmp_path):
+    missing = tmp_path / "no-such-run"
+    proc = run_main("report", str(missing), "--out", str(tmp_path / "report"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: {missing}: no such file or folder") and "Traceback" not in proc.stderr
+    proc = run_main("report", str(missing), "--out", str(tmp_path / "report"), cwd=tmp_path,
+                    env={"AUDIOXAI_DEBUG": "1"})
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "ReportInputError" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_user_mistake_found_inside_the_trainer_is_one_line(tmp_path):
+    missing = tmp_path / "no-dataset"
+    proc = run_main("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--data.root", str(missing),
+                    "--data.synthetic", "false", "--trainer.logger", "false", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert re.search(rf"^error: .*{re.escape(str(missing))}", proc.stderr, re.M)
+
+
+BUG = """
+from datamodules import ESC50DataModule
+
+def prepare_data(self):
+    raise {kind}("an internal bug")
+
+ESC50DataModule.prepare_data = prepare_data
+import main
+main.main()
+"""
+
+
+@pytest.mark.parametrize("kind", ["ValueError", "RuntimeError"])
+@pytest.mark.slow
+def test_a_bug_keeps_its_traceback(tmp_path, kind):
+    """A builtin error raised inside a method (not a UsageError) is a bug: its traceback is shown."""
+    proc = run_main("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--trainer.logger", "false",
+                    cwd=tmp_path, code=BUG.format(kind=kind))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" in proc.stderr and "in prepare_data" in proc.stderr
+    assert proc.stderr.rstrip().endswith(f"{kind}: an internal bug")
+    assert "error: an internal bug" not in proc.stderr
+
+
+def test_the_wandb_hint_is_left_to_rank_zero(tmp_path, monkeypatch, capsys):
+    """On the other ranks Lightning hands out a stand-in for the W&B run, whose ``dir`` is a method."""
+    from lightning.pytorch.loggers import WandbLogger
+    from lightning.pytorch.utilities import rank_zero_only
+    from report.wandb_mode import print_sync_hint
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    print_sync_hint([WandbLogger(save_dir=str(tmp_path), offline=True)])
+    assert capsys.readouterr().out == ""

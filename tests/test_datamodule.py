@@ -119,6 +119,18 @@ def test_synthetic_data_is_created_on_first_use(tmp_path):
     assert dm.num_classes == 10 and len(dm.train_set) == 240
 
 
+def test_synthetic_data_is_announced_when_written(tmp_path, capsys):
+    root = tmp_path / "empty"
+    root.mkdir()
+    dm = ESC50DataModule(root=str(root), synthetic=True)
+    dm.prepare_data()
+    said = capsys.readouterr().out
+    assert f"no dataset at {root}" in said and "synthetic dataset" in said
+    assert (root / "meta" / "esc50.csv").is_file()
+    dm.prepare_data()  # the dataset is there now: nothing to say
+    assert capsys.readouterr().out == ""
+
+
 def test_background_takes_two_training_clips_per_class(synthetic_root):
     dm = ESC50DataModule(root=str(synthetic_root))
     bg = dm.background(per_class=2, max_clips=100)

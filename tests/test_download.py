@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from datamodules import ESC50DataModule
-from datamodules.download import DownloadError, download, extract_zip_into
+from files import DownloadError, download, extract_zip_into
 
 
 @pytest.fixture

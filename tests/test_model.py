@@ -7,7 +7,7 @@ from datamodules.audio import load_clip
 from lightning_modules import AudioClassifier, Cnn14, MeldB, STFTdB, load_panns_weights
 from lightning_modules.cnn14 import MaxTree
 from lightning_modules.pretrained import PANNS_MD5, PANNS_SIZE, fetch_panns_checkpoint
-from tests.conftest import tiny_cnn
+from tests.helpers import tiny_cnn
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def test_bad_checkpoints_are_explained(tmp_path):
 
 
 def test_checkpoint_download_refuses_a_wrong_file(tmp_path):
-    from datamodules.download import DownloadError
+    from files import DownloadError
     bogus = tmp_path / "served.pth"
     bogus.write_bytes(b"x" * 100)
     with pytest.raises(DownloadError, match="Zenodo record 3987831"):
@@ -135,17 +135,154 @@ def test_checkpoint_download_refuses_a_wrong_file(tmp_path):
 
 
 def test_classifier_starts_from_panns_and_restores_from_its_own_checkpoint(tmp_path):
+    import lightning as L
     path = tmp_path / "Cnn14.pth"
     state = panns_state(8)
     torch.save({"model": state}, path)
     clf = AudioClassifier(width=8, num_classes=5, pretrained=str(path))
     clf.setup("fit")
     torch.testing.assert_close(clf.net.conv_block3.conv2.weight, state["conv_block3.conv2.weight"])
-    out = clf(torch.randn(2, 160000))
-    assert out.shape == (2, 5)
+    assert clf(torch.randn(2, 160000)).shape == (2, 5)
+
+    with torch.no_grad():  # "fine-tuned": every weight moves away from PANNs (and the variances are valid ones)
+        for p in clf.parameters():
+            p.add_(torch.randn_like(p))
+        for m in clf.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(clf)
+    trainer.save_checkpoint(tmp_path / "own.ckpt")
+    saved = {k: v.clone() for k, v in clf.state_dict().items()}
+
+    # a fresh module's weights differ from the saved ones, so equality below can only come from restoring
+    fresh = AudioClassifier(width=8, num_classes=5, pretrained=str(path))
+    fresh.setup("fit")
+    assert not torch.equal(fresh.net.conv_block3.conv2.weight, saved["net.conv_block3.conv2.weight"])
+
+    # its hyperparameters still name the PANNs file: setting up a fit must not load PANNs over the restored weights
+    restored = AudioClassifier.load_from_checkpoint(tmp_path / "own.ckpt")
+    restored.setup("fit")
+    assert restored.state_dict().keys() == saved.keys()
+    for key, value in restored.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+    wave = torch.randn(2, 160000)
+    with torch.no_grad():
+        out = clf.eval()(wave)
+        assert out.isfinite().all() and torch.equal(restored.eval()(wave), out)
 
 
 def test_feature_type_mismatch_is_explained():
     clf = AudioClassifier(features="stft", width=8, num_classes=5)
     with pytest.raises(ValueError, match="features='mel'"):
         clf.on_load_checkpoint({"hyper_parameters": {"features": "mel", "width": 8, "num_classes": 5}})
+
+
+def test_sample_rate_of_a_checkpoint_must_match_the_model():
+    clf = AudioClassifier(width=8, num_classes=5, sample_rate=16000)
+    with pytest.raises(ValueError, match="sample_rate=32000 but this run has --model.sample_rate 16000"):
+        clf.on_load_checkpoint({"hyper_parameters": {"features": "mel", "width": 8, "num_classes": 5,
+                                                     "sample_rate": 32000}})
+
+
+# -- bad checkpoints and data that does not fit the model, through the command line --------------------
+def cli_error(*args: str, cwd) -> str:
+    """The output of a ``main.py`` run that must end with a one-line error (exit code 2, no traceback)."""
+    from tests.helpers import run_cli
+    with pytest.raises(AssertionError) as failed:
+        run_cli(*args, cwd=cwd, timeout=300)
+    text = str(failed.value)
+    assert "failed (2)" in text and "Traceback" not in text, text
+    return next(line for line in text.splitlines() if line.startswith("error: "))
+
+
+def bad_checkpoint(tmp_path, kind: str):
+    path = tmp_path / f"{kind}.ckpt"
+    if kind == "truncated":
+        torch.save({"state_dict": {"w": torch.randn(256, 256)}}, path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif kind == "random":
+        path.write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0),
+                                       dtype=torch.uint8).numpy().tobytes())
+    else:
+        path.write_text("not a checkpoint\n")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["truncated", "random", "text"])
+@pytest.mark.slow
+def test_unreadable_ckpt_path_is_named_in_one_line(tmp_path, kind):
+    from tests.helpers import ROOT
+    path = bad_checkpoint(tmp_path, kind)
+    line = cli_error("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", str(path),
+                     "--trainer.logger", "false", cwd=tmp_path)
+    assert f"--ckpt_path {path} is not a readable checkpoint" in line
+    assert "weights_only" not in line
+
+
+@pytest.mark.parametrize("kind", ["truncated", "random", "text"])
+@pytest.mark.slow
+def test_unreadable_pretrained_weights_are_named_in_one_line(tmp_path, mini_root, kind):
+    from tests.helpers import ROOT
+    path = bad_checkpoint(tmp_path, kind)
+    line = cli_error("fit", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--data.root", str(mini_root),
+                     "--model.num_classes", "46", "--model.pretrained", str(path), "--trainer.logger", "false",
+                     cwd=tmp_path)
+    assert f"--model.pretrained {path} is not a readable checkpoint" in line
+    assert "weights_only" not in line
+
+
+def test_checkpoint_of_a_run_with_training_noise_is_read(quickstart_run, tmp_path):
+    # a fit with --data.train_noise keeps that dataclass among the checkpoint's data hyperparameters
+    from datamodules import TrainNoise
+    from tests.helpers import ROOT, run_cli
+    ckpt = torch.load(quickstart_run / "runs" / "quickstart" / "best.ckpt", map_location="cpu", weights_only=True)
+    ckpt["datamodule_hyper_parameters"]["train_noise"] = TrainNoise(p=0.5)
+    torch.save(ckpt, tmp_path / "noise.ckpt")
+    proc = run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path",
+                   str(tmp_path / "noise.ckpt"), "--data.root", str(quickstart_run / "data" / "quickstart"),
+                   "--trainer.limit_test_batches", "1", "--trainer.logger", "false", cwd=tmp_path)
+    assert "test/acc" in proc.stdout
+
+
+@pytest.mark.slow
+def test_fit_names_the_class_count_of_the_data(tmp_path, mini_root):
+    import shutil
+    from tests.helpers import ROOT
+    root = tmp_path / "esc"
+    shutil.copytree(mini_root, root)
+    line = cli_error("fit", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--data.root", str(root),
+                     "--trainer.logger", "false", cwd=tmp_path)
+    assert "--model.num_classes is 10" in line and "has 46" in line and "pass --model.num_classes 46" in line
+
+
+def test_checkpoint_with_fewer_classes_than_the_data_is_refused(quickstart_run, mini_root, tmp_path):
+    from tests.helpers import ROOT
+    line = cli_error("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path",
+                     str(quickstart_run / "runs" / "quickstart" / "best.ckpt"), "--data.root", str(mini_root),
+                     "--trainer.logger", "false", cwd=tmp_path)
+    assert "trained for 10 classes" in line and f"--data.root {mini_root} has 46" in line
+
+
+def test_checkpoint_with_more_classes_than_the_data_is_refused(quickstart_run, tmp_path):
+    # a 12-class model in the quickstart checkpoint's format, tested on the 10-class quickstart data
+    from tests.helpers import ROOT
+    ckpt = torch.load(quickstart_run / "runs" / "quickstart" / "best.ckpt", map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["num_classes"] = 12
+    ckpt["state_dict"] = AudioClassifier(width=8, num_classes=12).state_dict()
+    torch.save(ckpt, tmp_path / "twelve.ckpt")
+    root = quickstart_run / "data" / "quickstart"
+    line = cli_error("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path",
+                     str(tmp_path / "twelve.ckpt"), "--data.root", str(root), "--trainer.logger", "false", cwd=tmp_path)
+    assert "trained for 12 classes" in line and f"--data.root {root} has 10" in line
+
+
+def test_sample_rate_of_model_and_data_must_agree(quickstart_run, tmp_path):
+    from tests.helpers import ROOT
+    common = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--data.root",
+              str(quickstart_run / "data" / "quickstart"), "--data.sample_rate", "16000", "--trainer.logger", "false"]
+    line = cli_error("test", *common, "--ckpt_path", str(quickstart_run / "runs" / "quickstart" / "best.ckpt"),
+                     cwd=tmp_path)
+    assert "trained at sample rate 32000" in line and "--data.sample_rate is 16000" in line
+    line = cli_error("fit", *common, cwd=tmp_path)
+    assert "--model.sample_rate is 32000 but --data.sample_rate is 16000" in line

@@ -1,29 +1,69 @@
 """Multi-process test runs, resumable runs, determinism."""
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from tests.conftest import ROOT, assert_same_results, read_csv, run_cli
+from tests.helpers import ROOT, assert_same_results, read_csv, run_cli
 
 EXPLAIN = ["--explainer.examples", "0", "--trainer.logger", "false", "--data.num_workers", "0"]
 
 
 def explain_dir(base):
-    return next(base.glob("test-*/explain"))
+    """The explain folder of the run under ``base`` that finished (a killed run leaves one without results)."""
+    return next(p for p in base.glob("test-*/explain") if (p / "results.csv").is_file())
+
+
+def assert_every_rank_ended_cleanly(proc):
+    """Lightning's launcher runs rank 1 as a child of rank 0 that writes to the same stdout and stderr."""
+    assert "Traceback" not in proc.stderr, proc.stderr[-5000:]
+    assert proc.stdout.count("W&B ran offline") == 1  # rank 0 alone says where its W&B run is
+
+
+def test_a_two_process_fit_ends_cleanly_on_every_rank(quickstart_run, small_test_root):
+    proc = run_cli("fit", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--data.root", str(small_test_root),
+                   "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.max_epochs", "1",
+                   "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+                   "--trainer.default_root_dir", "runs/fit-two", "--trainer.logger.init_args.save_dir", "runs/fit-two",
+                   cwd=quickstart_run, timeout=400)
+    assert_every_rank_ended_cleanly(proc)
+    assert (quickstart_run / "runs" / "fit-two" / "best.ckpt").resolve().is_file()
+
+
+def test_a_rank_that_fails_at_the_end_fails_the_run(quickstart_run, small_test_root, tmp_path):
+    """Rank 1 ends with exit code 3 after the test loop is over: the run's exit code must say so."""
+    (tmp_path / "sitecustomize.py").write_text("import atexit, os\n"
+                                               "if os.environ.get('LOCAL_RANK') == '1':\n"
+                                               "    atexit.register(os._exit, 3)\n")
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    env.pop("AUDIOXAI_RUN_ID", None)
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "test", "--config",
+                           str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
+                           "--data.root", str(small_test_root), "--trainer.limit_test_batches", "1",
+                           "--trainer.logger", "false", "--trainer.default_root_dir", "runs/rank-fails",
+                           "--trainer.devices", "2", "--trainer.strategy", "ddp"],
+                          cwd=quickstart_run, env=env, capture_output=True, text=True, timeout=400)
+    # main.py names the rank, unless Lightning's watcher of its child processes kills rank 0 first
+    assert proc.returncode == -signal.SIGKILL or (proc.returncode == 1 and "local rank 1 with exit code 3" in
+                                                  proc.stderr), (proc.returncode, proc.stderr[-3000:])
 
 
 def test_two_processes_give_the_one_process_results_clip_for_clip(quickstart_run, small_test_root):
     common = ["test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
               "--data.root", str(small_test_root), "--data.batch_size", "3", "--explain", "saliency,lime,shap",
               "--explainer.lime_samples", "20", "--explainer.shap_background_per_class", "1",
-              "--explainer.cache", "false", *EXPLAIN]
-    run_cli(*common, "--trainer.default_root_dir", "runs/one", cwd=quickstart_run, timeout=400)
-    run_cli(*common, "--trainer.default_root_dir", "runs/two", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-            cwd=quickstart_run, timeout=400)
+              "--explainer.cache", "false", "--explainer.examples", "0", "--data.num_workers", "0"]
+    run_cli(*common, "--trainer.logger", "false", "--trainer.default_root_dir", "runs/one", cwd=quickstart_run,
+            timeout=400)
+    # with the W&B logger (offline), as users run it: the exit code must cover every rank
+    ddp = run_cli(*common, "--trainer.default_root_dir", "runs/two", "--trainer.logger.init_args.save_dir", "runs/two",
+                  "--trainer.devices", "2", "--trainer.strategy", "ddp", cwd=quickstart_run, timeout=400)
+    assert_every_rank_ended_cleanly(ddp)
     one, two = explain_dir(quickstart_run / "runs" / "one"), explain_dir(quickstart_run / "runs" / "two")
     assert read_csv(two / "results.csv")[0]["n"] == "13"  # every clip once: no repeats to even out the ranks
     clips = [r["clip"] for r in read_csv(two / "per_clip.csv") if r["method"] == "lime" and r["mask"] == "bin"]
@@ -58,6 +98,59 @@ def test_a_killed_run_resumes_from_the_cache(quickstart_run, small_test_root):
     assert_same_results(resumed, explain_dir(quickstart_run / "runs" / "resume" / "fresh"), tol=0)
 
 
+def stop_part_way(args, cwd, started, signum, log):
+    """Start ``main.py args``, send ``signum`` once ``started()`` is true; return (exit code, stderr)."""
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
+    env.pop("AUDIOXAI_RUN_ID", None)
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args], cwd=cwd, env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.time() + 300
+            while time.time() < deadline and proc.poll() is None and not started():
+                time.sleep(0.2)
+            assert proc.poll() is None, f"the run ended before it was stopped:\n{log.read_text()[-3000:]}"
+            proc.send_signal(signum)
+            code = proc.wait(timeout=120)
+        finally:
+            proc.kill()
+            proc.wait()
+    return code, log.read_text()
+
+
+def test_a_stopped_test_run_says_so_and_how_to_resume(quickstart_run, small_test_root, tmp_path):
+    """SIGTERM, what a cluster sends before it kills a job: exit code 143 (as a shell reports it), no
+    results, and a message; not a silent exit code 0."""
+    run = quickstart_run / "runs" / "stopped-test"
+    cache = run / "attribution-cache"
+    args = ["test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
+            "--data.root", str(small_test_root), "--data.batch_size", "1", "--explain", "lime",
+            "--explainer.lime_samples", "150", "--trainer.default_root_dir", str(run / "run"),
+            "--explainer.cache_dir", str(cache), *EXPLAIN]
+    code, stderr = stop_part_way(args, quickstart_run, lambda: any(cache.glob("*/*.pt")), signal.SIGTERM,
+                                 tmp_path / "stderr.txt")
+    assert code == 128 + signal.SIGTERM == 143, stderr[-3000:]
+    assert "stopped by SIGTERM. No results were written. To resume it, run the same command again: the " \
+           "attribution cache keeps the maps computed so far." in stderr
+    assert not list(run.glob("run/test-*/explain/results.csv"))
+
+
+def test_a_stopped_fit_says_which_checkpoint_resumes_it(quickstart_run, small_test_root, tmp_path):
+    """SIGINT (Ctrl+C): exit code 130 and the --ckpt_path that resumes the run."""
+    run = quickstart_run / "runs" / "stopped-fit"
+    args = ["fit", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--data.root", str(small_test_root),
+            "--trainer.max_epochs", "1000", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+            "--trainer.logger", "false", "--trainer.default_root_dir", str(run)]
+    code, stderr = stop_part_way(args, quickstart_run, lambda: any(run.glob("fit-*/checkpoints/last.ckpt")),
+                                 signal.SIGINT, tmp_path / "stderr.txt")
+    assert code == 128 + signal.SIGINT == 130, stderr[-3000:]
+    hint = re.search(r"^stopped by SIGINT\. To resume it, run the same command with --ckpt_path (\S+)$", stderr, re.M)
+    assert hint, stderr[-3000:]
+    last = Path(hint.group(1))
+    assert last.name == "last.ckpt" and last.parent.parent.parent == run
+    assert "epoch" in torch.load(last, map_location="cpu", weights_only=False)
+
+
 def test_an_output_folder_is_never_overwritten(tmp_path):
     from callbacks import ExplainCallback
     (tmp_path / "results.csv").write_text("earlier\n")
@@ -79,7 +172,7 @@ def test_an_output_folder_is_never_overwritten(tmp_path):
 
 def test_same_seed_same_maps():
     from explain import make_method
-    from tests.conftest import tiny_cnn
+    from tests.helpers import tiny_cnn
     model = tiny_cnn(num_classes=4)
     g = torch.Generator().manual_seed(9)
     x, bg = torch.randn(2, 1, 101, 64, generator=g) * 15 - 40, torch.randn(3, 1, 101, 64, generator=g) * 15 - 40
@@ -105,7 +198,7 @@ def test_a_checkpoint_keeps_its_own_feature_type_in_the_cli(quickstart_run, smal
 
 def test_constant_attribution_maps_give_finite_metrics():
     from explain.evaluate import MaskScorer
-    from tests.conftest import tiny_cnn
+    from tests.helpers import tiny_cnn
     model = tiny_cnn(num_classes=4)
     x = torch.randn(3, 1, 101, 64) * 10 - 40
     with torch.no_grad():

@@ -1,0 +1,51 @@
+"""Reading a checkpoint file the user named, safely, with one line that names it when it cannot be read.
+
+Files are read with ``weights_only=True`` only (plain data and tensors: never code); the project's own
+checkpoints load that way, with the one project class a checkpoint may hold registered as safe below.
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import torch
+
+from datamodules.noise import TrainNoise
+from errors import UsageFileNotFoundError, UsageValueError
+
+# A fit with --data.train_noise stores this dataclass among the datamodule's hyperparameters; Lightning
+# reads checkpoints with weights_only=True too, so it must be allowed everywhere (it holds data, no code).
+torch.serialization.add_safe_globals([TrainNoise])
+
+
+def _reason(err: Exception) -> str:
+    """torch's error in a few words, without its advice (which suggests unsafe loading)."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    line = next((s.strip() for s in text.splitlines() if s.strip()), "")
+    sentences = [s for s in line.split(". ") if "weights_only" not in s and "safe_globals" not in s]
+    return f"{type(err).__name__}: {'. '.join(sentences).rstrip('.')}"
+
+
+def read_checkpoint(path: str | Path, option: str, fix: str) -> dict:
+    """The checkpoint at ``path`` as a dict; a missing or unreadable file is a ``UsageError`` naming
+    ``option`` and the file, ending with ``fix`` (what to give instead)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageFileNotFoundError(f"{option} {path}: no such file; {fix}")
+    try:  # memory-mapped where possible: a large checkpoint is not read twice just to check it
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as err:
+        raise UsageValueError(f"{option} {path} is not a readable checkpoint ({_reason(err)}); {fix}") from err
+    if not isinstance(ckpt, dict):
+        raise UsageValueError(f"{option} {path} is not a readable checkpoint (it holds a "
+                              f"{type(ckpt).__name__}, not a dict); {fix}")
+    return ckpt
+
+
+def check_lightning_checkpoint(path: str | Path, option: str = "--ckpt_path") -> None:
+    """``path`` is a checkpoint that ``main.py fit`` could have written."""
+    fix = "give a .ckpt file written by `main.py fit` (for example runs/<name>/best.ckpt)"
+    if "state_dict" not in read_checkpoint(path, option, fix):
+        raise UsageValueError(f"{option} {path} is not a Lightning checkpoint (it has no state_dict); {fix}")
