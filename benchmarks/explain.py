@@ -2,10 +2,12 @@
 
     python -m benchmarks.explain --width 64 --clips 16 --device cuda --out bench.json
 
-On one model (a Cnn14 of the given width, random weights unless --ckpt) and one set of inputs (clips of
-the built-in synthetic dataset), per method it measures seconds per clip and peak memory:
+On one model (a Cnn14 of the given width with random weights, or a checkpoint of this project, ``--ckpt``,
+with its own width, classes and feature type) and one set of inputs (clips of the built-in synthetic
+dataset), per method it measures seconds per clip and peak memory:
 
-- ours: the code ``main.py test --explain`` runs (batched on the device);
+- ours: ``explain.pipeline.ExplanationPipeline``, the code ``main.py test --explain`` runs (batched on
+  the device): a method's ``attribute`` step, and its ``score`` step for the metric stage;
 - reference: the study's approach, one clip at a time: ``lime``'s LimeImageExplainer with its defaults
   (10 perturbations per model call), ``shap.DeepExplainer`` with the same background, captum's Saliency
   and LayerGradCam per clip, and the metric stage per clip and per mask with Quantus for SPS and COMP;
@@ -32,13 +34,12 @@ import numpy as np
 import torch
 
 from datamodules import ESC50DataModule, write_synthetic_esc50
-from explain import MASK_NAMES, make_masks, make_method
-from explain.batching import auto_batch_size, autocast
-from explain.evaluate import MaskScorer, predict_probs
+from explain import MASK_NAMES, make_masks
 from explain.lime import scale01
 from explain.masks import apply_mask
-from explain.metrics import METRIC_NAMES, average_drop, average_gain, average_increase, faithfulness_of_features, fidelity_in
-from lightning_modules import Cnn14, make_features
+from explain.metrics import average_drop, average_gain, average_increase, faithfulness_of_features, fidelity_in
+from explain.pipeline import ExplanationPipeline
+from lightning_modules import AudioClassifier, Cnn14, make_features
 
 METHODS = ("saliency", "gradcam", "lime", "shap", "metrics")
 
@@ -88,32 +89,34 @@ def _rss() -> int:
         return 0
 
 
-def load_inputs(args, device):
+def load_model(args, device):
+    """The spectrogram model and its front-end: a project checkpoint through the LightningModule (its own
+    width, classes and feature type), or a Cnn14 of ``--width`` with random weights."""
+    if args.ckpt:
+        module = AudioClassifier.load_from_checkpoint(args.ckpt, map_location="cpu")
+        features, model = module.features, module.spectrogram_model
+    else:
+        features = make_features(args.features)
+        model = Cnn14(features.num_bins, 50, args.width)
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, features.to(device)
+
+
+def load_inputs(args, features, device):
     root = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="bench-")) / "synthetic"
     if not (root / "meta" / "esc50.csv").is_file():
         write_synthetic_esc50(root, num_classes=10, clips_per_fold=4)
-    dm = ESC50DataModule(root=str(root), batch_size=max(args.clips, 1))
+    dm = ESC50DataModule(root=str(root), batch_size=max(args.clips, 1), sample_rate=features.sample_rate)
     dm.setup("test")
-    features = make_features(args.features).to(device)
     test = next(iter(dm.test_dataloader()))
     train = dm.train_set
     bg_wave = torch.stack([train[i]["waveform"] for i in range(min(args.background, len(train)))])
     with torch.no_grad():
         x = features(test["waveform"][: args.clips].to(device))
         bg = torch.cat([features(w.to(device)) for w in bg_wave.split(16)])
-    return x, bg, list(test["filename"][: args.clips]), features.num_bins
-
-
-def make_model(args, num_bins, device):
-    model = Cnn14(num_bins, 50, args.width)
-    if args.ckpt:
-        state = torch.load(args.ckpt, map_location="cpu", weights_only=False)
-        state = state.get("state_dict", state)
-        model.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
-    model = model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return x, bg, list(test["filename"][: args.clips])
 
 
 # -- reference approaches (one clip at a time) ------------------------------------------------------------
@@ -194,12 +197,17 @@ def run(args) -> dict:
     warnings.filterwarnings("ignore")
     device = torch.device(args.device)
     torch.manual_seed(0)
-    x, bg, ids, num_bins = load_inputs(args, device)
-    model = make_model(args, num_bins, device)
-    fwd_bs = args.batch or auto_batch_size(model, x[:1])
-    bwd_bs = args.batch or auto_batch_size(model, x[:1], backward=True)
-    with torch.no_grad():
-        target = model(x).argmax(1)
+    model, features = load_model(args, device)
+    x, bg, ids = load_inputs(args, features, device)
+    explained = [m for m in args.methods if m != "metrics"] or ["saliency"]  # the metric stage scores saliency's maps
+    options = {"lime": {"num_samples": args.lime_samples}, "shap": {"background_size": len(bg)}}
+    pipe = ExplanationPipeline(model, explained, {n: options.get(n, {}) for n in explained}, batch_size=args.batch,
+                               precision=args.precision).to(device)
+    for name in pipe.backgrounds_needed():
+        pipe.set_background(name, bg)
+    probs = pipe.predict(x)  # also sizes the batches
+    target = probs.argmax(1)
+    fwd_bs, bwd_bs = pipe.batch_sizes["forward"], pipe.batch_sizes["backward"]
     bound_forward(model, x, 1, fwd_bs)  # warm-up (cuDNN autotuning, allocator)
     results, maps = {}, {}
     for name in METHODS:
@@ -207,13 +215,11 @@ def run(args) -> dict:
             continue
         entry = {}
         if name == "metrics":
-            attr = maps.get("saliency")
+            attr = maps.get(explained[0])
             if attr is None:
-                attr = make_method("saliency", model, batch_size=bwd_bs).attribute(x, target)
-            scorer = MaskScorer().to(device)
-            with Meter(device) as m, autocast(device, args.precision):
-                probs = predict_probs(model, x, fwd_bs)
-                scorer.update(model, x, probs, target, attr, fwd_bs)
+                attr = pipe.attribute(explained[0], x, target, ids)
+            with Meter(device) as m:
+                pipe.score(explained[0], x, pipe.predict(x), target, attr)
             entry.update(ours_s=m.seconds, peak_mem_mb=m.peak_mb)
             if not args.skip_reference:
                 with Meter(device) as m:
@@ -223,13 +229,8 @@ def run(args) -> dict:
                 bound_forward(model, x, 1 + 2 * len(MASK_NAMES), fwd_bs)
             entry["bound_s"] = m.seconds
         else:
-            kw = {"num_samples": args.lime_samples} if name == "lime" else {}
-            method = make_method(name, model, batch_size=fwd_bs if name == "lime" else bwd_bs, **kw)
-            if method.needs_background:
-                method.set_background(bg)
-            amp = autocast(device, args.precision) if method.gradient_free else autocast(device, "32")
-            with Meter(device) as m, amp:
-                maps[name] = method.attribute(x, target, ids=ids)
+            with Meter(device) as m:
+                maps[name] = pipe.attribute(name, x, target, ids)
             entry.update(ours_s=m.seconds, peak_mem_mb=m.peak_mb)
             if not args.skip_reference:
                 with Meter(device) as m:
@@ -251,10 +252,12 @@ def run(args) -> dict:
         # per clip, as the table and JSON report them
         results[name] = {k: (v / len(x) if k.endswith("_s") else v) for k, v in entry.items()}
         results[name].setdefault("reference_s", float("nan"))
+    pipe.close()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    return {"device": name, "width": args.width, "clips": len(x), "lime_samples": args.lime_samples,
-            "background": len(bg), "precision": args.precision, "batch": {"forward": fwd_bs, "backward": bwd_bs},
-            "methods": results}
+    width = getattr(model, "width", args.width)
+    return {"device": name, "width": width, "features": features.kind, "clips": len(x),
+            "lime_samples": args.lime_samples, "background": len(bg), "precision": args.precision,
+            "batch": pipe.batch_sizes, "methods": results}
 
 
 def table(report: dict) -> str:

@@ -16,7 +16,8 @@ import argparse
 import math
 import sys
 
-from report.tables import METRICS, read_results
+from explain.metrics import METRIC_NAMES
+from report.tables import read_results
 
 SCALE = {"FF": 100.0, "FidIn": 100.0, "SPS": 100.0, "AI": 1.0, "AD": 1.0, "AG": 1.0}
 
@@ -27,7 +28,7 @@ def differences(a: list[str], b: list[str], d: int = 64 * 501) -> list[tuple[tup
     rows_b = {r.key[2:]: r for r in read_results(b)}
     out = []
     for key in sorted(rows_a.keys() & rows_b.keys()):
-        for m in METRICS:
+        for m in METRIC_NAMES:
             scale = SCALE.get(m, 100.0 / math.log(d))
             out.append((key, m, abs(rows_a[key].values[m] - rows_b[key].values[m]) * scale))
     return out
@@ -48,10 +49,10 @@ def main(argv=None) -> int:
     worst = sorted(diffs, key=lambda t: -t[2])[:10]
     for key, m, v in worst:
         print(f"{'/'.join(key):<28} {m:<6} {v:8.3f} points")
-    per_metric = {m: max(v for _, mm, v in diffs if mm == m) for m in METRICS}
+    per_metric = {m: max(v for _, mm, v in diffs if mm == m) for m in METRIC_NAMES}
     print("largest difference per metric (points):", ", ".join(f"{m} {v:.3f}" for m, v in per_metric.items()))
     ok = max(per_metric.values()) <= args.tolerance
-    print(f"{'within' if ok else 'OUTSIDE'} {args.tolerance} points over {len(diffs) // len(METRICS)} rows")
+    print(f"{'within' if ok else 'OUTSIDE'} {args.tolerance} points over {len(diffs) // len(METRIC_NAMES)} rows")
     return 0 if ok else 1
 
 

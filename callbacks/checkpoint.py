@@ -7,7 +7,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from .outputs import atomic_path
+from files import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

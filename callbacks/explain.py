@@ -2,7 +2,6 @@
 masks, score them with the 7 metrics, and write results, per-clip values, audio and figures."""
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -12,32 +11,34 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from errors import UsageValueError
-from explain import MASK_NAMES, METRIC_NAMES, make_method, parse_methods
-from explain.batching import CPU_BATCH, auto_batch_size, autocast
-from explain.evaluate import MaskScorer, predict_probs
-
-from .cache import AttributionCache, tensor_hash, weights_hash
-from .outputs import (CLIP_COLUMNS, RESULT_COLUMNS, claim_folder, save_figure, spectrogram_figure, write_csv,
-                      write_json, write_wav)
+from explain import MASK_NAMES, METHODS, parse_methods
+from explain.masks import check_mask_names
+from explain.metrics import CLIP_COLUMNS, METRIC_NAMES, RESULT_COLUMNS
+from explain.batching import PRECISIONS
+from explain.pipeline import ExplanationPipeline
+from files import claim_folder, write_csv, write_json
+from report.media import save_figure, spectrogram_figure, write_wav
 
 log = logging.getLogger(__name__)
 
 
 class ExplainCallback(Callback):
-    """Explains the test loop.
+    """Explains the test loop: the Lightning side of ``explain.pipeline.ExplanationPipeline`` (hooks,
+    backgrounds from the data module, gathering across ranks, files and loggers).
 
     Args:
-        methods: names (``saliency``, ``gradcam``, ``lime``, ``shap``), a comma list, or ``all``.
+        methods: method names, a comma list, or ``all`` (``--explain``).
         seed: seed of the random methods (LIME patterns); each clip's seed also depends on its file name.
         batch_size: spectrograms per model call (perturbations, masked inputs, SHAP pairs); default: as many
             as fit in half the free GPU memory (measured on the first batch), 8 on a CPU.
         precision: ``32``, or ``bf16`` to run the explanation forwards (clean, LIME's perturbations, masked
             inputs) under bfloat16 autocast; gradient methods stay in full precision. It moves the
             threshold metrics (AI, Fid-In) by whole clips: check with ``python -m benchmarks.precision``.
-        lime_samples: LIME perturbations per clip (the protocol's 1000).
-        shap_background_per_class, shap_background_size: SHAP's background: that many training clips
-            per class, at most that many in all (the protocol's 2 and 100).
-        options: further keyword options per method, e.g. ``{"lime": {"kernel_width": 0.25}}``.
+        options: options per method, e.g. ``{"lime": {"num_samples": 1000, "kernel_width": 0.25}}``; each
+            method declares its own (listed under ``--explain`` in ``--help``).
+        lime_samples, shap_background_per_class, shap_background_size: older spellings of
+            ``options.lime.num_samples`` and ``options.shap.background_per_class`` / ``background_size``
+            (a method declares such aliases itself); unset: the method's default.
         masks: which of the 14 masks to score (default all).
         conciseness_on: ``mask`` (as the published numbers) or ``attribution``: what SPS and COMP measure.
         examples: how many test clips (the first ones) get audio and figures for every method and mask
@@ -49,8 +50,9 @@ class ExplainCallback(Callback):
     """
 
     def __init__(self, methods: Union[str, list[str], None] = None, seed: int = 0, batch_size: Optional[int] = None,
-                 precision: str = "32", lime_samples: int = 1000, shap_background_per_class: int = 2, shap_background_size: int = 100,
-                 options: Optional[dict[str, dict]] = None, masks: Optional[list[str]] = None,
+                 precision: str = "32", options: Optional[dict[str, dict]] = None,
+                 lime_samples: Optional[int] = None, shap_background_per_class: Optional[int] = None,
+                 shap_background_size: Optional[int] = None, masks: Optional[list[str]] = None,
                  conciseness_on: str = "mask", examples: int = 8, output_dir: Optional[str] = None,
                  model_name: Optional[str] = None, cache: bool = True, cache_dir: Optional[str] = None):
         super().__init__()
@@ -61,14 +63,19 @@ class ExplainCallback(Callback):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise UsageValueError(f"--explainer.{option} must be a whole number of at least {least}, got {value!r}"
                                       + (" (leave it unset for the automatic batch size)" if option == "batch_size" else ""))
+        if precision not in PRECISIONS:
+            raise UsageValueError(f"--explainer.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if conciseness_on not in ("mask", "attribution"):
+            raise UsageValueError(f"--explainer.conciseness_on must be 'mask' or 'attribution', got {conciseness_on!r}")
+        check_mask_names(masks or ())
+        self.options = options or {}
+        if self.options:
+            parse_methods(list(self.options))  # an unknown method name fails here
+        self.aliases = {"lime_samples": lime_samples, "shap_background_per_class": shap_background_per_class,
+                        "shap_background_size": shap_background_size}
         self.methods = parse_methods(methods) if methods else []
         self.seed, self.batch_size, self.precision = seed, batch_size, precision
-        autocast(torch.device("cpu"), precision)  # an unknown precision fails here
-        self.lime_samples = lime_samples
-        self.shap_background_per_class, self.shap_background_size = shap_background_per_class, shap_background_size
-        self.options = options or {}
         self.masks = tuple(masks) if masks else MASK_NAMES
-        MaskScorer(self.masks, conciseness_on)  # fails early on an unknown mask name or conciseness_on
         self.conciseness_on, self.examples = conciseness_on, examples
         self.output_dir, self.model_name = output_dir, model_name
         self.cache, self.cache_dir = cache, cache_dir
@@ -80,62 +87,46 @@ class ExplainCallback(Callback):
         """Gradient methods need autograd inside ``test``, which Lightning runs in inference mode."""
         trainer.test_loop.inference_mode = False
 
-    # -- set-up -----------------------------------------------------------------------------------
-    def _method_kwargs(self, name: str) -> dict:
-        kw = {"batch_size": self.batch_size or CPU_BATCH, "seed": self.seed}
-        if name == "lime":
-            kw["num_samples"] = self.lime_samples
-        if name == "shap":
-            kw.update(background_per_class=self.shap_background_per_class,
-                      background_size=self.shap_background_size)
-        return {**kw, **self.options.get(name, {})}
+    def method_options(self, name: str) -> dict:
+        """The options of method ``name``: its declared aliases that were set, then ``options[name]``."""
+        cls = METHODS[name]
+        given = {opt: self.aliases[alias] for alias, opt in cls.aliases.items() if self.aliases.get(alias) is not None}
+        return {**given, **self.options.get(name, {})}
 
+    # -- set-up -----------------------------------------------------------------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "test":
             return
         if not self.methods:
             raise UsageValueError("ExplainCallback has no methods; pass --explain with a comma list or 'all'")
         self.apply_to_trainer(trainer)
-        self.model = pl_module.spectrogram_model
         self.features = pl_module.features
         self.model_label = self.model_name or getattr(self.features, "kind", "model")
         self.out = Path(self.output_dir or Path(trainer.default_root_dir) / "explain")
         if trainer.is_global_zero:  # rank 0 alone writes the folder; it holds the claim for the whole run
             self._claim = claim_folder(self.out)
         self._cache_root = Path(self.cache_dir or Path(trainer.default_root_dir).parent / "attribution-cache")
-        self._caches: dict[str, AttributionCache] = {}
-        self._cache_counts = {m: {"cached": 0, "computed": 0} for m in self.methods}
-        self._methods = {n: make_method(n, self.model, **self._method_kwargs(n)) for n in self.methods}
-        self._scorers = {m: MaskScorer(self.masks, self.conciseness_on).to(pl_module.device) for m in self.methods}
+        self.pipeline = ExplanationPipeline(
+            pl_module.spectrogram_model, self.methods, {n: self.method_options(n) for n in self.methods},
+            seed=self.seed, batch_size=self.batch_size, precision=self.precision, masks=self.masks,
+            conciseness_on=self.conciseness_on, cache_dir=self._cache_root if self.cache else None,
+        ).to(pl_module.device)
         self._clips: list[tuple] = []  # (dataset index, clip, true, pred) in this rank's test order
-        self._values: dict[str, list[torch.Tensor]] = {m: [] for m in self.methods}  # (K, B, 7) per batch
+        self._values: dict[str, list[torch.Tensor]] = {m: [] for m in self.methods}  # (K, B, metrics) per batch
         self._scenario = "clean"
-        self._batch = None
-
-    def _size_batches(self, sample: torch.Tensor) -> None:
-        if self.batch_size:
-            self._batch = {"forward": self.batch_size, "backward": self.batch_size}
-        else:
-            self._batch = {"forward": auto_batch_size(self.model, sample),
-                           "backward": auto_batch_size(self.model, sample, backward=True)}
-            log.info("explanation batch sizes: %s", self._batch)
-        for method in self._methods.values():
-            method.batch_size = self._batch["forward" if method.gradient_free else "backward"]
 
     def on_test_start(self, trainer, pl_module) -> None:
-        for name, method in self._methods.items():
-            if method.needs_background:
-                method.set_background(self._background(trainer, pl_module, method))
+        for name, (per_class, size) in self.pipeline.backgrounds_needed().items():
+            self.pipeline.set_background(name, self._background(trainer, pl_module, name, per_class, size))
 
-    def _background(self, trainer, pl_module, method) -> torch.Tensor:
+    def _background(self, trainer, pl_module, name: str, per_class: int, size: int) -> torch.Tensor:
         dm = trainer.datamodule
         if dm is None or not hasattr(dm, "background"):
-            raise UsageValueError(f"{method.name} needs a background from the training folds: use ESC50DataModule")
-        bg = dm.background(method.background_per_class, method.background_size)
-        wave = bg["waveform"].to(pl_module.device)
+            raise UsageValueError(f"{name} needs a background from the training folds: use ESC50DataModule")
+        wave = dm.background(per_class, size)["waveform"].to(pl_module.device)
         with torch.no_grad():
             spec = torch.cat([self.features(w) for w in wave.split(16)])
-        log.info("%s background: %d training clips", method.name, len(spec))
+        log.info("%s background: %d training clips", name, len(spec))
         return spec
 
     # -- per batch --------------------------------------------------------------------------------
@@ -144,53 +135,14 @@ class ExplainCallback(Callback):
         self._scenario = batch["scenario"][0] if "scenario" in batch else "clean"
         with torch.no_grad():
             x, phase = self.features(wave, return_phase=True)
-        if self._batch is None:
-            self._size_batches(x[:1])
-        fwd_bs = self._batch["forward"]
-        with autocast(x.device, self.precision):
-            probs = predict_probs(self.model, x, fwd_bs)
-        pred = probs.argmax(-1)
-        self._clips += list(zip(batch["index"].tolist(), ids, batch["target"].tolist(), pred.tolist()))
+        done = self.pipeline.explain(x, ids)
+        self._clips += list(zip(batch["index"].tolist(), ids, batch["target"].tolist(), done.pred.tolist()))
         example = [i for i, idx in enumerate(batch["index"].tolist()) if idx < self.examples]
-        for name, method in self._methods.items():
-            attr = self._attributions(name, method, x, pred, ids)
-            with autocast(x.device, self.precision):
-                scored = self._scorers[name].update(self.model, x, probs, pred, attr, fwd_bs)
-            values, x_in, x_out = scored["values"], scored["x_in"], scored["x_out"]
-            self._values[name].append(values.cpu())
+        for name in self.methods:
+            self._values[name].append(done.values[name].cpu())
             if example:
-                self._save_examples(name, [ids[i] for i in example], x[example], x_in[:, example],
-                                    x_out[:, example], phase[example], wave.shape[-1])
-
-    def _attributions(self, name: str, method, x: torch.Tensor, pred: torch.Tensor, ids: list[str]) -> torch.Tensor:
-        """The batch's maps: from the cache where there, computed (and cached) where not."""
-        cache = self._cache(name, method) if self.cache else None
-        targets = pred.tolist()
-        maps = [cache.get(c, x[i], targets[i]) if cache else None for i, c in enumerate(ids)]
-        todo = [i for i, m in enumerate(maps) if m is None]
-        if todo:
-            amp = autocast(x.device, self.precision) if method.gradient_free else contextlib.nullcontext()
-            with torch.enable_grad(), amp:
-                fresh = method.attribute(x[todo].detach(), pred[todo], ids=[ids[i] for i in todo]).detach().float()
-            for j, i in enumerate(todo):
-                maps[i] = fresh[j]
-                if cache:
-                    cache.put(ids[i], x[i], targets[i], fresh[j])
-        self._cache_counts[name]["computed"] += len(todo)
-        self._cache_counts[name]["cached"] += len(ids) - len(todo)
-        return torch.stack([m.to(x.device) for m in maps])
-
-    def _cache(self, name: str, method) -> AttributionCache:
-        if name not in self._caches:
-            if not hasattr(self, "_weights"):
-                self._weights = weights_hash(self.model)
-            # the input, its target and clip id key each entry; the precision changes the maps of the
-            # forward-only methods, and the background those of the methods that use one
-            key = {"weights": self._weights, "method": name, "options": method.options(),
-                   "precision": self.precision,
-                   "background": tensor_hash(method.background) if method.needs_background else None}
-            self._caches[name] = AttributionCache(self._cache_root, key)
-        return self._caches[name]
+                self._save_examples(name, [ids[i] for i in example], x[example], done.x_in[name][:, example],
+                                    done.x_out[name][:, example], phase[example], wave.shape[-1])
 
     # -- examples ---------------------------------------------------------------------------------
     def _save_examples(self, method: str, ids, x, x_in, x_out, phase, length: int) -> None:
@@ -219,11 +171,11 @@ class ExplainCallback(Callback):
     # -- end ----------------------------------------------------------------------------------------
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         results = []
-        for name in self.methods:  # torchmetrics sums the states of every rank here
-            means, n = self._scorers[name].compute(), self._scorers[name].count()
+        means, n = self.pipeline.results(), self.pipeline.count()  # torchmetrics sums every rank's states here
+        for name in self.methods:
             for mask in self.masks:
                 results.append([self.model_label, self._scenario, name, mask, n]
-                               + [means[mask][m] for m in METRIC_NAMES])
+                               + [means[name][mask][m] for m in METRIC_NAMES])
         records, counts = self._gather(trainer)
         if trainer.is_global_zero:
             self._write(trainer, results, records, counts)
@@ -233,6 +185,8 @@ class ExplainCallback(Callback):
         claim, self._claim = getattr(self, "_claim", None), None
         if claim is not None:
             claim.close()
+        if getattr(self, "pipeline", None) is not None:
+            self.pipeline.close()
 
     def _gather(self, trainer) -> tuple[list, dict]:
         """Every rank's per-clip records, in dataset order, and the cache counts summed over ranks."""
@@ -240,12 +194,12 @@ class ExplainCallback(Callback):
         values = {n: torch.cat(v, dim=1) if v else None for n, v in self._values.items()}
         for ci, (index, clip, true, pred) in enumerate(self._clips):
             local.append((index, clip, true, pred, {n: v[:, ci].numpy() for n, v in values.items() if v is not None}))
-        everything, counts = [local], [self._cache_counts]
+        everything, counts = [local], [self.pipeline.counts]
         if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             everything = [None] * trainer.world_size
             counts = [None] * trainer.world_size
             torch.distributed.all_gather_object(everything, local)
-            torch.distributed.all_gather_object(counts, self._cache_counts)
+            torch.distributed.all_gather_object(counts, self.pipeline.counts)
         records = sorted((r for part in everything for r in part), key=lambda r: r[0])
         total = {m: {k: sum(c[m][k] for c in counts) for k in ("cached", "computed")} for m in self.methods}
         return records, total
@@ -264,8 +218,8 @@ class ExplainCallback(Callback):
         write_csv(self.out / "results.csv", RESULT_COLUMNS, results)
         write_json(self.out / "run.json", {
             "model": self.model_label, "scenario": self._scenario, "methods": self.methods, "masks": list(self.masks),
-            "options": {n: m.options() for n, m in self._methods.items()}, "conciseness_on": self.conciseness_on,
-            "precision": self.precision, "batch_sizes": self._batch,
+            "options": self.pipeline.options(), "conciseness_on": self.conciseness_on,
+            "precision": self.precision, "batch_sizes": self.pipeline.batch_sizes,
             "ckpt_path": getattr(trainer, "ckpt_path", None), "clips": len(records), "world_size": trainer.world_size,
             "attributions": counts, "cache": str(self._cache_root) if self.cache else None,
         })

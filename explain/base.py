@@ -9,11 +9,15 @@ imports every module in it, so the new name works with ``--explain`` at once.
 """
 from __future__ import annotations
 
+import inspect
+import re
 import zlib
 from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
+
+from errors import UsageValueError
 
 METHODS: dict[str, type["AttributionMethod"]] = {}
 
@@ -37,8 +41,8 @@ def parse_methods(spec: str | Sequence[str]) -> list[str]:
         return known_methods()
     unknown = [n for n in names if n not in METHODS]
     if unknown or not names:
-        raise ValueError(f"unknown explanation method(s) {unknown or spec!r}; known: {', '.join(known_methods())} "
-                         f"(or 'all'), as a comma list")
+        raise UsageValueError(f"unknown explanation method(s) {unknown or spec!r}; known: {', '.join(known_methods())} "
+                              f"(or 'all'), as a comma list")
     return list(dict.fromkeys(names))
 
 
@@ -48,14 +52,38 @@ def clip_seed(seed: int, clip_id: str) -> int:
 
 
 class AttributionMethod:
-    """Base class. ``batch_size`` caps how many spectrograms go through the model at once."""
+    """Base class. ``batch_size`` caps how many spectrograms go through the model at once.
+
+    A method owns its options: the keyword arguments of its ``__init__`` after ``model``, ``batch_size``
+    and ``seed``, with their defaults, each described in an ``Options:`` section of the class docstring
+    (``option_help()`` reads both; ``main.py test --help`` lists them). Class attributes say the rest:
+    ``label`` (its name in tables), ``random`` (its maps depend on ``seed``), ``needs_background``
+    (``set_background`` gets training spectrograms before ``attribute``; the method then has the options
+    ``background_per_class`` and ``background_size``), ``gradient_free`` (forward passes only: they may
+    run under autocast), ``runtime_options`` (options that do not change a map, so no cache key holds
+    them) and ``aliases`` (older ``--explainer.<alias>`` spellings of an option).
+    """
 
     name = "base"
+    label: str | None = None
+    random = False
     needs_background = False
-    gradient_free = False  # True: only forward passes (may run under autocast)
+    gradient_free = False
+    runtime_options: tuple[str, ...] = ()
+    aliases: dict[str, str] = {}
 
     def __init__(self, model: nn.Module, batch_size: int = 64, seed: int = 0):
         self.model, self.batch_size, self.seed = model, batch_size, seed
+
+    @classmethod
+    def option_help(cls) -> dict[str, tuple[object, str]]:
+        """Option name -> (default, help), in the order of ``__init__``."""
+        doc = inspect.getdoc(cls) or ""
+        helps = dict(re.findall(r"^\s*(\w+): (.+(?:\n\s{8,}.+)*)", doc.split("Options:", 1)[1], re.M)) \
+            if "Options:" in doc else {}
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        return {p.name: (p.default, " ".join(helps.get(p.name, "").split()))
+                for p in params if p.name not in ("model", "batch_size", "seed") and p.kind is p.POSITIONAL_OR_KEYWORD}
 
     def set_background(self, background: torch.Tensor) -> None:
         raise NotImplementedError
@@ -65,9 +93,29 @@ class AttributionMethod:
 
     def options(self) -> dict:
         """What determines this method's maps besides the model and the clip (for caching and run records)."""
-        return {"seed": self.seed}
+        opts = {k: getattr(self, k) for k in self.option_help() if k not in self.runtime_options}
+        return {**opts, "seed": self.seed} if self.random else opts
+
+    def close(self) -> None:
+        """Release what the method holds (worker threads)."""
+
+
+def describe_methods() -> str:
+    """Every method with its options and defaults, for ``--help``."""
+    parts = []
+    for name, cls in METHODS.items():
+        opts = "; ".join(f"{k}={d!r}" + (f" ({h})" if h else "") for k, (d, h) in cls.option_help().items())
+        parts.append(f"{name}" + (f": {opts}" if opts else ""))
+    return " | ".join(parts)
 
 
 def make_method(name: str, model: nn.Module, **options) -> AttributionMethod:
+    """Build method ``name`` for ``model``; an option it does not have is an error listing those it has."""
     parse_methods([name])
-    return METHODS[name](model, **options)
+    cls = METHODS[name]
+    known = {"batch_size", "seed", *cls.option_help()}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UsageValueError(f"{name} has no option(s) {unknown}; its options: "
+                              f"{', '.join(cls.option_help()) or 'none'} (set with --explainer.options)")
+    return cls(model, **options)

@@ -6,6 +6,8 @@ import contextlib
 import torch
 import torch.nn as nn
 
+from errors import UsageValueError
+
 CPU_BATCH = 8  # on a CPU, larger batches run slower per input (measured: activations outgrow the caches)
 
 
@@ -40,7 +42,7 @@ PRECISIONS = {"32": None, "bf16": torch.bfloat16}
 def autocast(device: torch.device, precision: str):
     """Autocast of forward passes: ``32`` none, ``bf16`` bfloat16."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise UsageValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if PRECISIONS[precision] is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])

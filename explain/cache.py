@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .outputs import atomic_path
+from files import atomic_path
 
 log = logging.getLogger(__name__)
 

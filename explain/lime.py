@@ -19,9 +19,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from skimage.color import gray2rgb
-from skimage.segmentation import quickshift
 
+from errors import UsageValueError
 from .base import AttributionMethod, clip_seed, register
 
 
@@ -49,24 +48,41 @@ def weighted_ridge(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: flo
 
 @register("lime")
 class Lime(AttributionMethod):
+    """Options:
+        num_samples: random on/off patterns of the superpixels per clip (the protocol's 1000)
+        kernel_width: width of the cosine-distance kernel that weights each pattern
+        alpha: ridge penalty of the weighted regression
+        kernel_size: quickshift's Gaussian kernel width (lime's default 4)
+        max_dist: quickshift's cut-off distance (lime's default 200)
+        ratio: quickshift's balance of colour and space (lime's default 0.2)
+        workers: threads segmenting clips while the model runs (default: up to 8, one per core)
+    """
+
+    label = "LIME"
     gradient_free = True
+    random = True
+    runtime_options = ("workers",)
+    aliases = {"lime_samples": "num_samples"}
 
     def __init__(self, model, batch_size: int = 64, seed: int = 0, num_samples: int = 1000,
                  kernel_width: float = 0.25, alpha: float = 1.0, kernel_size: float = 4, max_dist: float = 200,
                  ratio: float = 0.2, workers: int | None = None):
         super().__init__(model, batch_size, seed)
         if num_samples < 2:
-            raise ValueError(f"lime: num_samples must be at least 2, got {num_samples}")
+            raise UsageValueError(f"lime: num_samples must be at least 2, got {num_samples}")
         self.num_samples, self.kernel_width, self.alpha = num_samples, kernel_width, alpha
+        self.kernel_size, self.max_dist, self.ratio, self.workers = kernel_size, max_dist, ratio, workers
         self.quickshift = {"kernel_size": kernel_size, "max_dist": max_dist, "ratio": ratio}
         self._pool = ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1))
 
-    def options(self):
-        return {"seed": self.seed, "num_samples": self.num_samples, "kernel_width": self.kernel_width,
-                "alpha": self.alpha, **self.quickshift}
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
     # -- the three steps ----------------------------------------------------------------------
     def _segment_one(self, image: np.ndarray) -> torch.Tensor:
+        from skimage.color import gray2rgb  # here: importing the registry stays cheap
+        from skimage.segmentation import quickshift
+
         # rng 42 is what lime's own segmentation ends up using (it drops its random_seed).
         seg = quickshift(gray2rgb(image), rng=42, **self.quickshift)
         return torch.from_numpy(np.unique(seg, return_inverse=True)[1].reshape(seg.shape).T).long()  # (T, F)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from errors import UsageValueError
+
 SILENCE_DB = -100.0
 MASK_NAMES = (
     "minmax", "sigmoid", "bin", "topK_5", "topK_30", "topK_50",
@@ -30,6 +32,13 @@ def quantile(x: torch.Tensor, q: float) -> torch.Tensor:
     return _sorted_quantile(torch.sort(x, dim=1).values, q)
 
 
+def check_mask_names(names) -> None:
+    """An unknown mask name is an error listing the known ones."""
+    unknown = [n for n in names if n not in MASK_NAMES]
+    if unknown:
+        raise UsageValueError(f"unknown mask name(s) {unknown}; known: {', '.join(MASK_NAMES)}")
+
+
 def make_masks(attributions: torch.Tensor, names: tuple[str, ...] = MASK_NAMES,
                sorted_values: torch.Tensor | None = None) -> torch.Tensor:
     """(B, ...) attribution maps -> (len(names), B, ...) masks.
@@ -47,9 +56,7 @@ def make_masks(attributions: torch.Tensor, names: tuple[str, ...] = MASK_NAMES,
                 [0.0000, 0.0000, 1.0000, 1.0000],
                 [0.0000, 0.0000, 0.3333, 1.0000]])
     """
-    unknown = [n for n in names if n not in MASK_NAMES]
-    if unknown:
-        raise ValueError(f"unknown mask name(s) {unknown}; known: {', '.join(MASK_NAMES)}")
+    check_mask_names(names)
     shape = attributions.shape
     a = attributions.reshape(shape[0], -1)
     if not torch.isfinite(a).all():

@@ -3,7 +3,9 @@ averaging it over clips.
 
 Inputs are softmax probabilities (computed once by the caller, never re-softmaxed): ``probs`` for the
 clip X, ``probs_in`` for the masked-in X_in, ``probs_out`` for the masked-out X_out, and ``target``
-the class c the model predicted for X. SPS and COMP take the mask (or, optionally, the attribution map).
+the class c the model predicted for X. SPS and COMP take ``maps``: the masks (or, optionally, the
+attribution maps). Each metric's ``update`` names the inputs it consumes, and ``ClipMetrics`` routes
+inputs given by name to every metric, returning the per-clip values of their functional forms.
 
 Epsilons: AD divides by p_c(X) and AG by 1 - p_c(X), each clamped below at 1e-12 (AG's numerator is
 then 0 too, so a saturated p_c(X) = 1 gives AG = 0). AD and AG are computed in float64 and clamped to
@@ -25,9 +27,12 @@ single-process mean.
 """
 from __future__ import annotations
 
+import inspect
 import math
+from typing import Callable
 
 import torch
+import torch.nn as nn
 from torchmetrics import Metric
 
 EPS = 1e-12
@@ -69,7 +74,7 @@ def average_drop(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tens
 
     Example:
         >>> import torch
-        >>> average_drop(torch.tensor([[0.8, 0.2]]), torch.tensor([[0.2, 0.8]]), torch.tensor([0]))
+        >>> average_drop(torch.tensor([[0.8, 0.2]]), torch.tensor([[0.2, 0.8]]), torch.tensor([0])).float()
         tensor([75.])
     """
     p, p_in = _pc(probs, target).double(), _pc(probs_in, target).double()
@@ -81,7 +86,7 @@ def average_gain(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tens
 
     Example:
         >>> import torch
-        >>> average_gain(torch.tensor([[0.6, 0.4]]), torch.tensor([[0.9, 0.1]]), torch.tensor([0]))
+        >>> average_gain(torch.tensor([[0.6, 0.4]]), torch.tensor([[0.9, 0.1]]), torch.tensor([0])).float()
         tensor([75.0000])
     """
     p, p_in = _pc(probs, target).double(), _pc(probs_in, target).double()
@@ -145,19 +150,28 @@ def complexity(maps: torch.Tensor, presorted: bool = False) -> torch.Tensor:
 
 
 class _ClipMean(Metric):
-    """Mean of a per-clip value over every clip seen; ``last`` holds the latest batch's per-clip values."""
+    """Mean over every clip seen of the per-clip value of ``functional``.
+
+    A subclass sets ``functional`` and defines ``update`` with the parameters of ``functional`` that it
+    consumes: ``ClipMetrics`` routes its inputs by those names.
+    """
 
     full_state_update = False
     higher_is_better: bool | None = None
+    label: str | None = None  # its name in tables, where not the class name
+    functional: Callable[..., torch.Tensor]
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.last: torch.Tensor | None = None
+
+    def add_values(self, values: torch.Tensor) -> None:
+        """Accumulate per-clip values already computed with ``functional`` (what ``update`` does once it
+        has them), so that a caller who needs the values too computes them once."""
+        self._wrap_update(self._accumulate)(values)  # torchmetrics' bookkeeping of an update (resets compute's cache)
 
     def _accumulate(self, values: torch.Tensor) -> None:
-        self.last = values.detach()
         self.total += values.detach().to(torch.float64).sum()
         self.count += values.numel()
 
@@ -165,79 +179,195 @@ class _ClipMean(Metric):
         return self.total / self.count if self.count > 0 else torch.tensor(float("nan"), dtype=torch.float64)
 
 
-class _ProbMetric(_ClipMean):
-    fn = None
-
-    def update(self, probs: torch.Tensor, probs_masked: torch.Tensor, target: torch.Tensor) -> None:
-        self._accumulate(type(self).fn(probs, probs_masked, target))
-
-
-class FF(_ProbMetric):
-    """Mean FF; update with (probs, probs_out, target).
+class FF(_ClipMean):
+    """Mean FF of the masked-out inputs.
 
     Example:
         >>> import torch
-        >>> m = FF(); m.update(torch.tensor([[0.7, 0.3]]), torch.tensor([[0.2, 0.8]]), torch.tensor([0]))
+        >>> p, probs_out, c = torch.tensor([[0.7, 0.3]]), torch.tensor([[0.2, 0.8]]), torch.tensor([0])
+        >>> m = FF(); m.update(probs=p, probs_out=probs_out, target=c)
         >>> m.compute().float()
         tensor(0.5000)
     """
     higher_is_better = True
-    fn = staticmethod(faithfulness_of_features)
+    functional = staticmethod(faithfulness_of_features)
+
+    def update(self, probs: torch.Tensor, probs_out: torch.Tensor, target: torch.Tensor) -> None:
+        self._accumulate(self.functional(probs, probs_out, target))
 
 
-class AI(_ProbMetric):
-    """Mean AI; update with (probs, probs_in, target)."""
-    higher_is_better = True
-    fn = staticmethod(average_increase)
-
-
-class AD(_ProbMetric):
-    """Mean AD; update with (probs, probs_in, target)."""
-    higher_is_better = False
-    fn = staticmethod(average_drop)
-
-
-class AG(_ProbMetric):
-    """Mean AG; update with (probs, probs_in, target)."""
-    higher_is_better = True
-    fn = staticmethod(average_gain)
-
-
-class FidIn(_ProbMetric):
-    """Mean Fid-In; update with (probs, probs_in, target)."""
-    higher_is_better = True
-    fn = staticmethod(fidelity_in)
-
-
-class _MapMetric(_ClipMean):
-    fn = None
-
-    def update(self, maps: torch.Tensor, presorted: bool = False) -> None:
-        """``presorted``: the caller promises non-negative, ascending-sorted maps (their order does not
-        change either metric, and a sort is saved)."""
-        self._accumulate(type(self).fn(maps, presorted))
-
-
-class SPS(_MapMetric):
-    """Mean sparseness of the masks (or maps) given to ``update``.
+class AI(_ClipMean):
+    """Mean AI of the masked-in inputs.
 
     Example:
         >>> import torch
-        >>> m = SPS(); m.update(torch.tensor([[0.0, 0.0, 0.0, 1.0]]))
+        >>> p, probs_in, c = torch.tensor([[0.6, 0.4]]), torch.tensor([[0.9, 0.1]]), torch.tensor([0])
+        >>> m = AI(); m.update(probs=p, probs_in=probs_in, target=c)
+        >>> m.compute().item()
+        100.0
+    """
+    higher_is_better = True
+    functional = staticmethod(average_increase)
+
+    def update(self, probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor) -> None:
+        self._accumulate(self.functional(probs, probs_in, target))
+
+
+class AD(_ClipMean):
+    """Mean AD of the masked-in inputs.
+
+    Example:
+        >>> import torch
+        >>> p, probs_in, c = torch.tensor([[0.8, 0.2]]), torch.tensor([[0.2, 0.8]]), torch.tensor([0])
+        >>> m = AD(); m.update(probs=p, probs_in=probs_in, target=c)
+        >>> m.compute().item()
+        75.0
+    """
+    higher_is_better = False
+    functional = staticmethod(average_drop)
+
+    def update(self, probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor) -> None:
+        self._accumulate(self.functional(probs, probs_in, target))
+
+
+class AG(_ClipMean):
+    """Mean AG of the masked-in inputs.
+
+    Example:
+        >>> import torch
+        >>> p, probs_in, c = torch.tensor([[0.6, 0.4]]), torch.tensor([[0.9, 0.1]]), torch.tensor([0])
+        >>> m = AG(); m.update(probs=p, probs_in=probs_in, target=c)
+        >>> round(m.compute().item(), 4)
+        75.0
+    """
+    higher_is_better = True
+    functional = staticmethod(average_gain)
+
+    def update(self, probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor) -> None:
+        self._accumulate(self.functional(probs, probs_in, target))
+
+
+class FidIn(_ClipMean):
+    """Mean Fid-In of the masked-in inputs.
+
+    Example:
+        >>> import torch
+        >>> p, probs_in, c = torch.tensor([[0.6, 0.4]]), torch.tensor([[0.3, 0.7]]), torch.tensor([0])
+        >>> m = FidIn(); m.update(probs=p, probs_in=probs_in, target=c)
+        >>> m.compute().item()
+        0.0
+    """
+    higher_is_better = True
+    label = "Fid-In"
+    functional = staticmethod(fidelity_in)
+
+    def update(self, probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor) -> None:
+        self._accumulate(self.functional(probs, probs_in, target))
+
+
+class SPS(_ClipMean):
+    """Mean sparseness of the masks (or attribution maps); ``presorted`` as in ``sparseness``.
+
+    Example:
+        >>> import torch
+        >>> m = SPS(); m.update(maps=torch.tensor([[0.0, 0.0, 0.0, 1.0]]))
         >>> round(m.compute().item(), 4)
         0.75
     """
     higher_is_better = True
-    fn = staticmethod(sparseness)
+    functional = staticmethod(sparseness)
+
+    def update(self, maps: torch.Tensor, presorted: bool = False) -> None:
+        self._accumulate(self.functional(maps, presorted))
 
 
-class COMP(_MapMetric):
-    """Mean complexity of the masks (or maps) given to ``update``."""
+class COMP(_ClipMean):
+    """Mean complexity of the masks (or attribution maps).
+
+    Example:
+        >>> import torch
+        >>> m = COMP(); m.update(maps=torch.tensor([[0.0, 0.0, 0.0, 1.0]]))
+        >>> round(m.compute().item(), 4)
+        0.0
+    """
     higher_is_better = False
-    fn = staticmethod(complexity)
+    functional = staticmethod(complexity)
+
+    def update(self, maps: torch.Tensor, presorted: bool = False) -> None:
+        self._accumulate(self.functional(maps, presorted))
 
 
-METRICS = {"FF": FF, "AI": AI, "AD": AD, "AG": AG, "FidIn": FidIn, "SPS": SPS, "COMP": COMP}
+# Adding a metric: its functional form, a class as above, and an entry here.
+METRICS: dict[str, type[_ClipMean]] = {"FF": FF, "AI": AI, "AD": AD, "AG": AG, "FidIn": FidIn, "SPS": SPS, "COMP": COMP}
 METRIC_NAMES = tuple(METRICS)
-# Which probabilities each metric compares with the clean ones.
-USES_MASKED_OUT = {"FF"}
+HIGHER_IS_BETTER = {n: cls.higher_is_better for n, cls in METRICS.items()}
+METRIC_LABELS = {n: cls.label or n for n, cls in METRICS.items()}
+# the columns of results.csv and per_clip.csv
+RESULT_COLUMNS = ["model", "scenario", "method", "mask", "n", *METRIC_NAMES]
+CLIP_COLUMNS = ["clip", "true_class", "pred_class", "correct", "method", "mask", *METRIC_NAMES]
+
+
+def inputs_of(metric: type[_ClipMean]) -> dict[str, bool]:
+    """The inputs a metric's ``update`` consumes, each with whether it is required."""
+    params = list(inspect.signature(metric.update).parameters.values())[1:]
+    return {p.name: p.default is p.empty for p in params}
+
+
+# the conciseness metrics score the map, the others the model's probabilities
+CONCISENESS_METRICS = tuple(n for n, cls in METRICS.items() if "maps" in inputs_of(cls))
+
+
+class ClipMetrics(nn.Module):
+    """Every metric of ``METRICS``, fed by name: ``update(**inputs)`` hands each metric the inputs its
+    ``update`` names (as torchmetrics' ``MetricCollection`` routes keyword arguments), computes each
+    metric's per-clip values once with its functional form, adds them to the metric's state, and returns
+    them as (B, len(METRIC_NAMES)) float64, columns in ``METRIC_NAMES`` order.
+
+    Inputs: ``probs``, ``probs_in``, ``probs_out`` (softmax probabilities of X, X_in, X_out), ``target``
+    (the classes explained), ``maps`` (what SPS and COMP score) and ``presorted`` (see ``sparseness``).
+
+    Example:
+        >>> import torch
+        >>> m = ClipMetrics()
+        >>> values = m.update(probs=torch.tensor([[0.6, 0.4]]), probs_in=torch.tensor([[0.9, 0.1]]),
+        ...                   probs_out=torch.tensor([[0.2, 0.8]]), target=torch.tensor([0]),
+        ...                   maps=torch.tensor([[0.0, 0.0, 0.0, 1.0]]))
+        >>> dict(zip(METRIC_NAMES, values[0].round(decimals=4).tolist()))
+        {'FF': 0.4, 'AI': 100.0, 'AD': 0.0, 'AG': 75.0, 'FidIn': 1.0, 'SPS': 0.75, 'COMP': 0.0}
+        >>> m.compute()["AI"], m.count()
+        (100.0, 1)
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.metrics = nn.ModuleDict({n: cls() for n, cls in METRICS.items()})
+        self._inputs = {n: inputs_of(cls) for n, cls in METRICS.items()}
+
+    def update(self, **inputs) -> torch.Tensor:
+        unknown = set(inputs).difference(*self._inputs.values())
+        if unknown:
+            raise TypeError(f"no metric takes the input(s) {sorted(unknown)}; "
+                            f"inputs: {sorted(set().union(*self._inputs.values()))}")
+        values = []
+        for name, metric in self.metrics.items():
+            missing = [k for k, required in self._inputs[name].items() if required and k not in inputs]
+            if missing:
+                raise TypeError(f"metric {name} needs the input(s) {missing}")
+            v = metric.functional(**{k: inputs[k] for k in self._inputs[name] if k in inputs})
+            metric.add_values(v)
+            values.append(v.to(torch.float64))
+        return torch.stack(values, -1)
+
+    def compute(self) -> dict[str, float]:
+        """Each metric's mean over every clip seen (by every process)."""
+        return {n: float(m.compute()) for n, m in self.metrics.items()}
+
+    def count(self) -> int:
+        """Clips seen, over every process of a distributed run."""
+        metric = next(iter(self.metrics.values()))
+        with metric.sync_context():
+            return int(metric.count)
+
+    def reset(self) -> None:
+        for metric in self.metrics.values():
+            metric.reset()

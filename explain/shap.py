@@ -42,7 +42,14 @@ class _Rescale(torch.autograd.Function):
 
 @register("shap")
 class DeepShap(AttributionMethod):
+    """Options:
+        background_per_class: training clips of each class in the background (the protocol's 2)
+        background_size: at most this many background clips in all (the protocol's 100)
+    """
+
+    label = "SHAP"
     needs_background = True
+    aliases = {"shap_background_per_class": "background_per_class", "shap_background_size": "background_size"}
 
     def __init__(self, model, batch_size: int = 64, seed: int = 0, background_per_class: int = 2,
                  background_size: int = 100):
@@ -51,9 +58,6 @@ class DeepShap(AttributionMethod):
         self.background: torch.Tensor | None = None
         self._relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
         self._refs: dict[nn.Module, torch.Tensor] = {}
-
-    def options(self):
-        return {"background_per_class": self.background_per_class, "background_size": self.background_size}
 
     @torch.no_grad()
     def set_background(self, background: torch.Tensor) -> None:

@@ -5,13 +5,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from callbacks.outputs import atomic_write, write_csv
+from explain.metrics import METRIC_NAMES
+from files import atomic_write, write_csv
 
-from .render import METHOD_NAMES, markdown_table, overlap_lines, report_html, summary_markdown
-from .tables import METRICS, best_rows, full_tables, read_results, score
+from .render import markdown_table, overlap_lines, report_html, summary_markdown
+from .tables import ReportInputError, best_rows, full_tables, method_label, read_results, score
 from .uncertainty import attach_intervals
 
-SUMMARY_COLUMNS = ["model", "scenario", "method", "mask", "score", *METRICS]
+SUMMARY_COLUMNS = ["model", "scenario", "method", "mask", "score", *METRIC_NAMES]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -26,35 +27,45 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def check_out(out: str) -> Path:
+    """``--out`` must be (or become) a folder: a file there or above it is named before any work."""
+    path = Path(out)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            raise ReportInputError(f"--out {out}: {p} is a file, not a folder; choose another --out")
+    return path
+
+
 def build(args: argparse.Namespace) -> dict:
-    rows = score(read_results(args.results))
+    out = check_out(args.out)
+    skipped: list[str] = []
+    rows = score(read_results(args.results, skipped))
     if args.bootstrap > 0:
         attach_intervals(rows, args.bootstrap, args.seed)
     full, summary = full_tables(rows), best_rows(rows)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "summary.csv", SUMMARY_COLUMNS,
-              [[r.model, r.scenario, r.method, r.mask, f"{r.score:.6f}", *(r.values[m] for m in METRICS)]
+              [[r.model, r.scenario, r.method, r.mask, f"{r.score:.6f}", *(r.values[m] for m in METRIC_NAMES)]
                for best in summary.values() for r in best])
     for key, table in full.items():
         stem = "_".join(key)
-        write_csv(out / "tables" / f"{stem}.csv", ["mask", "score", *METRICS],
-                  [[r.mask, f"{r.score:.6f}", *(r.values[m] for m in METRICS)] for r in table])
+        write_csv(out / "tables" / f"{stem}.csv", ["mask", "score", *METRIC_NAMES],
+                  [[r.mask, f"{r.score:.6f}", *(r.values[m] for m in METRIC_NAMES)] for r in table])
         atomic_write(out / "tables" / f"{stem}.md",
                      lambda f, t=table, k=key: f.write(f"# {' / '.join(k)}\n\n{markdown_table(t, lambda r: r.mask)}\n"))
     atomic_write(out / "summary.md", lambda f: f.write(summary_markdown(summary, full)))
     atomic_write(out / "report.html", lambda f: f.write(report_html(rows, summary, full, args.examples)))
-    return {"rows": rows, "summary": summary, "full": full, "out": out}
+    return {"rows": rows, "summary": summary, "full": full, "out": out, "skipped": skipped}
 
 
 def log_wandb(result: dict, project: str) -> None:
-    from callbacks.wandb_mode import choose_wandb_mode
+    from .wandb_mode import choose_wandb_mode
     choose_wandb_mode()
     import wandb
     run = wandb.init(project=project, job_type="report", dir=str(result["out"]),
                      config={"results": sorted({r.source for r in result["rows"]})})
     table = wandb.Table(columns=SUMMARY_COLUMNS,
-                        data=[[r.model, r.scenario, r.method, r.mask, r.score, *(r.values[m] for m in METRICS)]
+                        data=[[r.model, r.scenario, r.method, r.mask, r.score, *(r.values[m] for m in METRIC_NAMES)]
                               for best in result["summary"].values() for r in best])
     run.log({"report/summary": table})
     artifact = wandb.Artifact("explanation-report", type="report")
@@ -67,9 +78,11 @@ def log_wandb(result: dict, project: str) -> None:
 def main(argv: list[str]) -> None:
     args = parse(argv)
     result = build(args)
+    for note in result["skipped"]:
+        print(f"report: {note}")
     for (model, scenario), best in result["summary"].items():
         print(f"\n{model} / {scenario}: best mask per method")
-        print(markdown_table(best, lambda r: f"{METHOD_NAMES.get(r.method, r.method)} + {r.mask}"))
+        print(markdown_table(best, lambda r: f"{method_label(r.method)} + {r.mask}"))
         print("\n".join(overlap_lines(best)))
     print(f"\nreport: {result['out'] / 'report.html'}  (tables: {result['out'] / 'tables'}, "
           f"summary: {result['out'] / 'summary.csv'}, {result['out'] / 'summary.md'})")

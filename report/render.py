@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .tables import METRICS, Row, column_marks, normalised
+from explain.metrics import CONCISENESS_METRICS, HIGHER_IS_BETTER, METRIC_LABELS, METRIC_NAMES
+
+from .tables import Row, column_marks, method_label, normalised
 from .uncertainty import overlapping
 
-HEADERS = {"FF": "FF ↑", "AI": "AI ↑", "AD": "AD ↓", "AG": "AG ↑", "FidIn": "Fid-In ↑", "SPS": "SPS ↑", "COMP": "COMP ↓"}
-METHOD_NAMES = {"saliency": "Saliency", "gradcam": "Grad-CAM", "lime": "LIME", "shap": "SHAP"}
+HEADERS = {m: f"{METRIC_LABELS[m]} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in METRIC_NAMES}
 
 
 def fmt(v: float) -> str:
@@ -33,11 +34,11 @@ def title(key: tuple) -> str:
 # -- Markdown ----------------------------------------------------------------------------------------
 def markdown_table(rows: list[Row], label, with_score: bool = True) -> str:
     """Rows as a Markdown table; each column's best value in bold, worst in italics."""
-    head = ["", *(["score"] if with_score else []), *(HEADERS[m] for m in METRICS)]
+    head = ["", *(["score"] if with_score else []), *(HEADERS[m] for m in METRIC_NAMES)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     style = {"best": "**{}**", "worst": "_{}_"}
     for r, marks in zip(rows, column_marks(rows)):
-        cells = [style.get(marks.get(m), "{}").format(fmt_ci(r, m)) for m in METRICS]
+        cells = [style.get(marks.get(m), "{}").format(fmt_ci(r, m)) for m in METRIC_NAMES]
         lines.append("| " + " | ".join([label(r), *([f"{r.score:.4f}"] if with_score else []), *cells]) + " |")
     return "\n".join(lines)
 
@@ -47,8 +48,8 @@ def overlap_text(rows: list[Row]) -> dict[str, str]:
     if not any(r.ci for r in rows):
         return {}
     pairs = overlapping(rows)
-    return {m: ", ".join(f"{METHOD_NAMES.get(a, a)}~{METHOD_NAMES.get(b, b)}" for a, b in pairs[m]) or "none"
-            for m in METRICS}
+    return {m: ", ".join(f"{method_label(a)}~{method_label(b)}" for a, b in pairs[m]) or "none"
+            for m in METRIC_NAMES}
 
 
 def overlap_lines(rows: list[Row]) -> list[str]:
@@ -64,7 +65,7 @@ def summary_markdown(summary: dict, full: dict) -> str:
              "Bold: best in the column; italics: worst. Brackets: 95 % bootstrap interval over clips.", ""]
     for key, rows in summary.items():
         parts += [f"## {title(key)}", "",
-                  markdown_table(rows, lambda r: f"{METHOD_NAMES.get(r.method, r.method)} + {r.mask}"),
+                  markdown_table(rows, lambda r: f"{method_label(r.method)} + {r.mask}"),
                   *overlap_lines(rows), ""]
     parts += ["# Full tables", ""]
     for key, rows in full.items():
@@ -93,12 +94,12 @@ def metrics_plot(rows: list[Row], norm: dict[int, dict]) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 3.2))
     width = 0.8 / max(1, len(rows))
-    x = np.arange(len(METRICS))
+    x = np.arange(len(METRIC_NAMES))
     for i, r in enumerate(rows):
-        ax.bar(x + i * width, [norm[id(r)][m] for m in METRICS], width,
-               label=f"{METHOD_NAMES.get(r.method, r.method)} + {r.mask}")
+        ax.bar(x + i * width, [norm[id(r)][m] for m in METRIC_NAMES], width,
+               label=f"{method_label(r.method)} + {r.mask}")
     ax.set_xticks(x + width * (len(rows) - 1) / 2)
-    ax.set_xticklabels([HEADERS[m] for m in METRICS])
+    ax.set_xticklabels([HEADERS[m] for m in METRIC_NAMES])
     ax.set_ylabel("normalised (1 = best)")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -113,7 +114,7 @@ def scatter_plot(group: list[Row], best: list[Row], x_metric: str = "SPS", y_met
     for i, method in enumerate(methods):
         pts = [r for r in group if r.method == method]
         ax.scatter([r.values[x_metric] for r in pts], [r.values[y_metric] for r in pts], s=22, color=f"C{i}",
-                   label=METHOD_NAMES.get(method, method), alpha=0.8)
+                   label=method_label(method), alpha=0.8)
     for r in best:
         ax.scatter([r.values[x_metric]], [r.values[y_metric]], s=110, facecolors="none", edgecolors="black")
         ax.annotate(r.mask, (r.values[x_metric], r.values[y_metric]), fontsize=7, xytext=(4, 4),
@@ -147,13 +148,13 @@ details{margin:6px 0} summary{cursor:pointer}
 
 def html_table(rows: list[Row], label, with_score: bool = True) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["", *(["score"] if with_score else []),
-                                                          *(HEADERS[m] for m in METRICS)])
+                                                          *(HEADERS[m] for m in METRIC_NAMES)])
     body = []
     for r, marks in zip(rows, column_marks(rows)):
         cells = [f"<td>{html.escape(label(r))}</td>"] + ([f"<td>{r.score:.4f}</td>"] if with_score else [])
-        for m in METRICS:
+        for m in METRIC_NAMES:
             cls = [marks[m]] if m in marks else []
-            if cls and m in ("SPS", "COMP"):
+            if cls and m in CONCISENESS_METRICS:
                 cls.append("concise")
             ci = (f"<br><span class='ci'>[{r.ci[m][0]:.3g}, {r.ci[m][1]:.3g}]</span>" if m in r.ci else "")
             cells.append(f"<td class='{' '.join(cls)}'>{fmt(r.values[m])}{ci}</td>")
@@ -189,7 +190,7 @@ def examples_html(results_csv: Path, best: list[Row], max_clips: int) -> str:
                                    f"src='{_data_uri(wav, 'audio/wav')}'></audio>")
             block.append(f"<div class='method'><img alt='{html.escape(r.method)} {html.escape(r.mask)}' "
                          f"src='{_data_uri(fig, 'image/png')}'><div class='players'><b>"
-                         f"{html.escape(METHOD_NAMES.get(r.method, r.method))} + {html.escape(r.mask)}</b>"
+                         f"{html.escape(method_label(r.method))} + {html.escape(r.mask)}</b>"
                          f"{''.join(players)}</div></div>")
         block.append("</div>")
         parts.append("".join(block))
@@ -210,7 +211,7 @@ def report_html(rows: list[Row], summary: dict, full: dict, max_clips: int = 4) 
         model, scenario = key
         group = [r for r in rows if (r.model, r.scenario) == key]
         out.append(f"<h2>{html.escape(model)} / {html.escape(scenario)}</h2>")
-        out.append(html_table(best, lambda r: f"{METHOD_NAMES.get(r.method, r.method)} + {r.mask}"))
+        out.append(html_table(best, lambda r: f"{method_label(r.method)} + {r.mask}"))
         overlaps = overlap_text(best)
         if overlaps:
             items = "".join(f"<li>{m}: {html.escape(text)}</li>" for m, text in overlaps.items())
@@ -221,7 +222,7 @@ def report_html(rows: list[Row], summary: dict, full: dict, max_clips: int = 4) 
                    f"<img alt='scatter {html.escape(title(key))}' src='{scatter_plot(group, best)}'>")
         for method_key, table in full.items():
             if method_key[:2] == key:
-                out.append(f"<details><summary>All 14 masks: {html.escape(METHOD_NAMES.get(method_key[2], method_key[2]))}"
+                out.append(f"<details><summary>All 14 masks: {html.escape(method_label(method_key[2]))}"
                            f"</summary>{html_table(table, lambda r: r.mask)}</details>")
         sources = sorted({r.source for r in group})
         examples = "".join(examples_html(Path(s), best, max_clips) for s in sources)

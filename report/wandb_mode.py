@@ -35,9 +35,10 @@ def choose_wandb_mode() -> str:
 
 
 def print_sync_hint(loggers) -> None:
-    """After an offline run, say where it is and how to upload it."""
-    if os.environ.get("WANDB_MODE") != "offline":
-        return
+    """After an offline run, say where it is and how to upload it (on global rank 0 only)."""
+    from lightning.pytorch.utilities import rank_zero_only
+    if os.environ.get("WANDB_MODE") != "offline" or rank_zero_only.rank != 0:
+        return  # the other ranks hold a stand-in for the W&B run (its .dir is a method)
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
             run_dir = os.path.dirname(logger.experiment.dir)

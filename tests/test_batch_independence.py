@@ -6,7 +6,7 @@ import torch
 from explain import make_method
 from explain.evaluate import MaskScorer, predict_probs
 from lightning_modules import make_features
-from tests.conftest import tiny_cnn
+from tests.helpers import tiny_cnn
 
 FEATURES = ("mel", "stft")
 
@@ -141,7 +141,7 @@ def test_a_clips_map_and_metrics_do_not_depend_on_its_batch(trained, name):
 
 def test_batch_size_one_gives_the_same_clip_values_through_the_cli(quickstart_run, small_test_root):
     """`--data.batch_size 1` against 4 (which leaves a last batch of one): every clip's values agree."""
-    from tests.conftest import ROOT, read_csv, run_cli
+    from tests.helpers import ROOT, read_csv, run_cli
     runs = {}
     for bs in ("1", "4"):
         run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",

@@ -7,6 +7,7 @@ from benchmarks import explain as bench
 from benchmarks.precision import differences
 
 
+@pytest.mark.slow
 def test_benchmark_reports_every_method_three_ways(tmp_path):
     out = tmp_path / "bench.json"
     report = bench.main(["--width", "8", "--clips", "2", "--lime-samples", "30", "--background", "4",
@@ -34,3 +35,14 @@ def test_precision_differences_are_in_points(tmp_path):
     assert diffs["FF"] == pytest.approx(0.4)
     assert diffs["AD"] == pytest.approx(0.25)
     assert diffs["COMP"] == 0.0
+
+
+def test_benchmark_runs_on_a_project_checkpoint(quickstart_run, tmp_path):
+    """The checkpoint brings its own width, classes and feature type (the quickstart's: width 8, 10, mel)."""
+    ckpt = quickstart_run / "runs" / "quickstart" / "best.ckpt"
+    report = bench.main(["--ckpt", str(ckpt), "--width", "64", "--features", "stft", "--clips", "2",
+                         "--lime-samples", "20", "--background", "3", "--device", "cpu", "--skip-reference",
+                         "--data", str(quickstart_run / "data" / "quickstart")])
+    assert report["width"] == 8 and report["features"] == "mel"
+    assert set(report["methods"]) == {"saliency", "gradcam", "lime", "shap", "metrics"}
+    assert all(r["ours_s"] > 0 and r["bound_s"] > 0 for r in report["methods"].values())

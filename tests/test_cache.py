@@ -10,9 +10,9 @@ import time
 import pytest
 import torch
 
-from callbacks.cache import AttributionCache
-from callbacks.outputs import claim_folder
-from tests.conftest import ROOT, read_csv, run_cli
+from explain.cache import AttributionCache
+from files import claim_folder
+from tests.helpers import ROOT, read_csv, run_cli
 
 
 def spec(seed: int) -> torch.Tensor:
@@ -48,7 +48,7 @@ def test_a_wrong_entry_is_reported_by_name_and_not_used(tmp_path, caplog, damage
         torch.save(spec(1), path)
     else:
         path.write_bytes(b"\x00garbage")
-    with caplog.at_level(logging.WARNING, logger="callbacks.cache"):
+    with caplog.at_level(logging.WARNING, logger="explain.cache"):
         assert cache.get("a.wav", x, 3) is None
     assert str(path) in caplog.text and "recomputing" in caplog.text
     assert not path.exists()
@@ -86,7 +86,7 @@ def test_changed_audio_under_the_same_names_is_recomputed(quickstart_run, small_
 
 def test_a_claimed_folder_is_refused_to_another_process(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from callbacks.outputs import claim_folder; "
+        [sys.executable, "-c", "import sys, time; from files import claim_folder; "
          "h = claim_folder(sys.argv[1]); print('claimed', flush=True); time.sleep(60)", str(tmp_path)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:

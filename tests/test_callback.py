@@ -3,7 +3,7 @@ import pytest
 
 from callbacks import ExplainCallback
 from errors import UsageError
-from tests.conftest import ROOT, run_cli
+from tests.helpers import ROOT, run_cli
 
 
 @pytest.mark.parametrize("option, value", [("batch_size", 0), ("batch_size", -3), ("examples", -1),
@@ -19,6 +19,7 @@ def test_zero_examples_and_an_automatic_batch_are_allowed():
     assert cb.examples == 0 and cb.batch_size is None
 
 
+@pytest.mark.slow
 def test_a_bad_option_through_the_cli_is_one_line(tmp_path):
     with pytest.raises(AssertionError) as err:
         run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--explain", "saliency",

@@ -1,8 +1,13 @@
+import re
+
 import numpy as np
 import pytest
 import torch
 
 from explain.masks import MASK_NAMES, SILENCE_DB, apply_mask, make_masks, quantile
+from tests.helpers import ROOT
+
+PROTOCOL = ROOT.parent / "shared" / "PROTOCOL.md"
 
 
 def masks_of(values):
@@ -10,8 +15,18 @@ def masks_of(values):
     return dict(zip(MASK_NAMES, make_masks(a)[:, 0].tolist()))
 
 
+def papers_mask_names() -> list[str]:
+    """The names in the protocol's "Masks" section, in its order: the bullets' `quoted` names."""
+    if not PROTOCOL.is_file():
+        pytest.skip(f"the protocol is not at {PROTOCOL} (the shared files sit beside the project)")
+    section = re.search(r"^## Masks.*\n(?:[^-#].*\n)*((?:- .*\n)+)", PROTOCOL.read_text(), re.M)
+    assert section, f"no '## Masks' list in {PROTOCOL}"
+    return re.findall(r"`(\w+)`", section.group(1))
+
+
 def test_the_fourteen_names_are_the_papers():
-    assert len(MASK_NAMES) == 14 and len(set(MASK_NAMES)) == 14
+    assert list(MASK_NAMES) == papers_mask_names()
+    assert len(MASK_NAMES) == 14
 
 
 def test_hand_computed_masks():

@@ -4,7 +4,7 @@ import torch
 
 from explain import known_methods, make_method, parse_methods
 from explain.lime import scale01, weighted_ridge
-from tests.conftest import tiny_cnn
+from tests.helpers import tiny_cnn
 
 
 @pytest.fixture(scope="module")
@@ -163,18 +163,78 @@ def test_deep_shap_equals_captums_deeplift_shap():
     torch.testing.assert_close(sliced.attribute(x, target), a, rtol=1e-4, atol=1e-6 * ref.abs().max().item())
 
 
+NEW_METHOD = """
+import torch
+from .base import AttributionMethod, register
+
+
+@register("meanshift")
+class MeanShift(AttributionMethod):
+    \"\"\"The clip minus the background's mean, scaled.
+
+    Options:
+        scale: factor of the difference
+        background_per_class: training clips of each class in the background
+        background_size: at most this many background clips
+    \"\"\"
+
+    needs_background = True
+
+    def __init__(self, model, batch_size=64, seed=0, scale=1.0, background_per_class=1, background_size=4):
+        super().__init__(model, batch_size, seed)
+        self.scale, self.background_per_class, self.background_size = scale, background_per_class, background_size
+        self.background = None
+
+    def set_background(self, background):
+        self.background = background
+
+    def attribute(self, x, target, ids=None):
+        return self.scale * (x - self.background.mean(0))
+"""
+
+
+def test_a_new_method_with_options_and_a_background_is_one_file(quickstart_run, tmp_path):
+    """A file dropped into explain/ registers its method, its options reach it from the CLI and show in
+    --help, and it gets its background from the data module; nothing else changes."""
+    import json
+    import shutil
+    from tests.helpers import ROOT, read_csv, run_cli
+    project = tmp_path / "project"
+    for name in ("explain", "lightning_modules", "datamodules", "callbacks", "report", "configs"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("main.py", "errors.py", "files.py"):
+        shutil.copy(ROOT / name, project / name)
+    (project / "explain" / "meanshift.py").write_text(NEW_METHOD)
+    env = {"PYTHONPATH": str(project)}
+
+    def cli(*args):
+        return run_cli(*args, cwd=quickstart_run, env=env, main=project / "main.py")
+
+    assert "meanshift: scale=1.0 (factor of the difference)" in " ".join(cli("test", "--help").stdout.split())
+    cli("test", "--config", str(project / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
+        "--explain", "meanshift", "--explainer.options", '{"meanshift": {"scale": 2.5, "background_size": 3}}',
+        "--trainer.limit_test_batches", "2", "--data.batch_size", "3", "--explainer.examples", "0",
+        "--trainer.logger", "false", "--trainer.default_root_dir", "runs/new-method")
+    out = next((quickstart_run / "runs" / "new-method").glob("test-*/explain"))
+    run = json.loads((out / "run.json").read_text())
+    assert run["options"]["meanshift"] == {"scale": 2.5, "background_per_class": 1, "background_size": 3}
+    rows = read_csv(out / "results.csv")
+    assert {r["method"] for r in rows} == {"meanshift"} and len(rows) == 14 and rows[0]["n"] == "6"
+
+
+@pytest.mark.slow
 def test_a_new_method_is_one_file(tmp_path):
     """A file dropped into explain/ registers its method; nothing else needs to change."""
     import shutil
     import subprocess
     import sys
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
     shutil.copytree(ROOT / "explain", tmp_path / "explain", ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "explain" / "random_map.py").write_text(
         "import torch\nfrom .base import AttributionMethod, register\n\n\n"
         "@register('random')\nclass RandomMap(AttributionMethod):\n"
         "    def attribute(self, x, target, ids=None):\n        return torch.rand_like(x)\n")
-    code = ("import torch, explain; from tests.conftest import tiny_cnn; "
+    code = ("import torch, explain; from tests.helpers import tiny_cnn; "
             "m = explain.make_method('random', tiny_cnn()); "
             "print(explain.parse_methods('all'), tuple(m.attribute(torch.zeros(2, 1, 8, 64), torch.zeros(2)).shape))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,

@@ -1,3 +1,4 @@
+import inspect
 import math
 
 import numpy as np
@@ -5,8 +6,9 @@ import pytest
 import torch
 
 from explain.masks import make_masks
-from explain.metrics import (AD, AG, AI, COMP, FF, SPS, FidIn, average_drop, average_gain, average_increase,
-                             complexity, faithfulness_of_features, fidelity_in, sparseness)
+from explain.metrics import (AD, AG, AI, COMP, FF, HIGHER_IS_BETTER, METRIC_NAMES, METRICS, SPS, ClipMetrics, FidIn,
+                             average_drop, average_gain, average_increase, complexity, faithfulness_of_features,
+                             fidelity_in, inputs_of, sparseness)
 
 
 def probs(*rows):
@@ -41,9 +43,9 @@ def test_metric_classes_average_over_clips_and_merge_like_one_process():
     whole.update(p, p_out, c)
     a.update(p[:13], p_out[:13], c[:13])
     b.update(p[13:], p_out[13:], c[13:])
-    # a multi-process reduction sums the states
-    merged_total, merged_count = a.total + b.total, a.count + b.count
-    assert whole.compute().item() == pytest.approx((merged_total / merged_count).item(), abs=1e-15)
+    # two processes' states reduced as a distributed run reduces them (each state's dist_reduce_fx)
+    a.merge_state(b)
+    assert a.compute().item() == pytest.approx(whole.compute().item(), rel=1e-14)
     assert whole.compute().item() == pytest.approx(faithfulness_of_features(p, p_out, c).mean().item())
     for cls, fn in ((AI, average_increase), (AD, average_drop), (AG, average_gain), (FidIn, fidelity_in)):
         m = cls()
@@ -77,7 +79,9 @@ def test_all_zero_mask_gets_the_documented_values():
     assert math.isfinite(m.compute().item())
 
 
-quantus = pytest.importorskip("quantus")
+@pytest.fixture
+def quantus():
+    return pytest.importorskip("quantus")
 
 
 def quantus_scores(metric_cls, maps: np.ndarray) -> np.ndarray:
@@ -113,14 +117,14 @@ def mask_suite() -> torch.Tensor:
     return torch.cat([masks, extra])
 
 
-def test_sparseness_matches_quantus_on_every_mask():
+def test_sparseness_matches_quantus_on_every_mask(quantus):
     maps = mask_suite()
     ours = sparseness(maps).numpy()
     theirs = quantus_scores(quantus.Sparseness, maps.numpy())
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
 
 
-def test_complexity_matches_quantus_on_every_mask():
+def test_complexity_matches_quantus_on_every_mask(quantus):
     maps = mask_suite()
     ours = complexity(maps).numpy()
     theirs = quantus_scores(quantus.Complexity, maps.numpy())
@@ -163,3 +167,80 @@ def test_threshold_metrics_ignore_float_noise():
     moved = p + torch.tensor([[3 * PROB_TOL, -3 * PROB_TOL, 0.0], [-0.2, 0.2, 0.0]], dtype=torch.float64)
     assert average_increase(p, moved, c).tolist() == [100.0, 0.0]
     assert fidelity_in(p, moved, c).tolist() == [1.0, 0.0]
+
+
+def test_each_metric_names_the_inputs_it_consumes():
+    """FF compares X with X_out, AI, AD, AG and Fid-In compare X with X_in (the protocol), SPS and COMP score
+    the map; every input ``update`` names is a parameter of the metric's functional form."""
+    probs_in = {"probs": True, "probs_in": True, "target": True}
+    expected = {"FF": {"probs": True, "probs_out": True, "target": True}, "AI": probs_in, "AD": probs_in,
+                "AG": probs_in, "FidIn": probs_in, "SPS": {"maps": True, "presorted": False},
+                "COMP": {"maps": True, "presorted": False}}
+    assert {n: inputs_of(cls) for n, cls in METRICS.items()} == expected
+    for cls in METRICS.values():
+        assert set(inputs_of(cls)) <= set(inspect.signature(cls.functional).parameters)
+
+
+def test_which_way_each_metric_is_better_comes_from_its_class():
+    assert {n for n, higher in HIGHER_IS_BETTER.items() if not higher} == {"AD", "COMP"}  # the paper flips these
+    assert HIGHER_IS_BETTER == {n: METRICS[n].higher_is_better for n in METRIC_NAMES}
+
+
+def clip_inputs(seed: int, b: int = 9):
+    g = torch.Generator().manual_seed(seed)
+    p, p_in, p_out = torch.randn(3, b, 6, generator=g).softmax(-1)
+    maps = torch.rand(b, 1, 12, 5, generator=g, dtype=torch.float64)
+    maps[0] = 0.0
+    return {"probs": p, "probs_in": p_in, "probs_out": p_out, "target": p.argmax(-1), "maps": maps}
+
+
+def by_hand(inp) -> torch.Tensor:
+    """Per-clip values from the functional forms, each given the probabilities the protocol names."""
+    p, p_in, p_out, c, maps = inp["probs"], inp["probs_in"], inp["probs_out"], inp["target"], inp["maps"]
+    cols = [faithfulness_of_features(p, p_out, c), average_increase(p, p_in, c), average_drop(p, p_in, c),
+            average_gain(p, p_in, c), fidelity_in(p, p_in, c), sparseness(maps), complexity(maps)]
+    return torch.stack([v.double() for v in cols], -1)
+
+
+def test_the_collection_routes_inputs_by_name_and_returns_the_functional_values():
+    metrics = ClipMetrics()
+    first, second = clip_inputs(0), clip_inputs(1)
+    values = [metrics.update(**first), metrics.update(**second)]
+    for got, inp in zip(values, (first, second)):
+        assert got.dtype == torch.float64 and got.shape == (9, len(METRIC_NAMES))
+        assert torch.equal(got, by_hand(inp))
+    means = torch.cat([by_hand(first), by_hand(second)]).mean(0)
+    assert list(metrics.compute()) == list(METRIC_NAMES)
+    assert list(metrics.compute().values()) == pytest.approx(means.tolist(), rel=1e-12)
+    assert metrics.count() == 18
+    for name, metric in metrics.metrics.items():  # each metric's own state holds the same clips
+        alone = METRICS[name]()
+        for inp in (first, second):
+            alone.update(**{k: inp[k] for k in inputs_of(METRICS[name]) if k in inp})
+        assert metric.compute().item() == pytest.approx(alone.compute().item(), rel=1e-12)
+
+
+def test_a_mean_computed_before_more_clips_is_not_reused():
+    metrics = ClipMetrics()
+    metrics.update(**clip_inputs(0))
+    before = metrics.compute()
+    metrics.update(**clip_inputs(1))
+    after = metrics.compute()
+    expected = torch.cat([by_hand(clip_inputs(0)), by_hand(clip_inputs(1))]).mean(0)
+    assert list(after.values()) == pytest.approx(expected.tolist(), rel=1e-12) and after != before
+
+
+def test_presorted_maps_are_routed_to_the_conciseness_metrics():
+    inp = clip_inputs(2)
+    flat = inp["maps"].reshape(len(inp["maps"]), -1)
+    unsorted = ClipMetrics().update(**{**inp, "maps": flat})
+    presorted = ClipMetrics().update(**{**inp, "maps": flat.sort(1).values, "presorted": True})
+    torch.testing.assert_close(presorted, unsorted, rtol=0, atol=1e-12)
+
+
+def test_the_collection_refuses_unknown_and_missing_inputs():
+    inp = clip_inputs(0)
+    with pytest.raises(TypeError, match=r"no metric takes the input\(s\) \['prob_in'\]"):
+        ClipMetrics().update(**inp, prob_in=inp["probs_in"])
+    with pytest.raises(TypeError, match=r"metric FF needs the input\(s\) \['probs_out'\]"):
+        ClipMetrics().update(**{k: v for k, v in inp.items() if k != "probs_out"})

@@ -1,17 +1,23 @@
 import csv
 import math
+import os
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from report.cli import build, parse
-from report.tables import ReportInputError, best_rows, read_results, score
+from explain import METHODS
+from explain.base import AttributionMethod
+from explain.metrics import RESULT_COLUMNS
+from report.cli import SUMMARY_COLUMNS, build, parse
+from report.render import summary_markdown
+from report.tables import ReportInputError, best_rows, full_tables, read_results, score
 from report.uncertainty import bootstrap_ci
-from tests.conftest import ROOT, run_cli
+from tests.helpers import ROOT, run_cli
 
-HEADER = "model,scenario,method,mask,n,FF,AI,AD,AG,FidIn,SPS,COMP"
+HEADER = ",".join(RESULT_COLUMNS)
 STUDY = ROOT / "tests" / "data" / "study_clean_results.csv"
 
 
@@ -23,6 +29,27 @@ def write(path: Path, *lines: str) -> Path:
 def row(method, mask, ff, ad, scenario="clean", **other):
     v = {"AI": 10, "AG": 5, "FidIn": 0.5, "SPS": 0.3, "COMP": 9, **other}
     return f"mel,{scenario},{method},{mask},400,{ff},{v['AI']},{ad},{v['AG']},{v['FidIn']},{v['SPS']},{v['COMP']}"
+
+
+def test_the_columns_are_the_documented_ones():
+    readme = (ROOT / "README.md").read_text()
+    assert f"`results.csv` has the columns `{','.join(RESULT_COLUMNS)}`" in readme
+    assert f"`summary.csv` (`{','.join(SUMMARY_COLUMNS)}`)" in readme
+
+
+def test_methods_are_labelled_and_ordered_as_registered(tmp_path, monkeypatch):
+    """A method's label and place in the tables come from the registry; one the registry does not know keeps
+    its own name and comes last."""
+    class Occlusion(AttributionMethod):
+        label = "Occlusion"
+    monkeypatch.setitem(METHODS, "occlusion", Occlusion)  # registered after the four of the paper
+    path = write(tmp_path / "r.csv", row("zzz", "bin", 0.3, 3), row("occlusion", "bin", 0.2, 3),
+                 row("lime", "bin", 0.1, 3), row("saliency", "bin", 0.4, 3))
+    rows = score(read_results([path]))
+    assert [key[2] for key in full_tables(rows)] == ["saliency", "lime", "occlusion", "zzz"]
+    text = summary_markdown(best_rows(rows), full_tables(rows))
+    assert "| Saliency + bin |" in text and "| LIME + bin |" in text
+    assert "| Occlusion + bin |" in text and "| zzz + bin |" in text
 
 
 def test_selection_rule_on_a_table_worked_out_by_hand(tmp_path):
@@ -101,6 +128,69 @@ def test_missing_columns_and_paths_are_explained(tmp_path):
         read_results([tmp_path / "empty_run"])
 
 
+def test_out_below_a_file_is_named(tmp_path):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file\n")
+    for out in (blocker, blocker / "report"):
+        with pytest.raises(ReportInputError, match=re.escape(f"--out {out}: {blocker} is a file, not a folder")):
+            build(parse([str(STUDY), "--out", str(out), "--bootstrap", "0"]))
+
+
+def test_non_utf8_results_are_named(tmp_path):
+    path = tmp_path / "results.csv"
+    path.write_bytes((HEADER + "\n" + row("lime", "bin", 0.1, 3).replace("mel", "m\xe9l") + "\n").encode("latin-1"))
+    with pytest.raises(ReportInputError, match=re.escape(f"{path} is not UTF-8 text")):
+        read_results([path])
+
+
+def explained_twice(runs: Path, older_ff: float, newer_ff: float) -> tuple[Path, Path]:
+    """Two runs below ``runs`` that explained lime on the same model and scenario; the older one gradcam too."""
+    old = write_run(runs / "test-1" / "explain", row("lime", "bin", older_ff, 3), row("gradcam", "bin", 0.5, 3))
+    new = write_run(runs / "test-2" / "explain", row("lime", "bin", newer_ff, 3))
+    os.utime(old, (1_000_000, 1_000_000))
+    os.utime(new, (2_000_000, 2_000_000))
+    return old, new
+
+
+def write_run(folder: Path, *lines: str) -> Path:
+    folder.mkdir(parents=True)
+    return write(folder / "results.csv", *lines)
+
+
+def test_a_run_folder_explained_twice_takes_the_newest_run_per_key(tmp_path, capsys):
+    from report.cli import main as report_main
+    runs = tmp_path / "runs" / "quickstart"
+    old, new = explained_twice(runs, older_ff=0.1, newer_ff=0.9)
+    report_main([str(runs), "--out", str(runs / "report"), "--bootstrap", "0"])
+    said = capsys.readouterr().out
+    assert f"skipped 1 row(s) of {old}: the newer run {new}" in said
+    with open(runs / "report" / "summary.csv", newline="") as f:
+        summary = {r["method"]: r for r in csv.DictReader(f)}
+    assert float(summary["lime"]["FF"]) == 0.9 and float(summary["gradcam"]["FF"]) == 0.5
+    # newest by when the results were written, not by the folder's name
+    os.utime(old, (3_000_000, 3_000_000))
+    skipped = []
+    rows = read_results([runs], skipped)
+    assert {r.method: r.values["FF"] for r in rows} == {"lime": 0.1, "gradcam": 0.5}
+    assert skipped == [f"skipped 1 row(s) of {new}: the newer run {old} has the same (model, scenario, method, mask)"]
+
+
+@pytest.mark.slow
+def test_the_readme_report_command_survives_a_second_explained_run(tmp_path):
+    explained_twice(tmp_path / "runs" / "quickstart", older_ff=0.1, newer_ff=0.9)
+    proc = run_cli("report", "runs/quickstart", "--out", "runs/quickstart/report", cwd=tmp_path)
+    assert "skipped 1 row(s)" in proc.stdout and (tmp_path / "runs" / "quickstart" / "report" / "report.html").is_file()
+
+
+def test_duplicates_named_explicitly_or_below_different_folders_stay_an_error(tmp_path):
+    old, new = explained_twice(tmp_path / "runs", older_ff=0.1, newer_ff=0.9)
+    both = re.escape(f"{new}, line 2: mel,clean,lime,bin duplicates {old}, line 2")
+    with pytest.raises(ReportInputError, match=both):
+        read_results([old, new])
+    with pytest.raises(ReportInputError, match="duplicates"):
+        read_results([old.parent.parent, new.parent.parent])
+
+
 def test_bootstrap_interval_of_a_known_case():
     assert bootstrap_ci([3.5] * 50) == (3.5, 3.5)
     x = np.random.default_rng(1).normal(10.0, 2.0, 400)
@@ -164,3 +254,12 @@ def test_report_to_wandb_offline(tmp_path):
     assert len(runs) == 1
     log = next(runs[0].glob("run-*.wandb")).read_bytes()
     assert b"report/summary" in log and b"explanation-report" in log
+
+
+def test_non_utf8_per_clip_values_are_named(tmp_path):
+    from report.uncertainty import read_per_clip
+    results = tmp_path / "results.csv"
+    results.write_text(f"{HEADER}\nmel,clean,lime,bin,1,0.5,0,1,0,1,0.2,9\n")
+    (tmp_path / "per_clip.csv").write_bytes(b"clip,method,mask,FF\n\xff\xfe,lime,bin,0.5\n")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'per_clip.csv'} is not UTF-8 text"):
+        read_per_clip(results)

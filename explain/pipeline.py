@@ -1,0 +1,181 @@
+"""The explanation pipeline, without Lightning: spectrograms in, maps and per-clip metric values out.
+
+``ExplanationPipeline(model, ["lime", "shap"], options={"lime": {"num_samples": 1000}})`` builds each
+method with its options, sizes the model batches to the device, keeps maps in the attribution cache
+(when given a folder), builds the masks and scores them. ``explain(x, ids)`` handles one batch of
+(B, 1, T, F) dB spectrograms; ``results()`` gives the means over every batch (and every process of a
+distributed run: the metric states reduce exactly). The test-loop callback and the benchmark both run
+this class, so what is timed is what ``main.py test --explain`` computes.
+
+Example:
+    >>> import torch
+    >>> from explain.pipeline import ExplanationPipeline
+    >>> from lightning_modules import Cnn14
+    >>> model = Cnn14(num_bins=64, num_classes=3, width=4).eval()
+    >>> pipe = ExplanationPipeline(model, ["saliency"], batch_size=4)
+    >>> out = pipe.explain(torch.randn(2, 1, 32, 64) - 40, ids=["a.wav", "b.wav"])
+    >>> tuple(out.maps["saliency"].shape), tuple(out.values["saliency"].shape)  # (masks, clips, metrics)
+    ((2, 1, 32, 64), (14, 2, 7))
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from .base import make_method
+from .batching import CPU_BATCH, auto_batch_size, autocast
+from .cache import AttributionCache, tensor_hash, weights_hash
+from .evaluate import MaskScorer, predict_probs
+from .masks import MASK_NAMES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Explained:
+    """One batch: clean probabilities and predicted classes, and per method its maps (B, 1, T, F),
+    per-clip metric values (masks, B, metrics) and the masked-in and masked-out spectrograms
+    (masks, B, 1, T, F)."""
+
+    probs: torch.Tensor
+    pred: torch.Tensor
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+    x_in: dict[str, torch.Tensor] = field(default_factory=dict)
+    x_out: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class ExplanationPipeline(nn.Module):
+    """Methods, masks and metrics over batches of spectrograms of one model.
+
+    Args:
+        model: spectrogram (B, 1, T, F) -> logits.
+        methods: method names, in the order results are reported.
+        options: keyword options per method (``{"lime": {"num_samples": 100}}``); each method declares
+            its own (``python main.py test --help`` lists them).
+        seed: seed of the random methods (each clip's seed also depends on its id).
+        batch_size: spectrograms per model call; None measures it on CUDA (8 on a CPU).
+        precision: ``32`` or ``bf16`` (autocast of the forward passes of forward-only methods and metrics).
+        masks: the masks to score; conciseness_on: ``mask`` or ``attribution`` (what SPS and COMP measure).
+        cache_dir: keep every map on disk there (keyed by everything that determines it); None: no cache.
+    """
+
+    def __init__(self, model: nn.Module, methods: Sequence[str], options: dict[str, dict] | None = None,
+                 seed: int = 0, batch_size: int | None = None, precision: str = "32",
+                 masks: Sequence[str] = MASK_NAMES, conciseness_on: str = "mask", cache_dir: str | Path | None = None):
+        super().__init__()
+        autocast(torch.device("cpu"), precision)  # an unknown precision fails here
+        self.model, self.seed, self.batch_size, self.precision = model, seed, batch_size, precision
+        self.masks = tuple(masks)
+        options = options or {}
+        self.methods = {n: make_method(n, model, seed=seed, batch_size=batch_size or CPU_BATCH, **options.get(n, {}))
+                        for n in methods}
+        self.scorers = nn.ModuleDict({n: MaskScorer(self.masks, conciseness_on) for n in methods})
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._caches: dict[str, AttributionCache] = {}
+        self.counts = {n: {"cached": 0, "computed": 0} for n in methods}
+        self.batch_sizes: dict[str, int] | None = None
+
+    def close(self) -> None:
+        for method in self.methods.values():
+            method.close()
+
+    # -- set-up -------------------------------------------------------------------------------------
+    def backgrounds_needed(self) -> dict[str, tuple[int, int]]:
+        """(clips per class, clips in all) of the training background each method that uses one wants."""
+        return {n: (m.background_per_class, m.background_size) for n, m in self.methods.items() if m.needs_background}
+
+    def set_background(self, name: str, background: torch.Tensor) -> None:
+        self.methods[name].set_background(background)
+
+    def _ensure_batches(self, x: torch.Tensor) -> None:
+        if self.batch_sizes is not None:
+            return
+        sample = x[:1]
+        if self.batch_size:
+            self.batch_sizes = {"forward": self.batch_size, "backward": self.batch_size}
+        else:
+            self.batch_sizes = {"forward": auto_batch_size(self.model, sample),
+                                "backward": auto_batch_size(self.model, sample, backward=True)}
+            log.info("explanation batch sizes: %s", self.batch_sizes)
+        for method in self.methods.values():
+            method.batch_size = self.batch_sizes["forward" if method.gradient_free else "backward"]
+
+    def _cache(self, name: str) -> AttributionCache | None:
+        if self.cache_dir is None:
+            return None
+        if name not in self._caches:
+            method = self.methods[name]
+            if not hasattr(self, "_weights"):
+                self._weights = weights_hash(self.model)
+            # the input, its target and clip id key each entry; the precision changes the maps of the
+            # forward-only methods, and the background those of the methods that use one
+            key = {"weights": self._weights, "method": name, "options": method.options(), "precision": self.precision,
+                   "background": tensor_hash(method.background) if method.needs_background else None}
+            self._caches[name] = AttributionCache(self.cache_dir, key)
+        return self._caches[name]
+
+    # -- per batch ----------------------------------------------------------------------------------
+    def explain(self, x: torch.Tensor, ids: Sequence[str]) -> Explained:
+        """Explain the model's predicted class of every spectrogram of ``x`` (B, 1, T, F) with every method,
+        and score every mask; ``ids`` name the clips (cache entries, per-clip seeds)."""
+        ids = list(ids)
+        probs = self.predict(x)
+        out = Explained(probs, probs.argmax(-1))
+        for name in self.methods:
+            maps = self.attribute(name, x, out.pred, ids)
+            scored = self.score(name, x, probs, out.pred, maps)
+            out.maps[name], out.values[name] = maps, scored["values"]
+            out.x_in[name], out.x_out[name] = scored["x_in"], scored["x_out"]
+        return out
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities of the clean spectrograms."""
+        self._ensure_batches(x)
+        with autocast(x.device, self.precision):
+            return predict_probs(self.model, x, self.batch_sizes["forward"])
+
+    def score(self, name: str, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor,
+              maps: torch.Tensor) -> dict:
+        """Masks of one method's maps, the masked inputs through the model, and the metrics (accumulated)."""
+        self._ensure_batches(x)
+        with autocast(x.device, self.precision):
+            return self.scorers[name].update(self.model, x, probs, target, maps, self.batch_sizes["forward"])
+
+    def attribute(self, name: str, x: torch.Tensor, target: torch.Tensor, ids: Sequence[str]) -> torch.Tensor:
+        """One method's maps of a batch: from the cache where there, computed (and cached) where not."""
+        self._ensure_batches(x)
+        method, cache = self.methods[name], self._cache(name)
+        targets = target.tolist()
+        maps = [cache.get(c, x[i], targets[i]) if cache else None for i, c in enumerate(ids)]
+        todo = [i for i, m in enumerate(maps) if m is None]
+        if todo:
+            amp = autocast(x.device, self.precision) if method.gradient_free else contextlib.nullcontext()
+            with torch.enable_grad(), amp:
+                fresh = method.attribute(x[todo].detach(), target[todo], ids=[ids[i] for i in todo]).detach().float()
+            for j, i in enumerate(todo):
+                maps[i] = fresh[j]
+                if cache:
+                    cache.put(ids[i], x[i], targets[i], fresh[j])
+        self.counts[name]["computed"] += len(todo)
+        self.counts[name]["cached"] += len(ids) - len(todo)
+        return torch.stack([m.to(x.device) for m in maps])
+
+    # -- results ------------------------------------------------------------------------------------
+    def results(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Mean of every metric per method and mask, over every clip seen (by every process)."""
+        return {n: s.compute() for n, s in self.scorers.items()}
+
+    def count(self) -> int:
+        """Clips scored, over every process."""
+        return self.scorers[next(iter(self.scorers))].count() if self.scorers else 0
+
+    def options(self) -> dict[str, dict]:
+        return {n: m.options() for n, m in self.methods.items()}
+

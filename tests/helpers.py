@@ -1,0 +1,70 @@
+"""Plain helpers shared by the tests (the fixtures are in conftest.py)."""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+MINI = SHARED / "esc50-mini"
+NOISES = SHARED / "noises"
+
+
+def need_shared():
+    if not MINI.is_dir():
+        pytest.skip(f"real test clips not found at {MINI} (the shared test data sits beside the project)")
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 600, env: dict | None = None,
+            main: Path = ROOT / "main.py") -> subprocess.CompletedProcess:
+    """Run ``python main.py ...`` in ``cwd`` as a user would; fail with its output when it fails."""
+    full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env.pop("AUDIOXAI_RUN_ID", None)
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, str(main), *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"main.py {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-5000:]}")
+    return proc
+
+
+def tiny_cnn(num_bins: int = 64, num_classes: int = 5, width: int = 8, seed: int = 0):
+    """A width-8 Cnn14 with randomised batch-norm statistics, so that it is not close to linear."""
+    from lightning_modules import Cnn14
+    torch.manual_seed(seed)
+    model = Cnn14(num_bins, num_classes, width)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    with torch.no_grad():  # a wider spread of logits than the default initialisation gives
+        model.head.weight.mul_(20.0)
+    return model.eval()
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_same_results(a: Path, b: Path, tol: float = 1e-5) -> None:
+    """Two explain folders hold the same tidy and per-clip results, row for row."""
+    for name in ("results.csv", "per_clip.csv"):
+        rows_a, rows_b = read_csv(a / name), read_csv(b / name)
+        assert len(rows_a) == len(rows_b) > 0, name
+        for ra, rb in zip(rows_a, rows_b):
+            assert ra.keys() == rb.keys()
+            for k in ra:
+                try:
+                    va, vb = float(ra[k]), float(rb[k])
+                except ValueError:
+                    assert ra[k] == rb[k], (name, k, ra, rb)
+                else:
+                    assert abs(va - vb) <= tol * max(1.0, abs(va)), (name, k, ra, rb)
