@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers import ROOT, assert_same_results, read_csv, run_cli
@@ -158,6 +159,7 @@ def test_an_output_folder_is_never_overwritten(tmp_path):
 
     class Stub:
         default_root_dir = str(tmp_path)
+        is_global_zero = True
         test_loop = type("L", (), {})()
 
     module = type("M", (), {"spectrogram_model": torch.nn.Identity(), "features": None, "device": "cpu"})()
@@ -196,6 +198,7 @@ def test_a_checkpoint_keeps_its_own_feature_type_in_the_cli(quickstart_run, smal
     assert {r["model"] for r in rows} == {"mel"}
 
 
+@pytest.mark.slow  # many model passes on the CPU
 def test_constant_attribution_maps_give_finite_metrics():
     from explain.evaluate import MaskScorer
     from tests.helpers import tiny_cnn
