@@ -19,6 +19,26 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_CONFIG = HERE / "configs" / "default.yaml"
 
 
+def find_configs(argv: list[str]) -> list[str]:
+    """``argv`` with each ``--config``/``-c`` path that is missing from the current folder but present in the
+    project's folder (``configs/quickstart.yaml``) made to point there, so that the installed ``audio-xai``
+    command finds the project's configs wherever it runs."""
+    def located(path: str) -> str:
+        try:
+            return str(HERE / path) if not Path(path).exists() and (HERE / path).is_file() else path
+        except OSError:  # not a path: a config given inline as YAML, longer than a file name may be
+            return path
+
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if eq and flag in ("--config", "-c"):
+            argv[i] = f"{flag}={located(value)}"
+        elif arg in ("--config", "-c") and i + 1 < len(argv):
+            argv[i + 1] = located(argv[i + 1])
+    return argv
+
+
 def run_id() -> str:
     """One id per run, shared by every process of a distributed run (Lightning's launcher passes
     the environment on; SLURM and torchrun give their own job ids)."""
@@ -104,6 +124,10 @@ def _main(args: Optional[list[str]] = None) -> None:
     if argv and argv[0] == "report":
         from report.cli import main as report_main
         return report_main(argv[1:])
+    if args is None:  # LightningCLI, and the launcher of a distributed run's other ranks, read sys.argv
+        sys.argv[1:] = find_configs(sys.argv[1:])
+    else:
+        args = find_configs(args)
 
     from report.wandb_mode import choose_wandb_mode, print_sync_hint
     choose_wandb_mode()

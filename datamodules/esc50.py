@@ -164,10 +164,6 @@ class ESC50DataModule(L.LightningDataModule):
         return ClipDataset(self.root, rows, self.hparams.sample_rate, self.hparams.duration, **kw)
 
     @property
-    def scenario(self) -> str:
-        return self._test_noise.label if self._test_noise is not None else "clean"
-
-    @property
     def num_classes(self) -> int:
         rows = self.rows if self.rows is not None else self._load_rows()
         return max(r["target"] for r in rows) + 1

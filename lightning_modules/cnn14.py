@@ -98,10 +98,6 @@ class Cnn14(nn.Module):
         nn.init.constant_(self.bn0.weight, 1.0)
         nn.init.constant_(self.bn0.bias, 0.0)
 
-    @property
-    def embedding_size(self) -> int:
-        return self.fc1.out_features
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # bn0 normalises each frequency bin. The input is made contiguous first: torch's CPU BatchNorm
         # backward (2.9) returns a wrong input gradient when the transposed view below has the strides of

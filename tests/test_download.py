@@ -1,13 +1,11 @@
 import functools
 import hashlib
 import http.server
-import shutil
 import socket
 import threading
 import zipfile
 
 import pytest
-import torch
 
 from datamodules import ESC50DataModule
 from files import DownloadError, download, extract_zip_into

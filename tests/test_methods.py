@@ -67,6 +67,7 @@ def test_gradcam_matches_its_definition(model, spectrograms):
     torch.testing.assert_close(a, expected.detach(), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # many model passes on the CPU
 def test_deep_shap_is_additive_on_a_width_8_cnn14():
     """Per clip, the map sums to f_c(x) - mean over the background of f_c, within 1 % of that difference."""
     model = tiny_cnn(num_classes=10, seed=3)
@@ -102,6 +103,7 @@ def test_weighted_ridge_matches_sklearn():
     assert np.all(ours[2, 9:] == 0)
 
 
+@pytest.mark.slow  # many model passes on the CPU
 def test_lime_agrees_with_the_lime_package(model, spectrograms):
     """Same segments and the same perturbation matrix: the superpixel weights agree."""
     from lime.lime_image import LimeImageExplainer
@@ -144,6 +146,7 @@ def test_lime_is_seeded_per_clip_not_per_batch(model, spectrograms):
                               alone)
 
 
+@pytest.mark.slow  # many model passes on the CPU
 def test_deep_shap_equals_captums_deeplift_shap():
     from captum.attr import DeepLiftShap
     model = tiny_cnn(num_classes=6, seed=4)

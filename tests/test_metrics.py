@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from explain.masks import make_masks
-from explain.metrics import (AD, AG, AI, COMP, FF, HIGHER_IS_BETTER, METRIC_NAMES, METRICS, SPS, ClipMetrics, FidIn,
+from explain.metrics import (AD, AG, AI, COMP, FF, HIGHER_IS_BETTER, METRIC_NAMES, METRICS, ClipMetrics, FidIn,
                              average_drop, average_gain, average_increase, complexity, faithfulness_of_features,
                              fidelity_in, inputs_of, sparseness)
 

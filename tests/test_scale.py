@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from tests.helpers import ROOT, assert_same_results, read_csv, run_cli
@@ -198,7 +197,6 @@ def test_a_checkpoint_keeps_its_own_feature_type_in_the_cli(quickstart_run, smal
     assert {r["model"] for r in rows} == {"mel"}
 
 
-@pytest.mark.slow  # many model passes on the CPU
 def test_constant_attribution_maps_give_finite_metrics():
     from explain.evaluate import MaskScorer
     from tests.helpers import tiny_cnn
