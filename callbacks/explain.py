@@ -16,6 +16,7 @@ from explain.masks import check_mask_names
 from explain.metrics import CLIP_COLUMNS, METRIC_NAMES, RESULT_COLUMNS
 from explain.batching import PRECISIONS
 from explain.pipeline import ExplanationPipeline
+from explain.protocol import check_protocol
 from files import claim_folder, write_csv, write_json
 from report.media import save_figure, spectrogram_figure, write_wav
 
@@ -47,6 +48,9 @@ class ExplainCallback(Callback):
         model_name: label of the model in the results; default the feature type (``mel`` or ``stft``).
         cache: keep every clip's attribution map on disk, so that a killed run started again only computes
             what is missing (in ``cache_dir``, default ``<trainer.default_root_dir>/../attribution-cache``).
+        protocol: ``corrected`` (the paper's protocol with the study's bugs fixed) or ``study`` (what the
+            study's code computed: the transposed Grad-CAM resize, its gradient "SHAP", SPS = COMP = 0 for
+            constant masks, AD and AG with 1e-6 epsilons); the list is in explain/protocol.py.
     """
 
     def __init__(self, methods: Union[str, list[str], None] = None, seed: int = 0, batch_size: Optional[int] = None,
@@ -54,8 +58,10 @@ class ExplainCallback(Callback):
                  lime_samples: Optional[int] = None, shap_background_per_class: Optional[int] = None,
                  shap_background_size: Optional[int] = None, masks: Optional[list[str]] = None,
                  conciseness_on: str = "mask", examples: int = 8, output_dir: Optional[str] = None,
-                 model_name: Optional[str] = None, cache: bool = True, cache_dir: Optional[str] = None):
+                 model_name: Optional[str] = None, cache: bool = True, cache_dir: Optional[str] = None,
+                 protocol: str = "corrected"):
         super().__init__()
+        self.protocol = check_protocol(protocol)
         for option, value, least in (("batch_size", batch_size, 1), ("examples", examples, 0),
                                      ("lime_samples", lime_samples, 2),
                                      ("shap_background_per_class", shap_background_per_class, 1),
@@ -110,6 +116,7 @@ class ExplainCallback(Callback):
             pl_module.spectrogram_model, self.methods, {n: self.method_options(n) for n in self.methods},
             seed=self.seed, batch_size=self.batch_size, precision=self.precision, masks=self.masks,
             conciseness_on=self.conciseness_on, cache_dir=self._cache_root if self.cache else None,
+            protocol=self.protocol,
         ).to(pl_module.device)
         self._clips: list[tuple] = []  # (dataset index, clip, true, pred) in this rank's test order
         self._values: dict[str, list[torch.Tensor]] = {m: [] for m in self.methods}  # (K, B, metrics) per batch
@@ -175,7 +182,7 @@ class ExplainCallback(Callback):
         for name in self.methods:
             for mask in self.masks:
                 results.append([self.model_label, self._scenario, name, mask, n]
-                               + [means[name][mask][m] for m in METRIC_NAMES])
+                               + [means[name][mask][m] for m in METRIC_NAMES] + [self.protocol])
         records, counts = self._gather(trainer)
         if trainer.is_global_zero:
             self._write(trainer, results, records, counts)
@@ -217,7 +224,8 @@ class ExplainCallback(Callback):
         write_csv(self.out / "per_clip.csv", CLIP_COLUMNS, self.per_clip_rows(records))
         write_csv(self.out / "results.csv", RESULT_COLUMNS, results)
         write_json(self.out / "run.json", {
-            "model": self.model_label, "scenario": self._scenario, "methods": self.methods, "masks": list(self.masks),
+            "model": self.model_label, "scenario": self._scenario, "protocol": self.protocol,
+            "methods": self.methods, "masks": list(self.masks),
             "options": self.pipeline.options(), "conciseness_on": self.conciseness_on,
             "precision": self.precision, "batch_sizes": self.pipeline.batch_sizes,
             "ckpt_path": getattr(trainer, "ckpt_path", None), "clips": len(records), "world_size": trainer.world_size,
@@ -238,8 +246,9 @@ class ExplainCallback(Callback):
     def _log_wandb(self, logger, results) -> None:
         run = logger.experiment
         run.config.update({"explain": {"model": self.model_label, "scenario": self._scenario,
-                                       "methods": self.methods}}, allow_val_change=True)
-        run.tags = tuple(dict.fromkeys((*(run.tags or ()), self.model_label, self._scenario, *self.methods)))
+                                       "methods": self.methods, "protocol": self.protocol}}, allow_val_change=True)
+        run.tags = tuple(dict.fromkeys((*(run.tags or ()), self.model_label, self._scenario, self.protocol,
+                                        *self.methods)))
         logger.log_table("explain/results", columns=RESULT_COLUMNS, data=[list(r) for r in results])
         # one W&B entry per (clip, method): its masks' figures, and their masked-in and masked-out audio
         for folder in sorted(p for p in (self.out / "examples").glob("*/*") if p.is_dir()):

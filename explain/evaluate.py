@@ -20,16 +20,16 @@ class MaskScorer(nn.Module):
     """The 7 metrics of every mask of one method: a ``ClipMetrics`` per mask (``metrics[mask]``).
 
     ``conciseness_on``: ``mask`` scores SPS and COMP on the masks (as the published numbers),
-    ``attribution`` on the attribution map itself.
+    ``attribution`` on the attribution map itself. ``metric_options``: see ``ClipMetrics``.
     """
 
-    def __init__(self, masks: tuple[str, ...] = MASK_NAMES, conciseness_on: str = "mask"):
+    def __init__(self, masks: tuple[str, ...] = MASK_NAMES, conciseness_on: str = "mask", **metric_options):
         super().__init__()
         if conciseness_on not in ("mask", "attribution"):
             raise UsageValueError(f"conciseness_on must be 'mask' or 'attribution', got {conciseness_on!r}")
         check_mask_names(masks)
         self.masks, self.conciseness_on = tuple(masks), conciseness_on
-        self.metrics = nn.ModuleDict({k: ClipMetrics() for k in self.masks})
+        self.metrics = nn.ModuleDict({k: ClipMetrics(**metric_options) for k in self.masks})
 
     def update(self, model: nn.Module, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor,
                attributions: torch.Tensor, batch_size: int) -> dict:

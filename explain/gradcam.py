@@ -1,35 +1,52 @@
-"""Grad-CAM on ``conv_block6.conv2``: signed (no ReLU), bilinearly upsampled to the input size."""
+"""Grad-CAM on ``conv_block6.conv2``: signed (no ReLU), bilinearly resized to the input size.
+
+The CAM of a (B, 1, T, F) input is laid out (T', F'). ``resize="aligned"`` stretches each of its axes over
+the same axis of the input. ``resize="transposed"`` is what the study's code did (explain/protocol.py): its
+model took (F, T) inputs and transposed them inside, and it resized the (T', F') CAM with
+``cv2.resize(cam, (T, F))`` to an (F, T) grid, the T' time cells over the F frequency rows and the F'
+frequency cells over the T frames; that grid, the study's (F, T) map, is transposed here into our layout.
+Both are bilinear with half-pixel centres (``align_corners=False``, as OpenCV's ``INTER_LINEAR``).
+"""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from errors import UsageValueError
 from .base import AttributionMethod, register
+
+RESIZES = ("aligned", "transposed")
 
 
 @register("gradcam")
 class GradCAM(AttributionMethod):
     """Options:
         layer: the convolution whose activations and gradients make the map
+        resize: aligned (each CAM axis over its own input axis) or transposed (the study's code)
     """
 
     label = "Grad-CAM"
 
-    def __init__(self, model, batch_size: int = 64, seed: int = 0, layer: str = "conv_block6.conv2"):
+    def __init__(self, model, batch_size: int = 64, seed: int = 0, layer: str = "conv_block6.conv2",
+                 resize: str = "aligned"):
         from captum.attr import LayerGradCam  # here: importing the registry stays cheap
 
         super().__init__(model, batch_size, seed)
-        self.layer = layer
+        if resize not in RESIZES:
+            raise UsageValueError(f"gradcam: resize must be one of {', '.join(RESIZES)}, got {resize!r}")
+        self.layer, self.resize = layer, resize
         try:
             self._cam = LayerGradCam(model, model.get_submodule(layer))
         except AttributeError as err:
             raise UsageValueError(f"gradcam: the model has no layer {layer!r}") from err
 
     def attribute(self, x, target, ids=None):
-        from captum.attr import LayerAttribution
-
+        t, f = x.shape[2:]
         maps = []
         for xb, tb in zip(x.split(self.batch_size), target.split(self.batch_size)):
             cam = self._cam.attribute(xb, target=tb, relu_attributions=False)
-            maps.append(LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear"))
-        return torch.cat(maps)
+            if self.resize == "aligned":
+                maps.append(F.interpolate(cam, (t, f), mode="bilinear", align_corners=False))
+            else:
+                maps.append(F.interpolate(cam, (f, t), mode="bilinear", align_corners=False).transpose(-1, -2))
+        return torch.cat(maps).contiguous()

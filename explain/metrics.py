@@ -69,8 +69,14 @@ def average_increase(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.
     return 100.0 * (_pc(probs_in, target) > _pc(probs, target) + tol).to(probs.dtype)
 
 
-def average_drop(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """AD = 100 * max(0, p_c(X) - p_c(X_in)) / p_c(X); lower is better.
+def _denominator(d: torch.Tensor, eps: float | None) -> torch.Tensor:
+    return d.clamp_min(EPS) if eps is None else d + eps
+
+
+def average_drop(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor,
+                 eps: float | None = None) -> torch.Tensor:
+    """AD = 100 * max(0, p_c(X) - p_c(X_in)) / p_c(X); lower is better. ``eps``: added to the denominator
+    (the study's code: 1e-6); None clamps it below at 1e-12 instead.
 
     Example:
         >>> import torch
@@ -78,11 +84,12 @@ def average_drop(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tens
         tensor([75.])
     """
     p, p_in = _pc(probs, target).double(), _pc(probs_in, target).double()
-    return (100.0 * ((p - p_in).clamp_min(0) / p.clamp_min(EPS))).clamp(0, 100)
+    return (100.0 * ((p - p_in).clamp_min(0) / _denominator(p, eps))).clamp(0, 100)
 
 
-def average_gain(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """AG = 100 * max(0, p_c(X_in) - p_c(X)) / (1 - p_c(X)); higher is better.
+def average_gain(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor,
+                 eps: float | None = None) -> torch.Tensor:
+    """AG = 100 * max(0, p_c(X_in) - p_c(X)) / (1 - p_c(X)); higher is better; ``eps`` as in ``average_drop``.
 
     Example:
         >>> import torch
@@ -90,7 +97,7 @@ def average_gain(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tens
         tensor([75.0000])
     """
     p, p_in = _pc(probs, target).double(), _pc(probs_in, target).double()
-    return (100.0 * ((p_in - p).clamp_min(0) / (1 - p).clamp_min(EPS))).clamp(0, 100)
+    return (100.0 * ((p_in - p).clamp_min(0) / _denominator(1 - p, eps))).clamp(0, 100)
 
 
 def fidelity_in(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor,
@@ -114,10 +121,24 @@ def _prepare(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(peak > 0, a / peak.clamp_min(1e-300), a).abs()
 
 
-def sparseness(maps: torch.Tensor, presorted: bool = False) -> torch.Tensor:
+def is_constant(maps: torch.Tensor) -> torch.Tensor:
+    """The study's test of a constant map, per map: max - min < 1e-8 + 1e-5 * max |map| (as numpy's
+    ``isclose`` of the extremes).
+
+    Example:
+        >>> import torch
+        >>> is_constant(torch.tensor([[1.0, 1.0 + 1e-6], [1.0, 1.1]]))
+        tensor([ True, False])
+    """
+    a = maps.reshape(maps.shape[0], -1).to(torch.float64)
+    return a.amax(1) - a.amin(1) < 1e-8 + 1e-5 * a.abs().amax(1)
+
+
+def sparseness(maps: torch.Tensor, presorted: bool = False, constant_zero: bool = False) -> torch.Tensor:
     """SPS: Gini index of |map| (Quantus ``Sparseness``), per map of a (N, ...) batch; in [0, 1], higher is better.
 
     ``presorted=True``: each flattened map is non-negative and already ascending (skips the sort).
+    ``constant_zero=True``: a map that ``is_constant`` scores 0 (the study's code).
 
     Example:
         >>> import torch
@@ -129,12 +150,15 @@ def sparseness(maps: torch.Tensor, presorted: bool = False) -> torch.Tensor:
         a = torch.sort(a, dim=1).values
     d = a.shape[1]
     ranks = torch.arange(1, d + 1, device=a.device, dtype=a.dtype)
-    return (((2 * ranks - d - 1) * a).sum(1) / (d * a.sum(1))).clamp(0, 1)  # clamp: rounding on constant maps
+    value = (((2 * ranks - d - 1) * a).sum(1) / (d * a.sum(1))).clamp(0, 1)  # clamp: rounding on constant maps
+    return value.masked_fill(is_constant(maps), 0.0) if constant_zero else value
 
 
-def complexity(maps: torch.Tensor, presorted: bool = False) -> torch.Tensor:
+def complexity(maps: torch.Tensor, presorted: bool = False, constant_zero: bool = False) -> torch.Tensor:
     """COMP: entropy of |map| / sum |map| (Quantus ``Complexity``), per map; in [0, ln d], lower is better.
     (The order of values does not matter; ``presorted`` is accepted for symmetry with ``sparseness``.)
+    ``constant_zero=True``: a map that ``is_constant`` scores 0, the best value (the study's code); otherwise
+    a constant map scores ln d, the entropy of a uniform distribution.
 
     Example:
         >>> import torch
@@ -145,8 +169,9 @@ def complexity(maps: torch.Tensor, presorted: bool = False) -> torch.Tensor:
     total = a.sum(1, keepdim=True)
     p = a / total.clamp_min(1e-300)
     ent = -(p * torch.log(p + 1e-12)).sum(1)
-    return torch.where(total.squeeze(1) > 0, ent.clamp(0, math.log(a.shape[1])),
-                       torch.full_like(ent, math.log(a.shape[1])))
+    value = torch.where(total.squeeze(1) > 0, ent.clamp(0, math.log(a.shape[1])),
+                        torch.full_like(ent, math.log(a.shape[1])))
+    return value.masked_fill(is_constant(maps), 0.0) if constant_zero else value
 
 
 class _ClipMean(Metric):
@@ -157,14 +182,21 @@ class _ClipMean(Metric):
     """
 
     full_state_update = False
+    option_names: tuple[str, ...] = ()  # keyword options of ``functional`` the metric takes at construction
     higher_is_better: bool | None = None
     label: str | None = None  # its name in tables, where not the class name
     functional: Callable[..., torch.Tensor]
 
     def __init__(self, **kwargs):
+        # the functional's own keyword options (``eps``, ``constant_zero``) that this metric declares
+        self.options = {k: kwargs.pop(k) for k in self.option_names if k in kwargs}
         super().__init__(**kwargs)
         self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def values(self, **inputs) -> torch.Tensor:
+        """Per-clip values of ``functional`` on ``inputs``, with this metric's options."""
+        return self.functional(**inputs, **self.options)
 
     def add_values(self, values: torch.Tensor) -> None:
         """Accumulate per-clip values already computed with ``functional`` (what ``update`` does once it
@@ -193,7 +225,7 @@ class FF(_ClipMean):
     functional = staticmethod(faithfulness_of_features)
 
     def update(self, probs: torch.Tensor, probs_out: torch.Tensor, target: torch.Tensor) -> None:
-        self._accumulate(self.functional(probs, probs_out, target))
+        self._accumulate(self.values(probs=probs, probs_out=probs_out, target=target))
 
 
 class AI(_ClipMean):
@@ -210,7 +242,7 @@ class AI(_ClipMean):
     functional = staticmethod(average_increase)
 
     def update(self, probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor) -> None:
-        self._accumulate(self.functional(probs, probs_in, target))
+        self._accumulate(self.values(probs=probs, probs_in=probs_in, target=target))
 
 
 class AD(_ClipMean):
@@ -223,11 +255,12 @@ class AD(_ClipMean):
         >>> m.compute().item()
         75.0
     """
+    option_names = ("eps",)
     higher_is_better = False
     functional = staticmethod(average_drop)
 
     def update(self, probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor) -> None:
-        self._accumulate(self.functional(probs, probs_in, target))
+        self._accumulate(self.values(probs=probs, probs_in=probs_in, target=target))
 
 
 class AG(_ClipMean):
@@ -240,11 +273,12 @@ class AG(_ClipMean):
         >>> round(m.compute().item(), 4)
         75.0
     """
+    option_names = ("eps",)
     higher_is_better = True
     functional = staticmethod(average_gain)
 
     def update(self, probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor) -> None:
-        self._accumulate(self.functional(probs, probs_in, target))
+        self._accumulate(self.values(probs=probs, probs_in=probs_in, target=target))
 
 
 class FidIn(_ClipMean):
@@ -262,7 +296,7 @@ class FidIn(_ClipMean):
     functional = staticmethod(fidelity_in)
 
     def update(self, probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor) -> None:
-        self._accumulate(self.functional(probs, probs_in, target))
+        self._accumulate(self.values(probs=probs, probs_in=probs_in, target=target))
 
 
 class SPS(_ClipMean):
@@ -274,11 +308,12 @@ class SPS(_ClipMean):
         >>> round(m.compute().item(), 4)
         0.75
     """
+    option_names = ("constant_zero",)
     higher_is_better = True
     functional = staticmethod(sparseness)
 
     def update(self, maps: torch.Tensor, presorted: bool = False) -> None:
-        self._accumulate(self.functional(maps, presorted))
+        self._accumulate(self.values(maps=maps, presorted=presorted))
 
 
 class COMP(_ClipMean):
@@ -290,11 +325,12 @@ class COMP(_ClipMean):
         >>> round(m.compute().item(), 4)
         0.0
     """
+    option_names = ("constant_zero",)
     higher_is_better = False
     functional = staticmethod(complexity)
 
     def update(self, maps: torch.Tensor, presorted: bool = False) -> None:
-        self._accumulate(self.functional(maps, presorted))
+        self._accumulate(self.values(maps=maps, presorted=presorted))
 
 
 # Adding a metric: its functional form, a class as above, and an entry here.
@@ -303,7 +339,7 @@ METRIC_NAMES = tuple(METRICS)
 HIGHER_IS_BETTER = {n: cls.higher_is_better for n, cls in METRICS.items()}
 METRIC_LABELS = {n: cls.label or n for n, cls in METRICS.items()}
 # the columns of results.csv and per_clip.csv
-RESULT_COLUMNS = ["model", "scenario", "method", "mask", "n", *METRIC_NAMES]
+RESULT_COLUMNS = ["model", "scenario", "method", "mask", "n", *METRIC_NAMES, "protocol"]
 CLIP_COLUMNS = ["clip", "true_class", "pred_class", "correct", "method", "mask", *METRIC_NAMES]
 
 
@@ -325,6 +361,7 @@ class ClipMetrics(nn.Module):
 
     Inputs: ``probs``, ``probs_in``, ``probs_out`` (softmax probabilities of X, X_in, X_out), ``target``
     (the classes explained), ``maps`` (what SPS and COMP score) and ``presorted`` (see ``sparseness``).
+    Options, each given to the metrics that declare it: ``eps`` (AD, AG) and ``constant_zero`` (SPS, COMP).
 
     Example:
         >>> import torch
@@ -338,9 +375,13 @@ class ClipMetrics(nn.Module):
         (100.0, 1)
     """
 
-    def __init__(self):
+    def __init__(self, **options):
         super().__init__()
-        self.metrics = nn.ModuleDict({n: cls() for n, cls in METRICS.items()})
+        unknown = set(options).difference(*(cls.option_names for cls in METRICS.values()))
+        if unknown:
+            raise TypeError(f"no metric has the option(s) {sorted(unknown)}")
+        self.metrics = nn.ModuleDict({n: cls(**{k: v for k, v in options.items() if k in cls.option_names})
+                                      for n, cls in METRICS.items()})
         self._inputs = {n: inputs_of(cls) for n, cls in METRICS.items()}
 
     def update(self, **inputs) -> torch.Tensor:
@@ -353,7 +394,7 @@ class ClipMetrics(nn.Module):
             missing = [k for k, required in self._inputs[name].items() if required and k not in inputs]
             if missing:
                 raise TypeError(f"metric {name} needs the input(s) {missing}")
-            v = metric.functional(**{k: inputs[k] for k in self._inputs[name] if k in inputs})
+            v = metric.values(**{k: inputs[k] for k in self._inputs[name] if k in inputs})
             metric.add_values(v)
             values.append(v.to(torch.float64))
         return torch.stack(values, -1)

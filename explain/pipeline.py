@@ -33,6 +33,7 @@ from .batching import CPU_BATCH, auto_batch_size, autocast
 from .cache import AttributionCache, tensor_hash, weights_hash
 from .evaluate import MaskScorer, predict_probs
 from .masks import MASK_NAMES
+from .protocol import settings as protocol_settings
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +65,26 @@ class ExplanationPipeline(nn.Module):
         precision: ``32`` or ``bf16`` (autocast of the forward passes of forward-only methods and metrics).
         masks: the masks to score; conciseness_on: ``mask`` or ``attribution`` (what SPS and COMP measure).
         cache_dir: keep every map on disk there (keyed by everything that determines it); None: no cache.
+        protocol: ``corrected`` or ``study`` (the study's code: explain/protocol.py); it sets method and
+            metric options, and a method's own ``options`` override what it sets.
     """
 
     def __init__(self, model: nn.Module, methods: Sequence[str], options: dict[str, dict] | None = None,
                  seed: int = 0, batch_size: int | None = None, precision: str = "32",
-                 masks: Sequence[str] = MASK_NAMES, conciseness_on: str = "mask", cache_dir: str | Path | None = None):
+                 masks: Sequence[str] = MASK_NAMES, conciseness_on: str = "mask", cache_dir: str | Path | None = None,
+                 protocol: str = "corrected"):
         super().__init__()
         autocast(torch.device("cpu"), precision)  # an unknown precision fails here
         self.model, self.seed, self.batch_size, self.precision = model, seed, batch_size, precision
-        self.masks = tuple(masks)
+        self.masks, self.protocol = tuple(masks), protocol
+        method_options, self.metric_options = protocol_settings(protocol)
+        self._by_protocol = set(method_options)  # methods whose maps the protocol changes
         options = options or {}
-        self.methods = {n: make_method(n, model, seed=seed, batch_size=batch_size or CPU_BATCH, **options.get(n, {}))
+        self.methods = {n: make_method(n, model, seed=seed, batch_size=batch_size or CPU_BATCH,
+                                       **{**method_options.get(n, {}), **options.get(n, {})})
                         for n in methods}
-        self.scorers = nn.ModuleDict({n: MaskScorer(self.masks, conciseness_on) for n in methods})
+        self.scorers = nn.ModuleDict({n: MaskScorer(self.masks, conciseness_on, **self.metric_options)
+                                      for n in methods})
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._caches: dict[str, AttributionCache] = {}
         self.counts = {n: {"cached": 0, "computed": 0} for n in methods}
@@ -115,9 +123,11 @@ class ExplanationPipeline(nn.Module):
             if not hasattr(self, "_weights"):
                 self._weights = weights_hash(self.model)
             # the input, its target and clip id key each entry; the precision changes the maps of the
-            # forward-only methods, and the background those of the methods that use one
+            # forward-only methods, and the background those of the methods that use one. The protocol
+            # keys the methods it changes (the others' maps are shared by both protocols)
             key = {"weights": self._weights, "method": name, "options": method.options(), "precision": self.precision,
-                   "background": tensor_hash(method.background) if method.needs_background else None}
+                   "background": tensor_hash(method.background) if method.needs_background else None,
+                   "protocol": self.protocol if name in self._by_protocol else None}
             self._caches[name] = AttributionCache(self.cache_dir, key)
         return self._caches[name]
 

@@ -5,6 +5,12 @@ replaced by the multiplier (relu(x_in) - relu(b_in)) / (x_in - b_in) (0 where th
 sums to f_c(x) - mean_b f_c(b) because the model exposes every nonlinearity as its own ``nn.ReLU``
 (see ``lightning_modules/cnn14.py``).
 
+``rule="gradient"`` is what the study's code computed (explain/protocol.py): ``shap.DeepExplainer`` on a
+Cnn14 made of functional calls, which its DeepLIFT rules never see, gives the mean over background clips b
+of grad f_c(b) * (x - b) (the gradient at the background half of its joint batch), with no additivity. The
+gradient at b depends only on b and the class, so it is computed once per background set and class:
+the map is x * mean_b g_b - mean_b g_b * b.
+
 Unlike captum, which runs the background through the model again next to every clip, the background's
 ReLU inputs are recorded once per background set and reused: each (clip, background) pair costs one
 forward and one backward, the least this rule can cost.
@@ -14,7 +20,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from errors import UsageValueError
 from .base import AttributionMethod, register
+
+RULES = ("deeplift", "gradient")
 
 class _Rescale(torch.autograd.Function):
     """ReLU whose backward uses DeepLIFT's multiplier against the reference input ``ref``.
@@ -45,6 +54,7 @@ class DeepShap(AttributionMethod):
     """Options:
         background_per_class: training clips of each class in the background (the protocol's 2)
         background_size: at most this many background clips in all (the protocol's 100)
+        rule: deeplift (Deep SHAP) or gradient (the study's code: mean of grad f_c(b) * (x - b))
     """
 
     label = "SHAP"
@@ -52,9 +62,12 @@ class DeepShap(AttributionMethod):
     aliases = {"shap_background_per_class": "background_per_class", "shap_background_size": "background_size"}
 
     def __init__(self, model, batch_size: int = 64, seed: int = 0, background_per_class: int = 2,
-                 background_size: int = 100):
+                 background_size: int = 100, rule: str = "deeplift"):
         super().__init__(model, batch_size, seed)
-        self.background_per_class, self.background_size = background_per_class, background_size
+        if rule not in RULES:
+            raise UsageValueError(f"shap: rule must be one of {', '.join(RULES)}, got {rule!r}")
+        self.background_per_class, self.background_size, self.rule = background_per_class, background_size, rule
+        self._grad_terms: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.background: torch.Tensor | None = None
         self._relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
         self._refs: dict[nn.Module, torch.Tensor] = {}
@@ -63,6 +76,9 @@ class DeepShap(AttributionMethod):
     def set_background(self, background: torch.Tensor) -> None:
         """Record every ReLU's input for the background clips, once."""
         self.background = background
+        self._grad_terms = {}
+        if self.rule == "gradient":
+            return
         store: dict[nn.Module, list[torch.Tensor]] = {m: [] for m in self._relus}
         hooks = [m.register_forward_hook(lambda m, inp, out: store[m].append(inp[0].detach()))
                  for m in self._relus]
@@ -78,6 +94,8 @@ class DeepShap(AttributionMethod):
         if self.background is None:
             raise RuntimeError("shap needs a background: call set_background() with training spectrograms first")
         bg = self.background.to(x.device, x.dtype)
+        if self.rule == "gradient":
+            return self._gradient_rule(x, target, bg)
         n_bg = len(bg)
         # calls of at most batch_size (clip, background) pairs: several clips with the whole background,
         # or one clip with a slice of it
@@ -89,6 +107,23 @@ class DeepShap(AttributionMethod):
             for j in range(0, n_bg, bg_per_call):
                 total[sl] += self._pairs(x[sl], target[sl], bg, slice(j, j + bg_per_call))
         return total / n_bg
+
+    def _gradient_rule(self, x: torch.Tensor, target: torch.Tensor, bg: torch.Tensor) -> torch.Tensor:
+        out = torch.empty_like(x)
+        for c in target.unique().tolist():
+            if c not in self._grad_terms:
+                grads = []
+                for chunk in bg.split(self.batch_size):
+                    chunk = chunk.detach().requires_grad_(True)
+                    with torch.enable_grad():
+                        (g,) = torch.autograd.grad(self.model(chunk)[:, c].sum(), chunk)
+                    grads.append(g)
+                g = torch.cat(grads)
+                self._grad_terms[c] = (g.mean(0), (g * bg).mean(0))
+            mean_g, mean_gb = self._grad_terms[c]
+            rows = target == c
+            out[rows] = x[rows].detach() * mean_g - mean_gb
+        return out
 
     def _pairs(self, x: torch.Tensor, target: torch.Tensor, bg: torch.Tensor, part: slice) -> torch.Tensor:
         """Sum over the background clips in ``part`` of each clip's DeepLIFT attribution."""
