@@ -15,6 +15,8 @@ from explain import MASK_NAMES, METHODS, parse_methods
 from explain.masks import check_mask_names
 from explain.metrics import CLIP_COLUMNS, METRIC_NAMES, RESULT_COLUMNS
 from explain.batching import PRECISIONS
+from explain.curves import CURVE_COLUMNS, CURVES, FRACTIONS
+from explain.masks import FILLS
 from explain.pipeline import ExplanationPipeline
 from explain.protocol import check_protocol
 from files import claim_folder, write_csv, write_json
@@ -51,6 +53,9 @@ class ExplainCallback(Callback):
         protocol: ``corrected`` (the paper's protocol with the study's bugs fixed) or ``study`` (what the
             study's code computed: the transposed Grad-CAM resize, its gradient "SHAP", SPS = COMP = 0 for
             constant masks, AD and AG with 1e-6 epsilons); the list is in explain/protocol.py.
+        fill: what a masked-out cell becomes, for the metrics and the curves: ``floor`` (-100 dB, the
+            study's), ``clip_min`` (the clip's quietest value) or ``clip_mean`` (its mean dB).
+        curves: also compute each method's deletion and insertion curves (``curves.csv``) at ``fractions``.
     """
 
     def __init__(self, methods: Union[str, list[str], None] = None, seed: int = 0, batch_size: Optional[int] = None,
@@ -59,9 +64,16 @@ class ExplainCallback(Callback):
                  shap_background_size: Optional[int] = None, masks: Optional[list[str]] = None,
                  conciseness_on: str = "mask", examples: int = 8, output_dir: Optional[str] = None,
                  model_name: Optional[str] = None, cache: bool = True, cache_dir: Optional[str] = None,
-                 protocol: str = "corrected"):
+                 protocol: str = "corrected", fill: str = "floor", curves: bool = True,
+                 fractions: Optional[list[float]] = None):
         super().__init__()
         self.protocol = check_protocol(protocol)
+        if fill not in FILLS:
+            raise UsageValueError(f"--explainer.fill must be one of {', '.join(FILLS)}, got {fill!r}")
+        self.fractions = tuple(FRACTIONS if fractions is None else fractions)
+        if not self.fractions or any(not 0 <= f <= 1 for f in self.fractions) or list(self.fractions) != sorted(set(self.fractions)):
+            raise UsageValueError(f"--explainer.fractions must be increasing fractions in [0, 1], got {fractions!r}")
+        self.fill, self.with_curves = fill, curves
         for option, value, least in (("batch_size", batch_size, 1), ("examples", examples, 0),
                                      ("lime_samples", lime_samples, 2),
                                      ("shap_background_per_class", shap_background_per_class, 1),
@@ -116,7 +128,7 @@ class ExplainCallback(Callback):
             pl_module.spectrogram_model, self.methods, {n: self.method_options(n) for n in self.methods},
             seed=self.seed, batch_size=self.batch_size, precision=self.precision, masks=self.masks,
             conciseness_on=self.conciseness_on, cache_dir=self._cache_root if self.cache else None,
-            protocol=self.protocol,
+            protocol=self.protocol, fill=self.fill, curves=self.with_curves, fractions=self.fractions,
         ).to(pl_module.device)
         self._clips: list[tuple] = []  # (dataset index, clip, true, pred) in this rank's test order
         self._values: dict[str, list[torch.Tensor]] = {m: [] for m in self.methods}  # (K, B, metrics) per batch
@@ -182,11 +194,12 @@ class ExplainCallback(Callback):
         for name in self.methods:
             for mask in self.masks:
                 results.append([self.model_label, self._scenario, name, mask, n]
-                               + [means[name][mask][m] for m in METRIC_NAMES] + [self.protocol])
+                               + [means[name][mask][m] for m in METRIC_NAMES] + [self.protocol, self.fill])
+        curves = self.pipeline.curve_results()
         records, counts = self._gather(trainer)
         if trainer.is_global_zero:
-            self._write(trainer, results, records, counts)
-            self._log(trainer, results)
+            self._write(trainer, results, records, counts, curves)
+            self._log(trainer, results, curves)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         claim, self._claim = getattr(self, "_claim", None), None
@@ -220,11 +233,19 @@ class ExplainCallback(Callback):
                         rows.append([clip, true, pred, int(true == pred), name, mask] + values[name][ki].tolist())
         return rows
 
-    def _write(self, trainer, results: Sequence[list], records: list, counts: dict) -> None:
+    def curve_rows(self, curves: dict, n: int) -> list[list]:
+        return [[self.model_label, self._scenario, name, curve, f, p, n, self.protocol, self.fill]
+                for name, c in curves.items() for curve in CURVES for f, p in zip(self.fractions, c[curve])]
+
+    def _write(self, trainer, results: Sequence[list], records: list, counts: dict, curves: dict) -> None:
         write_csv(self.out / "per_clip.csv", CLIP_COLUMNS, self.per_clip_rows(records))
+        if curves:
+            write_csv(self.out / "curves.csv", CURVE_COLUMNS, self.curve_rows(curves, len(records)))
         write_csv(self.out / "results.csv", RESULT_COLUMNS, results)
         write_json(self.out / "run.json", {
-            "model": self.model_label, "scenario": self._scenario, "protocol": self.protocol,
+            "model": self.model_label, "scenario": self._scenario, "protocol": self.protocol, "fill": self.fill,
+            "curve_fractions": list(self.fractions) if curves else None,
+            "curve_areas": {n: {k: v for k, v in c.items() if k.endswith("_auc")} for n, c in curves.items()},
             "methods": self.methods, "masks": list(self.masks),
             "options": self.pipeline.options(), "conciseness_on": self.conciseness_on,
             "precision": self.precision, "batch_sizes": self.pipeline.batch_sizes,
@@ -235,21 +256,26 @@ class ExplainCallback(Callback):
         print(f"\nexplanation results: {self.out / 'results.csv'} (per clip: {self.out / 'per_clip.csv'}; "
               f"audio and figures: {self.out / 'examples'}); attributions: {done}")
 
-    def _log(self, trainer, results: Sequence[list]) -> None:
+    def _log(self, trainer, results: Sequence[list], curves: dict) -> None:
         scalars = {f"explain/{r[1]}/{r[2]}/{r[3]}/{m}": r[5 + i]
                    for r in results for i, m in enumerate(METRIC_NAMES)}
+        scalars.update({f"explain/{self._scenario}/{name}/{key}": value
+                        for name, c in curves.items() for key, value in c.items() if key.endswith("_auc")})
         for logger in trainer.loggers:
             logger.log_metrics(scalars)
             if type(logger).__name__ == "WandbLogger":
-                self._log_wandb(logger, results)
+                self._log_wandb(logger, results, curves)
 
-    def _log_wandb(self, logger, results) -> None:
+    def _log_wandb(self, logger, results, curves: dict) -> None:
         run = logger.experiment
         run.config.update({"explain": {"model": self.model_label, "scenario": self._scenario,
-                                       "methods": self.methods, "protocol": self.protocol}}, allow_val_change=True)
+                                       "methods": self.methods, "protocol": self.protocol, "fill": self.fill}},
+                          allow_val_change=True)
         run.tags = tuple(dict.fromkeys((*(run.tags or ()), self.model_label, self._scenario, self.protocol,
                                         *self.methods)))
         logger.log_table("explain/results", columns=RESULT_COLUMNS, data=[list(r) for r in results])
+        if curves:
+            logger.log_table("explain/curves", columns=CURVE_COLUMNS, data=self.curve_rows(curves, self.pipeline.count()))
         # one W&B entry per (clip, method): its masks' figures, and their masked-in and masked-out audio
         for folder in sorted(p for p in (self.out / "examples").glob("*/*") if p.is_dir()):
             pngs = sorted(folder.glob("*.png"), key=lambda p: self.masks.index(p.stem) if p.stem in self.masks else 99)

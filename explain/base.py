@@ -30,20 +30,32 @@ def register(name: str) -> Callable[[type], type]:
     return wrap
 
 
+STUDY_METHODS = ("saliency", "gradcam", "lime", "shap")
+
+
 def known_methods() -> list[str]:
     return list(METHODS)
 
 
+def method_groups() -> dict[str, list[str]]:
+    """Names that stand for several methods: ``all`` (every explanation method), ``controls`` (the maps
+    that explain nothing, scored as a method is: chance levels) and ``study`` (the study's four)."""
+    return {"all": [n for n, cls in METHODS.items() if not cls.control],
+            "controls": [n for n, cls in METHODS.items() if cls.control],
+            "study": [n for n in STUDY_METHODS if n in METHODS]}
+
+
 def parse_methods(spec: str | Sequence[str]) -> list[str]:
-    """'lime', 'lime,shap', ['lime'] or 'all' -> method names; an unknown one is an error listing the known ones."""
+    """'lime', 'lime,shap', ['lime'], a group ('all', 'controls', 'study') or a mix ('all,controls') ->
+    method names; an unknown one is an error listing the known ones."""
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
-    if names == ["all"]:
-        return known_methods()
-    unknown = [n for n in names if n not in METHODS]
-    if unknown or not names:
+    groups = method_groups()
+    expanded = [m for n in names for m in groups.get(n, [n])]
+    unknown = [n for n in expanded if n not in METHODS]
+    if unknown or not expanded:
         raise UsageValueError(f"unknown explanation method(s) {unknown or spec!r}; known: {', '.join(known_methods())} "
-                              f"(or 'all'), as a comma list")
-    return list(dict.fromkeys(names))
+                              f"(or a group: {', '.join(groups)}), as a comma list")
+    return list(dict.fromkeys(expanded))
 
 
 def clip_seed(seed: int, clip_id: str) -> int:
@@ -61,7 +73,9 @@ class AttributionMethod:
     (``set_background`` gets training spectrograms before ``attribute``; the method then has the options
     ``background_per_class`` and ``background_size``), ``gradient_free`` (forward passes only: they may
     run under autocast), ``runtime_options`` (options that do not change a map, so no cache key holds
-    them) and ``aliases`` (older ``--explainer.<alias>`` spellings of an option).
+    them), ``aliases`` (older ``--explainer.<alias>`` spellings of an option), ``control`` (a map that
+    explains nothing, for chance levels: in the ``controls`` group, not in ``all``) and ``cached`` (its maps
+    go to the attribution cache; off for maps cheaper to make than to read).
     """
 
     name = "base"
@@ -71,6 +85,8 @@ class AttributionMethod:
     gradient_free = False
     runtime_options: tuple[str, ...] = ()
     aliases: dict[str, str] = {}
+    control = False
+    cached = True
 
     def __init__(self, model: nn.Module, batch_size: int = 64, seed: int = 0):
         self.model, self.batch_size, self.seed = model, batch_size, seed

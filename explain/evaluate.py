@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from errors import UsageValueError
-from .masks import MASK_NAMES, apply_mask, check_mask_names, make_masks
+from .masks import MASK_NAMES, SILENCE_DB, apply_mask, check_mask_names, make_masks
 from .metrics import ClipMetrics
 
 
@@ -32,14 +32,14 @@ class MaskScorer(nn.Module):
         self.metrics = nn.ModuleDict({k: ClipMetrics(**metric_options) for k in self.masks})
 
     def update(self, model: nn.Module, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor,
-               attributions: torch.Tensor, batch_size: int) -> dict:
-        """Score one batch; returns the masks, masked inputs and per-clip values (K, B, 7), metrics in
-        ``METRIC_NAMES`` order, for the caller."""
+               attributions: torch.Tensor, batch_size: int, fill: float | torch.Tensor = SILENCE_DB) -> dict:
+        """Score one batch, masked-out cells set to ``fill`` (see ``explain.masks.fill_values``); returns the
+        masks, masked inputs and per-clip values (K, B, metrics), metrics in ``METRIC_NAMES`` order."""
         k, b = len(self.masks), len(x)
         flat = attributions.reshape(b, -1)
         ordered = torch.sort(flat, dim=1).values  # one sort serves every quantile and the sparseness
         masks = make_masks(attributions, self.masks, sorted_values=ordered)
-        x_in, x_out = apply_mask(x.unsqueeze(0), masks)
+        x_in, x_out = apply_mask(x.unsqueeze(0), masks, fill)
         probs_in, probs_out = predict_probs(model, torch.cat([x_in, x_out]).flatten(0, 1), batch_size).view(2, k, b, -1)
         # SPS and COMP do not depend on the order of values: they get sorted, non-negative rows (no second sort)
         if self.conciseness_on == "mask":

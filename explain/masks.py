@@ -89,7 +89,32 @@ def make_masks(attributions: torch.Tensor, names: tuple[str, ...] = MASK_NAMES,
     return torch.stack([build(n) for n in names]).reshape(len(names), *shape)
 
 
-def apply_mask(x: torch.Tensor, mask: torch.Tensor, floor: float = SILENCE_DB) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masked-in and masked-out dB spectrograms: (X - b) M + b and (X - b)(1 - M) + b."""
+FILLS = ("floor", "clip_min", "clip_mean")
+
+
+def fill_values(x: torch.Tensor, fill: str = "floor") -> torch.Tensor | float:
+    """What a masked-out cell of each clip of ``x`` (B, 1, T, F) becomes: ``floor`` the silence floor
+    -100 dB (the study's), ``clip_min`` the clip's quietest value, ``clip_mean`` its mean dB; (B, 1, 1, 1)
+    for the per-clip ones.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[[[-80.0, -20.0], [-60.0, -40.0]]]])
+        >>> fill_values(x), fill_values(x, "clip_min").flatten().tolist(), fill_values(x, "clip_mean").flatten().tolist()
+        (-100.0, [-80.0], [-50.0])
+    """
+    if fill == "floor":
+        return SILENCE_DB
+    if fill == "clip_min":
+        return x.amin(dim=(1, 2, 3), keepdim=True)
+    if fill == "clip_mean":
+        return x.mean(dim=(1, 2, 3), keepdim=True)
+    raise UsageValueError(f"--explainer.fill must be one of {', '.join(FILLS)}, got {fill!r}")
+
+
+def apply_mask(x: torch.Tensor, mask: torch.Tensor,
+               floor: float | torch.Tensor = SILENCE_DB) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked-in and masked-out dB spectrograms: (X - b) M + b and (X - b)(1 - M) + b; ``floor`` b is a
+    number or per clip (B, 1, 1, 1) (see ``fill_values``)."""
     shifted = x - floor
     return shifted * mask + floor, shifted * (1 - mask) + floor

@@ -174,6 +174,19 @@ def complexity(maps: torch.Tensor, presorted: bool = False, constant_zero: bool 
     return value.masked_fill(is_constant(maps), 0.0) if constant_zero else value
 
 
+def normalised_complexity(maps: torch.Tensor, presorted: bool = False, constant_zero: bool = False) -> torch.Tensor:
+    """COMPn = COMP / ln d, in [0, 1]: maps of different sizes (64 x 501 mel, 257 x 313 STFT) compare.
+
+    Example:
+        >>> import torch
+        >>> normalised_complexity(torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0]])).float()
+        tensor([1., 0.])
+    """
+    d = maps[0].numel()
+    return (complexity(maps, presorted, constant_zero) / math.log(d)).clamp(0, 1) if d > 1 else \
+        torch.zeros(maps.shape[0], dtype=torch.float64, device=maps.device)
+
+
 class _ClipMean(Metric):
     """Mean over every clip seen of the per-clip value of ``functional``.
 
@@ -333,13 +346,34 @@ class COMP(_ClipMean):
         self._accumulate(self.values(maps=maps, presorted=presorted))
 
 
-# Adding a metric: its functional form, a class as above, and an entry here.
-METRICS: dict[str, type[_ClipMean]] = {"FF": FF, "AI": AI, "AD": AD, "AG": AG, "FidIn": FidIn, "SPS": SPS, "COMP": COMP}
+class COMPn(_ClipMean):
+    """Mean normalised complexity (COMP / ln d) of the masks (or attribution maps).
+
+    Example:
+        >>> import torch
+        >>> m = COMPn(); m.update(maps=torch.tensor([[1.0, 1.0, 1.0, 1.0]]))
+        >>> round(m.compute().item(), 4)
+        1.0
+    """
+    option_names = ("constant_zero",)
+    higher_is_better = False
+    functional = staticmethod(normalised_complexity)
+
+    def update(self, maps: torch.Tensor, presorted: bool = False) -> None:
+        self._accumulate(self.values(maps=maps, presorted=presorted))
+
+
+# Adding a metric: its functional form, a class as above, and an entry here (new ones go last: the columns
+# of the files keep their order).
+METRICS: dict[str, type[_ClipMean]] = {"FF": FF, "AI": AI, "AD": AD, "AG": AG, "FidIn": FidIn, "SPS": SPS, "COMP": COMP,
+                                       "COMPn": COMPn}
 METRIC_NAMES = tuple(METRICS)
+# the seven of the study: its best-mask rule scores these (COMPn would count conciseness twice)
+STUDY_METRICS = ("FF", "AI", "AD", "AG", "FidIn", "SPS", "COMP")
 HIGHER_IS_BETTER = {n: cls.higher_is_better for n, cls in METRICS.items()}
 METRIC_LABELS = {n: cls.label or n for n, cls in METRICS.items()}
 # the columns of results.csv and per_clip.csv
-RESULT_COLUMNS = ["model", "scenario", "method", "mask", "n", *METRIC_NAMES, "protocol"]
+RESULT_COLUMNS = ["model", "scenario", "method", "mask", "n", *METRIC_NAMES, "protocol", "fill"]
 CLIP_COLUMNS = ["clip", "true_class", "pred_class", "correct", "method", "mask", *METRIC_NAMES]
 
 
@@ -370,7 +404,7 @@ class ClipMetrics(nn.Module):
         ...                   probs_out=torch.tensor([[0.2, 0.8]]), target=torch.tensor([0]),
         ...                   maps=torch.tensor([[0.0, 0.0, 0.0, 1.0]]))
         >>> dict(zip(METRIC_NAMES, values[0].round(decimals=4).tolist()))
-        {'FF': 0.4, 'AI': 100.0, 'AD': 0.0, 'AG': 75.0, 'FidIn': 1.0, 'SPS': 0.75, 'COMP': 0.0}
+        {'FF': 0.4, 'AI': 100.0, 'AD': 0.0, 'AG': 75.0, 'FidIn': 1.0, 'SPS': 0.75, 'COMP': 0.0, 'COMPn': 0.0}
         >>> m.compute()["AI"], m.count()
         (100.0, 1)
     """

@@ -15,7 +15,7 @@ Example:
     >>> pipe = ExplanationPipeline(model, ["saliency"], batch_size=4)
     >>> out = pipe.explain(torch.randn(2, 1, 32, 64) - 40, ids=["a.wav", "b.wav"])
     >>> tuple(out.maps["saliency"].shape), tuple(out.values["saliency"].shape)  # (masks, clips, metrics)
-    ((2, 1, 32, 64), (14, 2, 7))
+    ((2, 1, 32, 64), (14, 2, 8))
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ from .base import make_method
 from .batching import CPU_BATCH, auto_batch_size, autocast
 from .cache import AttributionCache, tensor_hash, weights_hash
 from .evaluate import MaskScorer, predict_probs
-from .masks import MASK_NAMES
+from .curves import CURVES, FRACTIONS, PerturbationCurves, cell_ranks, perturbation_curves
+from .masks import MASK_NAMES, fill_values
 from .protocol import settings as protocol_settings
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class Explained:
     """One batch: clean probabilities and predicted classes, and per method its maps (B, 1, T, F),
-    per-clip metric values (masks, B, metrics) and the masked-in and masked-out spectrograms
-    (masks, B, 1, T, F)."""
+    per-clip metric values (masks, B, metrics), the masked-in and masked-out spectrograms
+    (masks, B, 1, T, F) and, when computed, the deletion and insertion curves (B, 2, fractions)."""
 
     probs: torch.Tensor
     pred: torch.Tensor
@@ -50,6 +51,7 @@ class Explained:
     values: dict[str, torch.Tensor] = field(default_factory=dict)
     x_in: dict[str, torch.Tensor] = field(default_factory=dict)
     x_out: dict[str, torch.Tensor] = field(default_factory=dict)
+    curves: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class ExplanationPipeline(nn.Module):
@@ -67,13 +69,19 @@ class ExplanationPipeline(nn.Module):
         cache_dir: keep every map on disk there (keyed by everything that determines it); None: no cache.
         protocol: ``corrected`` or ``study`` (the study's code: explain/protocol.py); it sets method and
             metric options, and a method's own ``options`` override what it sets.
+        fill: what a masked-out cell becomes, for the metrics and the curves: ``floor`` (-100 dB, the
+            study's), ``clip_min`` or ``clip_mean`` (``explain.masks.fill_values``).
+        curves: also compute deletion and insertion curves at ``fractions`` (``explain/curves.py``).
     """
 
     def __init__(self, model: nn.Module, methods: Sequence[str], options: dict[str, dict] | None = None,
                  seed: int = 0, batch_size: int | None = None, precision: str = "32",
                  masks: Sequence[str] = MASK_NAMES, conciseness_on: str = "mask", cache_dir: str | Path | None = None,
-                 protocol: str = "corrected"):
+                 protocol: str = "corrected", fill: str = "floor", curves: bool = False,
+                 fractions: Sequence[float] = FRACTIONS):
         super().__init__()
+        fill_values(torch.zeros(1, 1, 1, 1), fill)  # an unknown fill fails here
+        self.fill, self.fractions = fill, tuple(fractions)
         autocast(torch.device("cpu"), precision)  # an unknown precision fails here
         self.model, self.seed, self.batch_size, self.precision = model, seed, batch_size, precision
         self.masks, self.protocol = tuple(masks), protocol
@@ -85,6 +93,7 @@ class ExplanationPipeline(nn.Module):
                         for n in methods}
         self.scorers = nn.ModuleDict({n: MaskScorer(self.masks, conciseness_on, **self.metric_options)
                                       for n in methods})
+        self.curves = nn.ModuleDict({n: PerturbationCurves(self.fractions) for n in methods}) if curves else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._caches: dict[str, AttributionCache] = {}
         self.counts = {n: {"cached": 0, "computed": 0} for n in methods}
@@ -116,7 +125,7 @@ class ExplanationPipeline(nn.Module):
             method.batch_size = self.batch_sizes["forward" if method.gradient_free else "backward"]
 
     def _cache(self, name: str) -> AttributionCache | None:
-        if self.cache_dir is None:
+        if self.cache_dir is None or not self.methods[name].cached:
             return None
         if name not in self._caches:
             method = self.methods[name]
@@ -143,7 +152,20 @@ class ExplanationPipeline(nn.Module):
             scored = self.score(name, x, probs, out.pred, maps)
             out.maps[name], out.values[name] = maps, scored["values"]
             out.x_in[name], out.x_out[name] = scored["x_in"], scored["x_out"]
+            if self.curves is not None:
+                out.curves[name] = self.curve(name, x, probs, out.pred, maps, ids)
         return out
+
+    def curve(self, name: str, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor, maps: torch.Tensor,
+              ids: Sequence[str]) -> torch.Tensor:
+        """Deletion and insertion curves of one method's maps (accumulated); (B, 2, fractions)."""
+        self._ensure_batches(x)
+        ranks = cell_ranks(maps, ids, self.seed)
+        with autocast(x.device, self.precision):
+            curves = perturbation_curves(self.model, x, probs, target, ranks, fill_values(x, self.fill),
+                                         self.fractions, self.batch_sizes["forward"])
+        self.curves[name].update(curves)
+        return curves
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities of the clean spectrograms."""
@@ -156,7 +178,8 @@ class ExplanationPipeline(nn.Module):
         """Masks of one method's maps, the masked inputs through the model, and the metrics (accumulated)."""
         self._ensure_batches(x)
         with autocast(x.device, self.precision):
-            return self.scorers[name].update(self.model, x, probs, target, maps, self.batch_sizes["forward"])
+            return self.scorers[name].update(self.model, x, probs, target, maps, self.batch_sizes["forward"],
+                                             fill_values(x, self.fill))
 
     def attribute(self, name: str, x: torch.Tensor, target: torch.Tensor, ids: Sequence[str]) -> torch.Tensor:
         """One method's maps of a batch: from the cache where there, computed (and cached) where not."""
@@ -181,6 +204,17 @@ class ExplanationPipeline(nn.Module):
     def results(self) -> dict[str, dict[str, dict[str, float]]]:
         """Mean of every metric per method and mask, over every clip seen (by every process)."""
         return {n: s.compute() for n, s in self.scorers.items()}
+
+    def curve_results(self) -> dict[str, dict]:
+        """Per method: mean ``deletion`` and ``insertion`` curves (lists over ``fractions``) and their areas
+        (``deletion_auc``, ``insertion_auc``), over every clip seen by every process."""
+        out = {}
+        for name, metric in (self.curves or {}).items():
+            mean = metric.compute()
+            areas = metric.areas()
+            out[name] = {**{c: mean[i].tolist() for i, c in enumerate(CURVES)},
+                         **{f"{c}_auc": areas[c] for c in CURVES}}
+        return out
 
     def count(self) -> int:
         """Clips scored, over every process."""

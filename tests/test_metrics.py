@@ -175,14 +175,14 @@ def test_each_metric_names_the_inputs_it_consumes():
     probs_in = {"probs": True, "probs_in": True, "target": True}
     expected = {"FF": {"probs": True, "probs_out": True, "target": True}, "AI": probs_in, "AD": probs_in,
                 "AG": probs_in, "FidIn": probs_in, "SPS": {"maps": True, "presorted": False},
-                "COMP": {"maps": True, "presorted": False}}
+                "COMP": {"maps": True, "presorted": False}, "COMPn": {"maps": True, "presorted": False}}
     assert {n: inputs_of(cls) for n, cls in METRICS.items()} == expected
     for cls in METRICS.values():
         assert set(inputs_of(cls)) <= set(inspect.signature(cls.functional).parameters)
 
 
 def test_which_way_each_metric_is_better_comes_from_its_class():
-    assert {n for n, higher in HIGHER_IS_BETTER.items() if not higher} == {"AD", "COMP"}  # the paper flips these
+    assert {n for n, higher in HIGHER_IS_BETTER.items() if not higher} == {"AD", "COMP", "COMPn"}  # the paper flips AD, COMP
     assert HIGHER_IS_BETTER == {n: METRICS[n].higher_is_better for n in METRIC_NAMES}
 
 
@@ -198,7 +198,8 @@ def by_hand(inp) -> torch.Tensor:
     """Per-clip values from the functional forms, each given the probabilities the protocol names."""
     p, p_in, p_out, c, maps = inp["probs"], inp["probs_in"], inp["probs_out"], inp["target"], inp["maps"]
     cols = [faithfulness_of_features(p, p_out, c), average_increase(p, p_in, c), average_drop(p, p_in, c),
-            average_gain(p, p_in, c), fidelity_in(p, p_in, c), sparseness(maps), complexity(maps)]
+            average_gain(p, p_in, c), fidelity_in(p, p_in, c), sparseness(maps), complexity(maps),
+            complexity(maps) / math.log(maps[0].numel())]
     return torch.stack([v.double() for v in cols], -1)
 
 
