@@ -18,6 +18,7 @@ from explain.batching import PRECISIONS
 from explain.curves import CURVE_COLUMNS, CURVES, FRACTIONS
 from explain.masks import FILLS
 from explain.pipeline import ExplanationPipeline
+from explain.sanity import LAYERS as SANITY_LAYERS, SANITY_COLUMNS, still_similar
 from explain.protocol import check_protocol
 from files import claim_folder, write_csv, write_json
 from report.media import save_figure, spectrogram_figure, write_wav
@@ -56,6 +57,9 @@ class ExplainCallback(Callback):
         fill: what a masked-out cell becomes, for the metrics and the curves: ``floor`` (-100 dB, the
             study's), ``clip_min`` (the clip's quietest value) or ``clip_mean`` (its mean dB).
         curves: also compute each method's deletion and insertion curves (``curves.csv``) at ``fractions``.
+        sanity: run the model-parameter randomisation test (``explain/sanity.py``) on the first
+            ``sanity_clips`` test clips, randomising ``sanity_layers`` (default the head down to
+            conv_block1) cumulatively; written to ``sanity.csv``.
     """
 
     def __init__(self, methods: Union[str, list[str], None] = None, seed: int = 0, batch_size: Optional[int] = None,
@@ -65,8 +69,13 @@ class ExplainCallback(Callback):
                  conciseness_on: str = "mask", examples: int = 8, output_dir: Optional[str] = None,
                  model_name: Optional[str] = None, cache: bool = True, cache_dir: Optional[str] = None,
                  protocol: str = "corrected", fill: str = "floor", curves: bool = True,
-                 fractions: Optional[list[float]] = None):
+                 fractions: Optional[list[float]] = None, sanity: bool = False, sanity_clips: int = 32,
+                 sanity_layers: Optional[list[str]] = None):
         super().__init__()
+        if isinstance(sanity_clips, bool) or not isinstance(sanity_clips, int) or sanity_clips < 2:
+            raise UsageValueError(f"--explainer.sanity_clips must be a whole number of at least 2, got {sanity_clips!r}")
+        self.sanity, self.sanity_clips = sanity, sanity_clips
+        self.sanity_layers = tuple(sanity_layers) if sanity_layers else SANITY_LAYERS
         self.protocol = check_protocol(protocol)
         if fill not in FILLS:
             raise UsageValueError(f"--explainer.fill must be one of {', '.join(FILLS)}, got {fill!r}")
@@ -132,6 +141,14 @@ class ExplainCallback(Callback):
         ).to(pl_module.device)
         self._clips: list[tuple] = []  # (dataset index, clip, true, pred) in this rank's test order
         self._values: dict[str, list[torch.Tensor]] = {m: [] for m in self.methods}  # (K, B, metrics) per batch
+        self._sanity_clips: list[tuple] = []  # (dataset index, id, spectrogram, predicted class) for the check
+        if self.sanity:
+            for layer in self.sanity_layers:
+                try:
+                    pl_module.spectrogram_model.get_submodule(layer)
+                except AttributeError:
+                    raise UsageValueError(f"--explainer.sanity_layers: the model has no layer {layer!r}; "
+                                          f"its layers: {', '.join(n for n, _ in pl_module.spectrogram_model.named_children())}") from None
         self._scenario = "clean"
 
     def on_test_start(self, trainer, pl_module) -> None:
@@ -156,6 +173,9 @@ class ExplainCallback(Callback):
             x, phase = self.features(wave, return_phase=True)
         done = self.pipeline.explain(x, ids)
         self._clips += list(zip(batch["index"].tolist(), ids, batch["target"].tolist(), done.pred.tolist()))
+        if self.sanity:
+            self._sanity_clips += [(idx, ids[i], x[i].cpu(), int(done.pred[i]))
+                                   for i, idx in enumerate(batch["index"].tolist()) if idx < self.sanity_clips]
         example = [i for i, idx in enumerate(batch["index"].tolist()) if idx < self.examples]
         for name in self.methods:
             self._values[name].append(done.values[name].cpu())
@@ -197,9 +217,27 @@ class ExplainCallback(Callback):
                                + [means[name][mask][m] for m in METRIC_NAMES] + [self.protocol, self.fill])
         curves = self.pipeline.curve_results()
         records, counts = self._gather(trainer)
+        sanity = self._sanity(trainer, pl_module) if self.sanity else None
         if trainer.is_global_zero:
-            self._write(trainer, results, records, counts, curves)
-            self._log(trainer, results, curves)
+            self._write(trainer, results, records, counts, curves, sanity)
+            self._log(trainer, results, curves, sanity)
+
+    def _sanity(self, trainer, pl_module) -> list[list] | None:
+        """The randomisation test on the first clips of the test set, gathered from every rank and run by
+        rank 0 alone (the others wait at the next collective)."""
+        clips = [self._sanity_clips]
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            clips = [None] * trainer.world_size
+            torch.distributed.all_gather_object(clips, self._sanity_clips)
+        if not trainer.is_global_zero:
+            return None
+        chosen = sorted((c for part in clips for c in part), key=lambda c: c[0])
+        if len(chosen) < 2:
+            log.warning("sanity check skipped: it needs at least 2 test clips, got %d", len(chosen))
+            return None
+        x = torch.stack([c[2] for c in chosen]).to(pl_module.device)
+        target = torch.tensor([c[3] for c in chosen], device=pl_module.device)
+        return self.pipeline.sanity(x, target, [c[1] for c in chosen], self.sanity_layers, self.seed)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         claim, self._claim = getattr(self, "_claim", None), None
@@ -237,14 +275,23 @@ class ExplainCallback(Callback):
         return [[self.model_label, self._scenario, name, curve, f, p, n, self.protocol, self.fill]
                 for name, c in curves.items() for curve in CURVES for f, p in zip(self.fractions, c[curve])]
 
-    def _write(self, trainer, results: Sequence[list], records: list, counts: dict, curves: dict) -> None:
+    def _write(self, trainer, results: Sequence[list], records: list, counts: dict, curves: dict,
+               sanity: list | None) -> None:
         write_csv(self.out / "per_clip.csv", CLIP_COLUMNS, self.per_clip_rows(records))
+        if sanity:
+            write_csv(self.out / "sanity.csv", SANITY_COLUMNS, sanity)
+            flagged = still_similar(sanity, self.sanity_layers)
+            print(f"\nsanity check: {self.out / 'sanity.csv'}" + (
+                f"; maps that stay similar when every layer is random (they do not follow the model): "
+                f"{', '.join(flagged)}" if flagged else "; every method's maps change with the model"))
         if curves:
             write_csv(self.out / "curves.csv", CURVE_COLUMNS, self.curve_rows(curves, len(records)))
         write_csv(self.out / "results.csv", RESULT_COLUMNS, results)
         write_json(self.out / "run.json", {
             "model": self.model_label, "scenario": self._scenario, "protocol": self.protocol, "fill": self.fill,
             "curve_fractions": list(self.fractions) if curves else None,
+            "sanity": {"clips": sanity[0][-1], "layers": list(self.sanity_layers),
+                       "still_similar": still_similar(sanity, self.sanity_layers)} if sanity else None,
             "curve_areas": {n: {k: v for k, v in c.items() if k.endswith("_auc")} for n, c in curves.items()},
             "methods": self.methods, "masks": list(self.masks),
             "options": self.pipeline.options(), "conciseness_on": self.conciseness_on,
@@ -256,7 +303,7 @@ class ExplainCallback(Callback):
         print(f"\nexplanation results: {self.out / 'results.csv'} (per clip: {self.out / 'per_clip.csv'}; "
               f"audio and figures: {self.out / 'examples'}); attributions: {done}")
 
-    def _log(self, trainer, results: Sequence[list], curves: dict) -> None:
+    def _log(self, trainer, results: Sequence[list], curves: dict, sanity: list | None) -> None:
         scalars = {f"explain/{r[1]}/{r[2]}/{r[3]}/{m}": r[5 + i]
                    for r in results for i, m in enumerate(METRIC_NAMES)}
         scalars.update({f"explain/{self._scenario}/{name}/{key}": value
@@ -264,9 +311,9 @@ class ExplainCallback(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(scalars)
             if type(logger).__name__ == "WandbLogger":
-                self._log_wandb(logger, results, curves)
+                self._log_wandb(logger, results, curves, sanity)
 
-    def _log_wandb(self, logger, results, curves: dict) -> None:
+    def _log_wandb(self, logger, results, curves: dict, sanity: list | None) -> None:
         run = logger.experiment
         run.config.update({"explain": {"model": self.model_label, "scenario": self._scenario,
                                        "methods": self.methods, "protocol": self.protocol, "fill": self.fill}},
@@ -276,6 +323,8 @@ class ExplainCallback(Callback):
         logger.log_table("explain/results", columns=RESULT_COLUMNS, data=[list(r) for r in results])
         if curves:
             logger.log_table("explain/curves", columns=CURVE_COLUMNS, data=self.curve_rows(curves, self.pipeline.count()))
+        if sanity:
+            logger.log_table("explain/sanity", columns=SANITY_COLUMNS, data=[list(r) for r in sanity])
         # one W&B entry per (clip, method): its masks' figures, and their masked-in and masked-out audio
         for folder in sorted(p for p in (self.out / "examples").glob("*/*") if p.is_dir()):
             pngs = sorted(folder.glob("*.png"), key=lambda p: self.masks.index(p.stem) if p.stem in self.masks else 99)

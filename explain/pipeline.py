@@ -35,6 +35,7 @@ from .evaluate import MaskScorer, predict_probs
 from .curves import CURVES, FRACTIONS, PerturbationCurves, cell_ranks, perturbation_curves
 from .masks import MASK_NAMES, fill_values
 from .protocol import settings as protocol_settings
+from .sanity import LAYERS, randomisation_test, sanity_rows
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,8 @@ class ExplanationPipeline(nn.Module):
         method_options, self.metric_options = protocol_settings(protocol)
         self._by_protocol = set(method_options)  # methods whose maps the protocol changes
         options = options or {}
-        self.methods = {n: make_method(n, model, seed=seed, batch_size=batch_size or CPU_BATCH,
-                                       **{**method_options.get(n, {}), **options.get(n, {})})
+        self._method_options = {n: {**method_options.get(n, {}), **options.get(n, {})} for n in methods}
+        self.methods = {n: make_method(n, model, seed=seed, batch_size=batch_size or CPU_BATCH, **self._method_options[n])
                         for n in methods}
         self.scorers = nn.ModuleDict({n: MaskScorer(self.masks, conciseness_on, **self.metric_options)
                                       for n in methods})
@@ -199,6 +200,33 @@ class ExplanationPipeline(nn.Module):
         self.counts[name]["computed"] += len(todo)
         self.counts[name]["cached"] += len(ids) - len(todo)
         return torch.stack([m.to(x.device) for m in maps])
+
+    # -- the randomisation sanity check ----------------------------------------------------------------
+    def sanity(self, x: torch.Tensor, target: torch.Tensor, ids: Sequence[str], layers: Sequence[str] = LAYERS,
+               seed: int = 0) -> list[list]:
+        """The model-parameter randomisation test (``explain/sanity.py``) of every method on the clips ``x``:
+        rows of ``sanity.csv``. Each randomised model gets its own instance of each method, with the same
+        options and background."""
+        self._ensure_batches(x)
+        ids = list(ids)
+
+        def explain(model: nn.Module, name: str) -> torch.Tensor:
+            method = self.methods[name] if model is self.model else self._method_for(name, model)
+            try:
+                with torch.enable_grad():
+                    return method.attribute(x.detach(), target, ids=ids).detach().float()
+            finally:
+                if method is not self.methods[name]:
+                    method.close()
+
+        return sanity_rows(randomisation_test(self.model, explain, list(self.methods), layers, seed), seed)
+
+    def _method_for(self, name: str, model: nn.Module):
+        method = make_method(name, model, seed=self.seed, batch_size=self.methods[name].batch_size,
+                             **self._method_options[name])
+        if method.needs_background:
+            method.set_background(self.methods[name].background)
+        return method
 
     # -- results ------------------------------------------------------------------------------------
     def results(self) -> dict[str, dict[str, dict[str, float]]]:
