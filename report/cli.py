@@ -8,16 +8,29 @@ from pathlib import Path
 from explain.metrics import METRIC_NAMES
 from files import atomic_write, write_csv
 
-from .render import markdown_table, overlap_lines, report_html, summary_markdown
-from .tables import ReportInputError, best_rows, full_tables, method_label, read_results, score
+from .compare import DIFFERENCE_COLUMNS, PICK_COLUMNS, compare, difference_rows, pick_rows
+from .render import comparison_markdown, markdown_table, overlap_lines, report_html, summary_markdown, title
+from .tables import (ReportInputError, best_rows, full_tables, method_label, metrics_of, read_results, score,
+                     several_protocols)
 from .uncertainty import attach_intervals
 
 SUMMARY_COLUMNS = ["model", "scenario", "method", "mask", "score", *METRIC_NAMES]
 
 
+def summary_table(summary: dict, split: bool) -> tuple[list[str], list[list]]:
+    """The columns and rows of summary.csv: the metrics every row has, and a ``protocol`` column last when
+    the report holds two protocols."""
+    rows = [r for best in summary.values() for r in best]
+    metrics = metrics_of(rows)
+    columns = [c for c in SUMMARY_COLUMNS if c not in METRIC_NAMES or c in metrics] + (["protocol"] if split else [])
+    return columns, [[r.model, r.scenario, r.method, r.mask, r.score, *(r.values[m] for m in metrics),
+                      *([r.protocol] if split else [])] for r in rows]
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="main.py report", description=__doc__)
-    p.add_argument("results", nargs="+", help="results.csv files or run folders (searched for results.csv)")
+    p.add_argument("results", nargs="+", help="results.csv files or run folders (searched for results.csv); runs "
+                   "of one model and scenario under both protocols (study, corrected) are also compared")
     p.add_argument("--out", required=True, help="folder for the tables, summary.csv and report.html")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples per mean (0: no intervals)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
@@ -43,19 +56,27 @@ def build(args: argparse.Namespace) -> dict:
     if args.bootstrap > 0:
         attach_intervals(rows, args.bootstrap, args.seed)
     full, summary = full_tables(rows), best_rows(rows)
+    split = several_protocols(rows)
+    comparison = compare(rows, args.bootstrap, args.seed) if split else None
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "summary.csv", SUMMARY_COLUMNS,
-              [[r.model, r.scenario, r.method, r.mask, f"{r.score:.6f}", *(r.values[m] for m in METRIC_NAMES)]
-               for best in summary.values() for r in best])
+    columns, table = summary_table(summary, split)
+    write_csv(out / "summary.csv", columns, [[*r[:4], f"{r[4]:.6f}", *r[5:]] for r in table])
+    if comparison is not None:
+        write_csv(out / "comparison.csv", DIFFERENCE_COLUMNS, difference_rows(comparison))
+        write_csv(out / "picks.csv", PICK_COLUMNS, pick_rows(comparison))
+        atomic_write(out / "comparison.md", lambda f: f.write(comparison_markdown(comparison)))
     for key, table in full.items():
         stem = "_".join(key)
-        write_csv(out / "tables" / f"{stem}.csv", ["mask", "score", *METRIC_NAMES],
-                  [[r.mask, f"{r.score:.6f}", *(r.values[m] for m in METRIC_NAMES)] for r in table])
+        metrics = metrics_of(table)
+        write_csv(out / "tables" / f"{stem}.csv", ["mask", "score", *metrics],
+                  [[r.mask, f"{r.score:.6f}", *(r.values[m] for m in metrics)] for r in table])
         atomic_write(out / "tables" / f"{stem}.md",
                      lambda f, t=table, k=key: f.write(f"# {' / '.join(k)}\n\n{markdown_table(t, lambda r: r.mask)}\n"))
     atomic_write(out / "summary.md", lambda f: f.write(summary_markdown(summary, full)))
-    atomic_write(out / "report.html", lambda f: f.write(report_html(rows, summary, full, args.examples)))
-    return {"rows": rows, "summary": summary, "full": full, "out": out, "skipped": skipped}
+    atomic_write(out / "report.html",
+                 lambda f: f.write(report_html(rows, summary, full, args.examples, comparison)))
+    return {"rows": rows, "summary": summary, "full": full, "out": out, "skipped": skipped,
+            "comparison": comparison}
 
 
 def log_wandb(result: dict, project: str) -> None:
@@ -64,13 +85,12 @@ def log_wandb(result: dict, project: str) -> None:
     import wandb
     run = wandb.init(project=project, job_type="report", dir=str(result["out"]),
                      config={"results": sorted({r.source for r in result["rows"]})})
-    table = wandb.Table(columns=SUMMARY_COLUMNS,
-                        data=[[r.model, r.scenario, r.method, r.mask, r.score, *(r.values[m] for m in METRIC_NAMES)]
-                              for best in result["summary"].values() for r in best])
-    run.log({"report/summary": table})
+    columns, data = summary_table(result["summary"], several_protocols(result["rows"]))
+    run.log({"report/summary": wandb.Table(columns=columns, data=data)})
     artifact = wandb.Artifact("explanation-report", type="report")
-    artifact.add_file(str(result["out"] / "report.html"))
-    artifact.add_file(str(result["out"] / "summary.csv"))
+    for name in ("report.html", "summary.csv", "comparison.csv", "picks.csv"):
+        if (result["out"] / name).is_file():
+            artifact.add_file(str(result["out"] / name))
     run.log_artifact(artifact)
     run.finish()
 
@@ -80,10 +100,14 @@ def main(argv: list[str]) -> None:
     result = build(args)
     for note in result["skipped"]:
         print(f"report: {note}")
-    for (model, scenario), best in result["summary"].items():
-        print(f"\n{model} / {scenario}: best mask per method")
+    for key, best in result["summary"].items():
+        print(f"\n{title(key)}: best mask per method")
         print(markdown_table(best, lambda r: f"{method_label(r.method)} + {r.mask}"))
         print("\n".join(overlap_lines(best)))
+    if result["comparison"] is not None:
+        print("\n" + comparison_markdown(result["comparison"], picked_only=True))
+        print(f"every mask: {result['out'] / 'comparison.csv'}, {result['out'] / 'comparison.md'}; "
+              f"picks: {result['out'] / 'picks.csv'}")
     print(f"\nreport: {result['out'] / 'report.html'}  (tables: {result['out'] / 'tables'}, "
           f"summary: {result['out'] / 'summary.csv'}, {result['out'] / 'summary.md'})")
     if args.wandb:

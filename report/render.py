@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from explain.metrics import CONCISENESS_METRICS, HIGHER_IS_BETTER, METRIC_LABELS, METRIC_NAMES
+from explain.metrics import CONCISENESS_METRICS, HIGHER_IS_BETTER, METRIC_LABELS, METRIC_NAMES, STUDY_METRICS
 
-from .tables import Row, column_marks, method_label, normalised
+from .compare import Comparison, Difference
+from .tables import Row, column_marks, method_label, metrics_of, normalised
 from .uncertainty import overlapping
 
 HEADERS = {m: f"{METRIC_LABELS[m]} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in METRIC_NAMES}
@@ -34,11 +35,12 @@ def title(key: tuple) -> str:
 # -- Markdown ----------------------------------------------------------------------------------------
 def markdown_table(rows: list[Row], label, with_score: bool = True) -> str:
     """Rows as a Markdown table; each column's best value in bold, worst in italics."""
-    head = ["", *(["score"] if with_score else []), *(HEADERS[m] for m in METRIC_NAMES)]
+    metrics = metrics_of(rows)
+    head = ["", *(["score"] if with_score else []), *(HEADERS[m] for m in metrics)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     style = {"best": "**{}**", "worst": "_{}_"}
     for r, marks in zip(rows, column_marks(rows)):
-        cells = [style.get(marks.get(m), "{}").format(fmt_ci(r, m)) for m in METRIC_NAMES]
+        cells = [style.get(marks.get(m), "{}").format(fmt_ci(r, m)) for m in metrics]
         lines.append("| " + " | ".join([label(r), *([f"{r.score:.4f}"] if with_score else []), *cells]) + " |")
     return "\n".join(lines)
 
@@ -49,7 +51,7 @@ def overlap_text(rows: list[Row]) -> dict[str, str]:
         return {}
     pairs = overlapping(rows)
     return {m: ", ".join(f"{method_label(a)}~{method_label(b)}" for a, b in pairs[m]) or "none"
-            for m in METRIC_NAMES}
+            for m in metrics_of(rows)}
 
 
 def overlap_lines(rows: list[Row]) -> list[str]:
@@ -73,6 +75,73 @@ def summary_markdown(summary: dict, full: dict) -> str:
     return "\n".join(parts)
 
 
+def fmt_difference(d: Difference) -> str:
+    ci = f" [{d.ci[0]:.3g}, {d.ci[1]:.3g}]" if d.ci else ""
+    return f"{d.difference:+.4g}{ci}"
+
+
+def difference_table(diffs: list[Difference]) -> str:
+    """One line per (method, mask), one column per metric: corrected - study [95 % paired interval]."""
+    cells: dict[tuple, dict[str, str]] = {}
+    for d in diffs:
+        cells.setdefault((d.study.method, d.study.mask), {})[d.metric] = fmt_difference(d)
+    metrics = [m for m in METRIC_NAMES if any(d.metric == m for d in diffs)]
+    head = ["", *(HEADERS[m] for m in metrics)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (method, mask), by_metric in cells.items():
+        lines.append("| " + " | ".join([f"{method_label(method)} + {mask}",
+                                        *(by_metric.get(m, "") for m in metrics)]) + " |")
+    return "\n".join(lines)
+
+
+def comparison_markdown(comparison: Comparison, picked_only: bool = False) -> str:
+    """Per (model, scenario): the picks under each protocol and the differences (``picked_only``: only of
+    the masks some protocol picks)."""
+    parts = ["# Protocols compared: corrected - study", "",
+             "Differences of the means (corrected - study); brackets: 95 % paired bootstrap interval over the clips "
+             "both runs explained. Each protocol's best masks by the study's rule applied to that protocol's "
+             "rows alone.", "", *(f"- {note}" for note in comparison.notes), ""]
+    for pair, diffs in comparison.differences.items():
+        picks = comparison.picks[pair]
+        chosen = {(p.method, p.study) for p in picks} | {(p.method, p.corrected) for p in picks}
+        shown = [d for d in diffs if (d.study.method, d.study.mask) in chosen] if picked_only else diffs
+        parts += [f"## {title(pair)}: protocols compared", "", "Best mask per method:",
+                  *(f"- {p.line()}" for p in picks), "",
+                  "Differences of the masks picked:" if picked_only else "Differences, every mask:", "",
+                  difference_table(shown), ""]
+    return "\n".join(parts)
+
+
+def comparison_html(comparison: Comparison) -> str:
+    out = []
+    for pair, diffs in comparison.differences.items():
+        picks = comparison.picks[pair]
+        out.append(f"<h2>{html.escape(title(pair))}: study and corrected protocols compared</h2>")
+        out.append("<p class='note'>Cells: the study mean, the corrected mean, their difference (corrected - "
+                   "study) and its 95 % paired bootstrap interval over the clips both runs explained.</p>")
+        out += [f"<p class='note'>{html.escape(note)}</p>" for note in comparison.notes
+                if note.startswith(title(pair) + ":")]
+        out.append("<h3>Best mask per method</h3><ul>"
+                   + "".join(f"<li>{'<b>' if p.changed else ''}{html.escape(p.line())}{'</b>' if p.changed else ''}"
+                             f"</li>" for p in picks) + "</ul>")
+        by_method: dict[str, list[Difference]] = {}
+        for d in diffs:
+            by_method.setdefault(d.study.method, []).append(d)
+        for method, group in by_method.items():
+            rows: dict[str, dict[str, str]] = {}
+            for d in group:
+                ci = f"<br><span class='ci'>{html.escape(fmt_difference(d))}</span>"
+                rows.setdefault(d.study.mask, {})[d.metric] = \
+                    f"<td>{fmt(d.study.values[d.metric])} → {fmt(d.corrected.values[d.metric])}{ci}</td>"
+            metrics = [m for m in METRIC_NAMES if any(d.metric == m for d in group)]
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in ["mask", *(HEADERS[m] for m in metrics)])
+            body = "".join(f"<tr><td>{html.escape(mask)}</td>{''.join(cells.get(m, '<td></td>') for m in metrics)}"
+                           f"</tr>" for mask, cells in rows.items())
+            out.append(f"<details><summary>Differences, all masks: {html.escape(method_label(method))}</summary>"
+                       f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></details>")
+    return "".join(out)
+
+
 # -- figures -----------------------------------------------------------------------------------------
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
@@ -94,12 +163,12 @@ def metrics_plot(rows: list[Row], norm: dict[int, dict]) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 3.2))
     width = 0.8 / max(1, len(rows))
-    x = np.arange(len(METRIC_NAMES))
+    x = np.arange(len(STUDY_METRICS))
     for i, r in enumerate(rows):
-        ax.bar(x + i * width, [norm[id(r)][m] for m in METRIC_NAMES], width,
+        ax.bar(x + i * width, [norm[id(r)][m] for m in STUDY_METRICS], width,
                label=f"{method_label(r.method)} + {r.mask}")
     ax.set_xticks(x + width * (len(rows) - 1) / 2)
-    ax.set_xticklabels([HEADERS[m] for m in METRIC_NAMES])
+    ax.set_xticklabels([HEADERS[m] for m in STUDY_METRICS])
     ax.set_ylabel("normalised (1 = best)")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -147,12 +216,13 @@ details{margin:6px 0} summary{cursor:pointer}
 
 
 def html_table(rows: list[Row], label, with_score: bool = True) -> str:
+    metrics = metrics_of(rows)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["", *(["score"] if with_score else []),
-                                                          *(HEADERS[m] for m in METRIC_NAMES)])
+                                                          *(HEADERS[m] for m in metrics)])
     body = []
     for r, marks in zip(rows, column_marks(rows)):
         cells = [f"<td>{html.escape(label(r))}</td>"] + ([f"<td>{r.score:.4f}</td>"] if with_score else [])
-        for m in METRIC_NAMES:
+        for m in metrics:
             cls = [marks[m]] if m in marks else []
             if cls and m in CONCISENESS_METRICS:
                 cls.append("concise")
@@ -197,7 +267,8 @@ def examples_html(results_csv: Path, best: list[Row], max_clips: int) -> str:
     return "".join(parts)
 
 
-def report_html(rows: list[Row], summary: dict, full: dict, max_clips: int = 4) -> str:
+def report_html(rows: list[Row], summary: dict, full: dict, max_clips: int = 4,
+                comparison: Comparison | None = None) -> str:
     norms = {id(r): n for r, n in zip(rows, normalised(rows))}
     out = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
            "<meta name='viewport' content='width=device-width, initial-scale=1'>",
@@ -208,9 +279,8 @@ def report_html(rows: list[Row], summary: dict, full: dict, max_clips: int = 4) 
            "best in a column, orange: worst (blue and yellow for the conciseness metrics SPS and COMP). Grey "
            "brackets: 95 % bootstrap intervals over clips.</p>"]
     for key, best in summary.items():
-        model, scenario = key
-        group = [r for r in rows if (r.model, r.scenario) == key]
-        out.append(f"<h2>{html.escape(model)} / {html.escape(scenario)}</h2>")
+        group = [r for method_key, table in full.items() if method_key[:-1] == key for r in table]
+        out.append(f"<h2>{html.escape(title(key))}</h2>")
         out.append(html_table(best, lambda r: f"{method_label(r.method)} + {r.mask}"))
         overlaps = overlap_text(best)
         if overlaps:
@@ -221,13 +291,15 @@ def report_html(rows: list[Row], summary: dict, full: dict, max_clips: int = 4) 
         out.append(f"<h3>Faithfulness against conciseness, every method and mask</h3>"
                    f"<img alt='scatter {html.escape(title(key))}' src='{scatter_plot(group, best)}'>")
         for method_key, table in full.items():
-            if method_key[:2] == key:
-                out.append(f"<details><summary>All 14 masks: {html.escape(method_label(method_key[2]))}"
+            if method_key[:-1] == key:
+                out.append(f"<details><summary>All 14 masks: {html.escape(method_label(method_key[-1]))}"
                            f"</summary>{html_table(table, lambda r: r.mask)}</details>")
         sources = sorted({r.source for r in group})
         examples = "".join(examples_html(Path(s), best, max_clips) for s in sources)
         if examples:
             out.append(f"<h3>Listen: each method's best mask</h3>{examples}")
+    if comparison is not None:
+        out.append(comparison_html(comparison))
     out.append("</main></body></html>")
     return "".join(out)
 

@@ -1,11 +1,16 @@
 """Results tables: reading tidy result CSVs, the study's best-mask rule, full and summary tables.
 
-The rule (the paper's): every metric column is min-max scaled over ALL rows given (every model,
+The rule (the paper's): each of the study's seven metric columns is min-max scaled over ALL rows given (every model,
 scenario, method and mask), AD and COMP are flipped (1 - v), values are clipped to [1e-9, 1], and a
 row's score is the geometric mean of the seven. Per (model, scenario, method) the best mask has the
 highest score. Where the protocol is silent: a column whose values are all equal carries no
 information and counts as 1 for every row (so it changes no choice), and ties go to the mask that comes
 first in the paper's mask order.
+
+Rows carry the protocol their run was explained under (``study`` or ``corrected``; files written before
+the column existed are ``corrected``). Rows of different protocols never compete: the rule is applied
+to each protocol's rows alone, as if each were reported by itself, and tables are split by protocol
+only when a report holds more than one.
 """
 from __future__ import annotations
 
@@ -18,9 +23,13 @@ from pathlib import Path
 from errors import UsageValueError
 from explain import METHODS
 from explain.masks import MASK_NAMES
-from explain.metrics import HIGHER_IS_BETTER, METRIC_NAMES, RESULT_COLUMNS
+from explain.metrics import HIGHER_IS_BETTER, METRIC_NAMES, RESULT_COLUMNS, STUDY_METRICS
+from explain.protocol import PROTOCOLS
 
 CLIP = 1e-9
+UNLABELLED = "corrected"  # the protocol of files without a protocol column
+# what every results file has; metrics added after the study's seven (and the protocol) may be missing
+REQUIRED = ["model", "scenario", "method", "mask", "n", *STUDY_METRICS]
 
 
 class ReportInputError(UsageValueError):
@@ -37,12 +46,18 @@ class Row:
     values: dict[str, float]
     source: str
     line: int
+    protocol: str = UNLABELLED
     score: float = math.nan
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, str, str]:
         return (self.model, self.scenario, self.method, self.mask)
+
+    @property
+    def ident(self) -> tuple[str, str, str, str, str]:
+        """What makes a row unique: its key under its protocol."""
+        return (*self.key, self.protocol)
 
 
 def find_results(paths: list[str | Path]) -> list[tuple[Path, Path | None]]:
@@ -80,18 +95,20 @@ def csv_records(path: Path):
 
 
 def read_file(path: Path) -> list[Row]:
-    """The rows of one result CSV; a row missing a metric, or a (model, scenario, method, mask) seen twice
-    in it, is an error naming the line."""
+    """The rows of one result CSV; a row missing a metric of its file, or a (model, scenario, method, mask)
+    seen twice under one protocol in it, is an error naming the line."""
     rows: list[Row] = []
     seen: dict[tuple, str] = {}
     with csv_records(path) as reader:
-        missing = [c for c in RESULT_COLUMNS if c not in (reader.fieldnames or [])]
+        labelled = "protocol" in (reader.fieldnames or [])
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
             raise ReportInputError(f"{path}: missing column(s) {missing}; expected {','.join(RESULT_COLUMNS)}")
+        metrics = [m for m in METRIC_NAMES if m in reader.fieldnames]
         for line, rec in enumerate(reader, start=2):
             where = f"{path}, line {line}"
             values = {}
-            for m in METRIC_NAMES:
+            for m in metrics:
                 try:
                     values[m] = float(rec[m])
                 except (TypeError, ValueError):
@@ -104,10 +121,13 @@ def read_file(path: Path) -> list[Row]:
                 n = int(float(rec["n"]))
             except (TypeError, ValueError):
                 raise ReportInputError(f"{where}: n is not a count ({rec['n']!r})") from None
-            row = Row(rec["model"], rec["scenario"], rec["method"], rec["mask"], n, values, str(path), line)
-            if row.key in seen:
-                raise ReportInputError(f"{where}: {','.join(row.key)} duplicates {seen[row.key]}")
-            seen[row.key] = where
+            protocol = rec["protocol"] if labelled else UNLABELLED
+            if protocol not in PROTOCOLS:
+                raise ReportInputError(f"{where}: protocol is {protocol!r}, expected one of {', '.join(PROTOCOLS)}")
+            row = Row(rec["model"], rec["scenario"], rec["method"], rec["mask"], n, values, str(path), line, protocol)
+            if row.ident in seen:
+                raise ReportInputError(f"{where}: {','.join(row.key)} duplicates {seen[row.ident]}")
+            seen[row.ident] = where
             rows.append(row)
     return rows
 
@@ -115,8 +135,8 @@ def read_file(path: Path) -> list[Row]:
 def read_results(paths: list[str | Path], skipped: list[str] | None = None) -> list[Row]:
     """All rows of all files.
 
-    Below one run folder given, several runs may hold the same (model, scenario, method, mask) (a run
-    explained again): each such row comes from the newest run, the one whose results.csv was written
+    Below one run folder given, several runs may hold the same (model, scenario, method, mask) under one
+    protocol (a run explained again): each such row comes from the newest run, the one whose results.csv was written
     last (ties: the later path, as run folders are named by their start time), and every file that
     lost rows is noted in ``skipped``. Any other repeat (files named directly, or below different
     folders given) is an error naming both places.
@@ -126,19 +146,19 @@ def read_results(paths: list[str | Path], skipped: list[str] | None = None) -> l
     below = [f for f in files if f[1] is not None]
     for path, folder, file_rows in sorted(below, key=lambda f: (f[0].stat().st_mtime, str(f[0])), reverse=True):
         for row in file_rows:
-            owner.setdefault((folder, row.key), path)
+            owner.setdefault((folder, row.ident), path)
     rows: list[Row] = []
     seen: dict[tuple, str] = {}
     dropped: dict[tuple[Path, Path], int] = {}
     for path, folder, file_rows in files:
         for row in file_rows:
-            newer = owner.get((folder, row.key), path)
+            newer = owner.get((folder, row.ident), path)
             if newer != path:
                 dropped[(path, newer)] = dropped.get((path, newer), 0) + 1
                 continue
-            if row.key in seen:
-                raise ReportInputError(f"{path}, line {row.line}: {','.join(row.key)} duplicates {seen[row.key]}")
-            seen[row.key] = f"{path}, line {row.line}"
+            if row.ident in seen:
+                raise ReportInputError(f"{path}, line {row.line}: {','.join(row.key)} duplicates {seen[row.ident]}")
+            seen[row.ident] = f"{path}, line {row.line}"
             rows.append(row)
     if skipped is not None:
         skipped += [f"skipped {n} row(s) of {old}: the newer run {new} has the same (model, scenario, method, mask)"
@@ -149,9 +169,19 @@ def read_results(paths: list[str | Path], skipped: list[str] | None = None) -> l
 
 
 def normalised(rows: list[Row]) -> list[dict[str, float]]:
-    """Each row's metrics scaled to [1e-9, 1] over all rows, oriented so that 1 is best."""
+    """Each row's seven study metrics scaled to [1e-9, 1] over all rows of its protocol, oriented so that 1
+    is best."""
     out = [dict() for _ in rows]
-    for m in METRIC_NAMES:
+    for protocol in {r.protocol for r in rows}:
+        ours = [i for i, r in enumerate(rows) if r.protocol == protocol]
+        for i, norm in zip(ours, _normalised([rows[i] for i in ours])):
+            out[i] = norm
+    return out
+
+
+def _normalised(rows: list[Row]) -> list[dict[str, float]]:
+    out = [dict() for _ in rows]
+    for m in STUDY_METRICS:
         col = [r.values[m] for r in rows]
         lo, hi = min(col), max(col)
         for o, v in zip(out, col):
@@ -166,10 +196,16 @@ def normalised(rows: list[Row]) -> list[dict[str, float]]:
 
 
 def score(rows: list[Row]) -> list[Row]:
-    """Set every row's score: the geometric mean of its normalised metrics."""
+    """Set every row's score: the geometric mean of its normalised metrics (the study's seven only: a metric
+    added since, such as COMPn, would count a property twice)."""
     for row, norm in zip(rows, normalised(rows)):
-        row.score = math.exp(sum(math.log(norm[m]) for m in METRIC_NAMES) / len(METRIC_NAMES))
+        row.score = math.exp(sum(math.log(norm[m]) for m in STUDY_METRICS) / len(STUDY_METRICS))
     return rows
+
+
+def metrics_of(rows: list[Row]) -> list[str]:
+    """The metrics every one of ``rows`` has (files written before a metric existed lack it)."""
+    return [m for m in METRIC_NAMES if all(m in r.values for r in rows)]
 
 
 def method_label(name: str) -> str:
@@ -184,22 +220,32 @@ def method_rank(name: str) -> int:
 
 
 def _order(row: Row) -> tuple:
-    return (row.model, row.scenario, method_rank(row.method), row.method, MASK_NAMES.index(row.mask))
+    return (row.model, row.scenario, PROTOCOLS.index(row.protocol), method_rank(row.method), row.method,
+            MASK_NAMES.index(row.mask))
 
 
-def full_tables(rows: list[Row]) -> dict[tuple[str, str, str], list[Row]]:
-    tables: dict[tuple[str, str, str], list[Row]] = {}
+def several_protocols(rows: list[Row]) -> bool:
+    return len({r.protocol for r in rows}) > 1
+
+
+def full_tables(rows: list[Row]) -> dict[tuple[str, ...], list[Row]]:
+    """Per (model, scenario, method), or (model, scenario, protocol, method) when ``rows`` hold more than
+    one protocol: the rows in the paper's mask order."""
+    split = several_protocols(rows)
+    tables: dict[tuple[str, ...], list[Row]] = {}
     for row in sorted(rows, key=_order):
-        tables.setdefault((row.model, row.scenario, row.method), []).append(row)
+        key = (row.model, row.scenario, *([row.protocol] if split else []), row.method)
+        tables.setdefault(key, []).append(row)
     return tables
 
 
-def best_rows(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
-    """Per (model, scenario): each method's best-scoring mask (rows must be scored)."""
-    summary: dict[tuple[str, str], list[Row]] = {}
-    for (model, scenario, _), group in full_tables(rows).items():
+def best_rows(rows: list[Row]) -> dict[tuple[str, ...], list[Row]]:
+    """Per (model, scenario), or (model, scenario, protocol) when ``rows`` hold more than one protocol: each
+    method's best-scoring mask (rows must be scored)."""
+    summary: dict[tuple[str, ...], list[Row]] = {}
+    for key, group in full_tables(rows).items():
         best = max(group, key=lambda r: (r.score, -MASK_NAMES.index(r.mask)))
-        summary.setdefault((model, scenario), []).append(best)
+        summary.setdefault(key[:-1], []).append(best)
     return summary
 
 
@@ -209,7 +255,7 @@ def column_marks(rows: list[Row]) -> list[dict[str, str]]:
     marks: list[dict[str, str]] = [{} for _ in rows]
     if len(rows) < 2:
         return marks
-    for m in METRIC_NAMES:
+    for m in metrics_of(rows):
         col = [r.values[m] for r in rows]
         best, worst = (max(col), min(col)) if HIGHER_IS_BETTER[m] else (min(col), max(col))
         for mark, v in zip(marks, col):

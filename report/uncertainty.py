@@ -35,6 +35,11 @@ def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0)
 
 def read_per_clip(results_csv: Path) -> dict[tuple[str, str, str, str], dict[str, np.ndarray]]:
     """Per-clip values from the ``per_clip.csv`` beside ``results_csv``, keyed like the results rows."""
+    return {key: values for key, (_, values) in read_clip_values(results_csv).items()}
+
+
+def read_clip_values(results_csv: Path) -> dict[tuple[str, str, str, str], tuple[list[str], dict[str, np.ndarray]]]:
+    """Like ``read_per_clip``, with the clip names the values belong to (in the file's order)."""
     per_clip = results_csv.with_name("per_clip.csv")
     if not per_clip.is_file():
         return {}
@@ -44,16 +49,20 @@ def read_per_clip(results_csv: Path) -> dict[tuple[str, str, str, str], dict[str
         raise ReportInputError(f"{results_csv}: a run folder should hold one model and scenario, found {sorted(labels)}")
     model, scenario = labels.pop()
     cols: dict[tuple, dict[str, list[float]]] = {}
+    clips: dict[tuple, list[str]] = {}
     with csv_records(per_clip) as reader:
+        metrics = [m for m in METRIC_NAMES if m in (reader.fieldnames or [])]  # older runs lack newer metrics
         for line, rec in enumerate(reader, start=2):
             key = (model, scenario, rec["method"], rec["mask"])
-            store = cols.setdefault(key, {m: [] for m in METRIC_NAMES})
+            store = cols.setdefault(key, {m: [] for m in metrics})
             try:
-                for m in METRIC_NAMES:
-                    store[m].append(float(rec[m]))
+                values = [float(rec[m]) for m in metrics]
             except (KeyError, TypeError, ValueError):
                 raise ReportInputError(f"{per_clip}, line {line}: a metric value is missing or not a number") from None
-    return {k: {m: np.asarray(v) for m, v in d.items()} for k, d in cols.items()}
+            for m, v in zip(metrics, values):
+                store[m].append(v)
+            clips.setdefault(key, []).append(rec.get("clip") or "")
+    return {k: (clips[k], {m: np.asarray(v) for m, v in d.items()}) for k, d in cols.items()}
 
 
 def attach_intervals(rows: list[Row], n_boot: int = 2000, seed: int = 0) -> int:

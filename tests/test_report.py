@@ -26,9 +26,10 @@ def write(path: Path, *lines: str) -> Path:
     return path
 
 
-def row(method, mask, ff, ad, scenario="clean", **other):
-    v = {"AI": 10, "AG": 5, "FidIn": 0.5, "SPS": 0.3, "COMP": 9, **other}
-    return f"mel,{scenario},{method},{mask},400,{ff},{v['AI']},{ad},{v['AG']},{v['FidIn']},{v['SPS']},{v['COMP']}"
+def row(method, mask, ff, ad, scenario="clean", protocol="corrected", **other):
+    v = {"model": "mel", "scenario": scenario, "method": method, "mask": mask, "n": 400, "FF": ff, "AD": ad, "AI": 10,
+         "AG": 5, "FidIn": 0.5, "SPS": 0.3, "COMP": 9, "COMPn": 0.9, "protocol": protocol, "fill": "floor", **other}
+    return ",".join(str(v[c]) for c in RESULT_COLUMNS)
 
 
 def test_the_columns_are_the_documented_ones():
