@@ -134,7 +134,7 @@ def _main(args: Optional[list[str]] = None) -> None:
 
     from lightning.pytorch.cli import LightningCLI
 
-    from callbacks import ExplainCallback
+    from callbacks import BestCheckpoint, ExplainCallback
     from datamodules import ESC50DataModule
     from lightning_modules import AudioClassifier
     from lightning_modules.checkpoint import check_lightning_checkpoint
@@ -148,6 +148,8 @@ def _main(args: Optional[list[str]] = None) -> None:
                                      "500}}'): " + describe_methods())
             parser.add_class_arguments(ExplainCallback, "explainer", skip={"methods"},
                                        help="options of the explanation methods and outputs (used by --explain)")
+            # Lightning instantiates this group and appends it to the trainer's callbacks
+            parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
 
         def parse_arguments(self, parser, args):
             super().parse_arguments(parser, args)

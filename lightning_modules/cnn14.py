@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torchaudio.transforms as AT
+
+from errors import UsageValueError
 
 
 class ConvBlock(nn.Module):
@@ -52,8 +55,24 @@ class MaxTree(nn.Module):
         return x.squeeze(-1)
 
 
+class StudySpecAugment(nn.Module):
+    """The study's masking (train only): torchaudio's ``FrequencyMasking(10)`` and ``TimeMasking(20)`` with their
+    defaults, one stripe of each shared by the whole batch, masked cells set to 0 (dB, as it runs before bn0)."""
+
+    def __init__(self, freq_width: int = 10, time_width: int = 20):
+        super().__init__()
+        self.freq_mask, self.time_mask = AT.FrequencyMasking(freq_width), AT.TimeMasking(time_width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        # torchaudio masks (..., freq, time); ours is (B, 1, T, F)
+        return self.time_mask(self.freq_mask(x.transpose(-1, -2))).transpose(-1, -2)
+
+
 class SpecAugment(nn.Module):
-    """SpecAugment-style masking (train only): one frequency and one time stripe per example."""
+    """SpecAugment-style masking (train only): one frequency and one time stripe per example, multiplied by 0
+    (after bn0, so a masked cell is the bin's normalised mean)."""
 
     def __init__(self, freq_width: int = 10, time_width: int = 20):
         super().__init__()
@@ -74,6 +93,10 @@ class SpecAugment(nn.Module):
         return x * keep
 
 
+# training-time masking: where it runs (before bn0 as the study, after bn0 as this tool did before) or none
+SPEC_AUGMENTS = {"study": StudySpecAugment, "after_bn0": SpecAugment, "none": nn.Identity}
+
+
 class Cnn14(nn.Module):
     """Spectrogram (B, 1, T, F) -> logits (B, num_classes).
 
@@ -81,11 +104,14 @@ class Cnn14(nn.Module):
     ``head`` replaces PANNs' ``fc_audioset``.
     """
 
-    def __init__(self, num_bins: int = 64, num_classes: int = 50, width: int = 64):
+    def __init__(self, num_bins: int = 64, num_classes: int = 50, width: int = 64, spec_augment: str = "study"):
         super().__init__()
-        self.num_bins, self.width = num_bins, width
+        if spec_augment not in SPEC_AUGMENTS:
+            raise UsageValueError(f"--model.spec_augment must be one of {', '.join(SPEC_AUGMENTS)}, "
+                                  f"got {spec_augment!r}")
+        self.num_bins, self.width, self.spec_augment_at = num_bins, width, spec_augment
         self.bn0 = nn.BatchNorm2d(num_bins)
-        self.spec_augment = SpecAugment()
+        self.spec_augment = SPEC_AUGMENTS[spec_augment]()
         chans = [1] + [width * 2 ** i for i in range(6)]
         for i in range(6):
             setattr(self, f"conv_block{i + 1}", ConvBlock(chans[i], chans[i + 1], pool=i < 5))
@@ -103,8 +129,11 @@ class Cnn14(nn.Module):
         # backward (2.9) returns a wrong input gradient when the transposed view below has the strides of
         # a spectrogram stored time-fastest (what the front-end gives for a batch of one), and is right on
         # the transpose of a contiguous (B, 1, T, F) (tests/test_batch_independence.py checks both layouts)
+        if self.spec_augment_at == "study":
+            x = self.spec_augment(x)
         x = self.bn0(x.contiguous().transpose(1, 3)).transpose(1, 3)
-        x = self.spec_augment(x)
+        if self.spec_augment_at == "after_bn0":
+            x = self.spec_augment(x)
         for i in range(1, 7):
             x = getattr(self, f"conv_block{i}")(x)
         x = x.mean(dim=3)  # over frequency: (B, C, T')

@@ -65,17 +65,34 @@ class STFTdB(nn.Module):
         return torch.istft(mag * phase, self.n_fft, self.hop_length, window=self.window, center=True, length=length)
 
 
+FILTERBANKS = ("htk", "slaney")
+
+
+def check_filterbank(name: str) -> None:
+    if name not in FILTERBANKS:
+        raise UsageValueError(f"--model.filterbank must be 'htk' or 'slaney', got {name!r}")
+
+
+def mel_filterbank(name: str, n_stft: int, f_min: float, f_max: float, n_mels: int, sample_rate: int) -> torch.Tensor:
+    """(n_stft, n_mels) triangles. ``htk``: torchaudio's ``MelScale`` default, which the study used (HTK scale, peak
+    1). ``slaney``: PANNs' own (librosa's Slaney scale, area-normalised), what its pretrained weights saw."""
+    check_filterbank(name)
+    norm = "slaney" if name == "slaney" else None
+    return AF.melscale_fbanks(n_stft, f_min, f_max, n_mels, sample_rate, norm=norm, mel_scale=name)
+
+
 class MeldB(STFTdB):
-    """Log-mel: n_fft 1024, hop 320, 64 Slaney mel bands over 50-14000 Hz (the PANNs filterbank)."""
+    """Log-mel: n_fft 1024, hop 320, 64 mel bands over 50-14000 Hz, HTK (the study's) or Slaney (PANNs') bands."""
 
     kind = "mel"
 
     def __init__(self, sample_rate: int = 32000, n_fft: int = 1024, hop_length: int = 320, n_mels: int = 64,
-                 f_min: float = 50.0, f_max: float = 14000.0, nnls_iters: int = 50):
+                 f_min: float = 50.0, f_max: float = 14000.0, nnls_iters: int = 50, filterbank: str = "htk"):
         super().__init__(sample_rate, n_fft, hop_length)
         self.n_mels, self.f_min, self.f_max, self.nnls_iters = n_mels, f_min, f_max, nnls_iters
-        fb = AF.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, norm="slaney", mel_scale="slaney")
-        self.register_buffer("fb", fb, persistent=False)  # (F_stft, n_mels)
+        self.filterbank = filterbank
+        fb = mel_filterbank(filterbank, n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate)
+        self.register_buffer("fb", fb, persistent=False)  # (F_stft, n_mels); the inverse uses it too
 
     @property
     def num_bins(self) -> int:
@@ -96,16 +113,19 @@ class MeldB(STFTdB):
         (Lee-Seung), all batched; bins no filter covers come back as zero."""
         fb = self.fb.to(mel.dtype)  # (F, M): each STFT bin feeds at most two bands, so keep it factored
         rhs = torch.einsum("fm,...mt->...ft", fb, mel)
-        s = rhs / (fb.sum(dim=1, keepdim=True).pow(2) + 1e-12)
+        # start from each band's power spread in its filter's shape: a bin on a filter's faint edge (the HTK
+        # bands' top bin has weight 4e-6) would otherwise start near mel / weight, and the updates barely move it
+        s = torch.einsum("fm,...mt->...ft", fb, mel / (fb.pow(2).sum(dim=0)[:, None] + 1e-20))
         for _ in range(self.nnls_iters):
             approx = torch.einsum("fm,...mt->...ft", fb, torch.einsum("fm,...ft->...mt", fb, s))
             s = s * rhs / (approx + 1e-20)
         return s
 
 
-def make_features(kind: str, sample_rate: int = 32000) -> STFTdB:
+def make_features(kind: str, sample_rate: int = 32000, filterbank: str = "htk") -> STFTdB:
+    check_filterbank(filterbank)  # refused for the STFT model too, which has no use for it
     if kind == "mel":
-        return MeldB(sample_rate)
+        return MeldB(sample_rate, filterbank=filterbank)
     if kind == "stft":
         return STFTdB(sample_rate)
     raise UsageValueError(f"features must be 'mel' or 'stft', got {kind!r}")
