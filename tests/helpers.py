@@ -1,10 +1,14 @@
 """Plain helpers shared by the tests (the fixtures are in conftest.py)."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
+import itertools
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +37,36 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600, env: dict | None = None,
         raise AssertionError(f"main.py {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                              f"{proc.stderr[-5000:]}")
     return proc
+
+
+_here_runs = itertools.count()
+
+
+def run_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``main.main(args)`` in this process, in ``cwd``: the same command line as ``run_cli`` without a new
+    interpreter importing torch and Lightning (most of a small run's time), for tests of what a command
+    does rather than of its process (exit codes, signals, W&B, several ranks). The working folder and
+    the environment are restored afterwards; each call gets its own run id."""
+    from main import main
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.update(WANDB_MODE="offline", AUDIOXAI_RUN_ID=f"{time.strftime('%Y%m%d-%H%M%S')}-here{next(_here_runs)}")
+    try:
+        os.chdir(cwd)
+        sys.argv = [str(ROOT / "main.py")]  # pytest's own arguments are not the command's
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main(list(args))
+    except SystemExit as exit:
+        if exit.code not in (0, None):
+            raise AssertionError(f"main.py {' '.join(args)} failed ({exit.code}):\n{out.getvalue()[-3000:]}\n"
+                                 f"{err.getvalue()[-5000:]}") from None
+    finally:
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        for key in set(os.environ) - set(saved_env):
+            del os.environ[key]
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["main.py", *args], 0, out.getvalue(), err.getvalue())
 
 
 def tiny_cnn(num_bins: int = 64, num_classes: int = 5, width: int = 8, seed: int = 0):

@@ -12,7 +12,7 @@ import torch
 
 from explain.cache import AttributionCache
 from files import claim_folder
-from tests.helpers import ROOT, read_csv, run_cli
+from tests.helpers import ROOT, read_csv, run_cli, run_here
 
 
 def spec(seed: int) -> torch.Tensor:
@@ -70,11 +70,11 @@ def test_changed_audio_under_the_same_names_is_recomputed(quickstart_run, small_
     n = len(read_csv(small_test_root / "meta" / "esc50.csv"))
     n_test = sum(r["fold"] == "5" for r in read_csv(small_test_root / "meta" / "esc50.csv"))
 
-    def run(root, tag, *extra):
-        out = run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path",
-                      "runs/quickstart/best.ckpt", "--data.root", str(root), "--explain", "saliency",
-                      "--explainer.cache_dir", str(cache), "--trainer.default_root_dir", f"runs/cache-{tag}",
-                      *EXPLAIN, *extra, cwd=quickstart_run).stdout
+    def run(root, tag, *extra):  # the test is about maps, so one mask is scored
+        out = run_here("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path",
+                       "runs/quickstart/best.ckpt", "--data.root", str(root), "--explain", "saliency",
+                       "--explainer.cache_dir", str(cache), "--trainer.default_root_dir", f"runs/cache-{tag}",
+                       "--explainer.masks", "[bin]", *EXPLAIN, *extra, cwd=quickstart_run).stdout
         return out
 
     assert n > n_test

@@ -3,7 +3,7 @@ import pytest
 
 from callbacks import ExplainCallback
 from errors import UsageError
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, run_here
 
 
 @pytest.mark.parametrize("option, value", [("batch_size", 0), ("batch_size", -3), ("examples", -1),
@@ -22,7 +22,7 @@ def test_zero_examples_and_an_automatic_batch_are_allowed():
 @pytest.mark.slow
 def test_a_bad_option_through_the_cli_is_one_line(tmp_path):
     with pytest.raises(AssertionError) as err:
-        run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--explain", "saliency",
-                "--explainer.batch_size", "-3", "--trainer.logger", "false", cwd=tmp_path, timeout=300)
+        run_here("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--explain", "saliency",
+                 "--explainer.batch_size", "-3", "--trainer.logger", "false", cwd=tmp_path)
     assert "failed (2)" in str(err.value) and "--explainer.batch_size must be a whole number" in str(err.value)
     assert "Traceback" not in str(err.value)

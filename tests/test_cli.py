@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, run_here
 
 
 def test_quickstart_fit_trains_a_good_model(quickstart_run):
@@ -39,22 +39,21 @@ def test_fit_on_real_clips_then_test_from_the_checkpoint(tmp_path, mini_root):
               "--data.batch_size", "4", "--model.width", "8", "--model.num_classes", "46", "--model.pretrained", "null",
               "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.logger", "false",
               "--trainer.default_root_dir", "runs/mini"]
-    run_cli("fit", *common, "--trainer.max_epochs", "1", cwd=tmp_path)
+    run_here("fit", *common, "--trainer.max_epochs", "1", cwd=tmp_path)
     best = tmp_path / "runs" / "mini" / "best.ckpt"
     assert best.resolve().is_file()
     # the checkpoint alone restores the model (width, classes) over the config's defaults
-    proc = run_cli("test", "--data.root", str(root), "--data.num_workers", "0", "--trainer.accelerator", "cpu",
-                   "--trainer.logger", "false", "--trainer.default_root_dir", "runs/mini",
-                   "--ckpt_path", str(best), cwd=tmp_path)
+    proc = run_here("test", "--data.root", str(root), "--data.num_workers", "0", "--trainer.accelerator", "cpu",
+                    "--trainer.logger", "false", "--trainer.default_root_dir", "runs/mini",
+                    "--ckpt_path", str(best), cwd=tmp_path)
     assert re.search(r"test/acc\s+[0-9.]+", proc.stdout)
 
 
 @pytest.mark.slow
 def test_unknown_method_lists_the_known_ones(tmp_path):
-    from tests.helpers import run_cli as run
     with pytest.raises(AssertionError, match="known: saliency, gradcam, lime, shap"):
-        run("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--explain", "nonsense",
-            "--trainer.logger", "false", cwd=tmp_path, timeout=300)
+        run_here("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--explain", "nonsense",
+                 "--trainer.logger", "false", cwd=tmp_path)
 
 
 def read_rows(path):
@@ -102,11 +101,11 @@ def test_explain_all_through_the_cli(quickstart_run, explained_run):
 
 @pytest.mark.parametrize("scenario,method", [("room", "gradcam"), ("white", "saliency"), ("horse", "lime")])
 def test_explain_one_method_under_each_noise_scenario(quickstart_run, noise_dir, scenario, method):
-    run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
-            "--explain", method, "--data.test_noise", scenario, "--data.noise_dir", str(noise_dir),
-            "--data.batch_size", "4", "--trainer.limit_test_batches", "2", "--explainer.examples", "0",
-            "--explainer.lime_samples", "20", "--trainer.logger", "false",
-            "--trainer.default_root_dir", f"runs/{scenario}", cwd=quickstart_run)
+    run_here("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
+             "--explain", method, "--data.test_noise", scenario, "--data.noise_dir", str(noise_dir),
+             "--data.batch_size", "4", "--trainer.limit_test_batches", "2", "--explainer.examples", "0",
+             "--explainer.lime_samples", "20", "--trainer.logger", "false",
+             "--trainer.default_root_dir", f"runs/{scenario}", cwd=quickstart_run)
     rows = read_rows(next((quickstart_run / "runs" / scenario).glob("test-*/explain/results.csv")))
     assert len(rows) == 14 and {r["scenario"] for r in rows} == {scenario} and {r["method"] for r in rows} == {method}
     assert {r["n"] for r in rows} == {"8"}
@@ -122,7 +121,7 @@ def test_explain_one_method_under_each_noise_scenario(quickstart_run, noise_dir,
 ])
 @pytest.mark.slow
 def test_every_config_parses(args, expect):
-    out = run_cli("fit", *args, "--print_config", cwd=ROOT, timeout=120).stdout
+    out = run_here("fit", *args, "--print_config", cwd=ROOT).stdout
     lines = {line.strip() for line in out.splitlines()}
     assert expect <= lines, expect - lines
 
@@ -130,11 +129,11 @@ def test_every_config_parses(args, expect):
 def test_stft_model_trains_and_explains(quickstart_run, small_test_root):
     common = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--data.root", str(small_test_root),
               "--trainer.logger", "false", "--trainer.default_root_dir", "runs/stft"]
-    run_cli("fit", *common, "--model.features", "stft", "--trainer.max_epochs", "1",
-            "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2", cwd=quickstart_run)
-    run_cli("test", *common, "--ckpt_path", "runs/stft/best.ckpt", "--explain", "all", "--data.batch_size", "1",
-            "--trainer.limit_test_batches", "2", "--explainer.lime_samples", "20", "--explainer.examples", "1",
-            "--explainer.shap_background_per_class", "1", cwd=quickstart_run)
+    run_here("fit", *common, "--model.features", "stft", "--trainer.max_epochs", "1",
+             "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2", cwd=quickstart_run)
+    run_here("test", *common, "--ckpt_path", "runs/stft/best.ckpt", "--explain", "all", "--data.batch_size", "1",
+             "--trainer.limit_test_batches", "2", "--explainer.lime_samples", "20", "--explainer.examples", "1",
+             "--explainer.shap_background_per_class", "1", cwd=quickstart_run)
     out = next((quickstart_run / "runs" / "stft").glob("test-*/explain"))
     rows = read_rows(out / "results.csv")
     assert len(rows) == 56 and {r["model"] for r in rows} == {"stft"} and {r["n"] for r in rows} == {"2"}

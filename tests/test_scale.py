@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from tests.helpers import ROOT, assert_same_results, read_csv, run_cli
+from tests.helpers import ROOT, assert_same_results, read_csv, run_cli, run_here
 
 EXPLAIN = ["--explainer.examples", "0", "--trainer.logger", "false", "--data.num_workers", "0"]
 
@@ -58,8 +58,7 @@ def test_two_processes_give_the_one_process_results_clip_for_clip(quickstart_run
               "--data.root", str(small_test_root), "--data.batch_size", "3", "--explain", "saliency,lime,shap",
               "--explainer.lime_samples", "20", "--explainer.shap_background_per_class", "1",
               "--explainer.cache", "false", "--explainer.examples", "0", "--data.num_workers", "0"]
-    run_cli(*common, "--trainer.logger", "false", "--trainer.default_root_dir", "runs/one", cwd=quickstart_run,
-            timeout=400)
+    run_here(*common, "--trainer.logger", "false", "--trainer.default_root_dir", "runs/one", cwd=quickstart_run)
     # with the W&B logger (offline), as users run it: the exit code must cover every rank
     ddp = run_cli(*common, "--trainer.default_root_dir", "runs/two", "--trainer.logger.init_args.save_dir", "runs/two",
                   "--trainer.devices", "2", "--trainer.strategy", "ddp", cwd=quickstart_run, timeout=400)
@@ -90,11 +89,11 @@ def test_a_killed_run_resumes_from_the_cache(quickstart_run, small_test_root):
     done_before = len(list(cache.glob("*/*.pt")))
     assert 4 <= done_before < 13, "the run should have been killed part-way"
     assert not list((quickstart_run / "runs" / "resume").glob("run/test-*/explain/results.csv"))
-    out = run_cli(*args[2:], *base, cwd=quickstart_run, env=env).stdout
+    out = run_here(*args[2:], *base, cwd=quickstart_run).stdout
     assert f"lime {13 - done_before} computed, {done_before} from cache" in out
     resumed = explain_dir(quickstart_run / "runs" / "resume" / "run")
-    run_cli(*args[2:], "--trainer.default_root_dir", "runs/resume/fresh", "--explainer.cache", "false",
-            cwd=quickstart_run, env=env)
+    run_here(*args[2:], "--trainer.default_root_dir", "runs/resume/fresh", "--explainer.cache", "false",
+             cwd=quickstart_run)
     assert_same_results(resumed, explain_dir(quickstart_run / "runs" / "resume" / "fresh"), tol=0)
 
 
@@ -190,9 +189,10 @@ def test_same_seed_same_maps():
 
 def test_a_checkpoint_keeps_its_own_feature_type_in_the_cli(quickstart_run, small_test_root):
     """Documented: the checkpoint's hyperparameters (features, width, classes) override the config's."""
-    run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
-            "--model.features", "stft", "--data.root", str(small_test_root), "--explain", "gradcam",
-            "--trainer.default_root_dir", "runs/other-features", *EXPLAIN, cwd=quickstart_run)
+    run_here("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
+             "--model.features", "stft", "--data.root", str(small_test_root), "--explain", "gradcam",
+             "--trainer.default_root_dir", "runs/other-features", "--explainer.masks", "[bin]", *EXPLAIN,
+             cwd=quickstart_run)
     rows = read_csv(explain_dir(quickstart_run / "runs" / "other-features") / "results.csv")
     assert {r["model"] for r in rows} == {"mel"}
 
