@@ -10,10 +10,14 @@ dataset), per method it measures seconds per clip and peak memory:
   the device): a method's ``attribute`` step, and its ``score`` step for the metric stage;
 - reference: the study's approach, one clip at a time: ``lime``'s LimeImageExplainer with its defaults
   (10 perturbations per model call), ``shap.DeepExplainer`` with the same background, captum's Saliency
-  and LayerGradCam per clip, and the metric stage per clip and per mask with Quantus for SPS and COMP;
+  and LayerGradCam per clip, the metric stage per clip and per mask with Quantus for SPS and COMP, and the
+  captum methods (ig, smoothgrad, occlusion, gradshap, deeplift, inputxgrad) as captum's classes called
+  on one clip at a time with their own defaults for batching (the floor as baseline, our other options);
 - bound: only the model passes the method needs, in the largest batch ours uses (LIME: its perturbed
   forwards; SHAP: clip x background forward and backward; metrics: 1 + 2 x 14 forwards per clip;
-  Saliency and Grad-CAM: one forward and backward per clip).
+  Saliency, Grad-CAM and Input x Gradient: one forward and backward per clip; IG: steps, SmoothGrad and
+  GradientSHAP: samples forwards and backwards per clip; DeepLIFT: the clip and its baseline forward and
+  backward; Occlusion: one forward per rectangle).
 
 Speed-up = reference / ours; efficiency = bound / ours (1 means nothing but the model passes).
 """
@@ -36,12 +40,13 @@ import torch
 from datamodules import ESC50DataModule, write_synthetic_esc50
 from explain import MASK_NAMES, make_masks
 from explain.lime import scale01
-from explain.masks import apply_mask
+from explain.masks import SILENCE_DB, apply_mask
 from explain.metrics import average_drop, average_gain, average_increase, faithfulness_of_features, fidelity_in
 from explain.pipeline import ExplanationPipeline
 from lightning_modules import AudioClassifier, Cnn14, make_features
 
-METHODS = ("saliency", "gradcam", "lime", "shap", "metrics")
+CAPTUM = ("ig", "smoothgrad", "occlusion", "gradshap", "deeplift", "inputxgrad")
+METHODS = ("saliency", "gradcam", "lime", "shap", *CAPTUM, "metrics")
 
 
 class Meter:
@@ -177,6 +182,48 @@ def reference_metrics(model, x, target, attributions):
                 comp(model=None, x_batch=xs, y_batch=np.zeros(1, int), a_batch=m, channel_first=True)
 
 
+def reference_captum(name, method, model, x, target):
+    """captum's class for ``method`` (ours, for its options) called on one clip at a time."""
+    from captum.attr import (DeepLift, GradientShap, InputXGradient, IntegratedGradients, NoiseTunnel, Occlusion,
+                             Saliency)
+    for i in range(len(x)):
+        xi, ti = x[i:i + 1].clone(), int(target[i])
+        floor = torch.full_like(xi, SILENCE_DB)
+        spread = float(xi.max() - xi.min())
+        if name == "ig":
+            IntegratedGradients(model).attribute(xi, floor, target=ti, n_steps=method.steps)
+        elif name == "smoothgrad":
+            NoiseTunnel(Saliency(model)).attribute(xi, nt_type="smoothgrad", nt_samples=method.samples,
+                                                   stdevs=method.noise_level * spread, target=ti, abs=False)
+        elif name == "occlusion":
+            Occlusion(model).attribute(xi, (1, *method.window), strides=(1, *method.stride), baselines=SILENCE_DB,
+                                       target=ti)
+        elif name == "gradshap":
+            GradientShap(model).attribute(xi, floor, n_samples=method.samples, stdevs=method.noise_level * spread,
+                                          target=ti)
+        elif name == "deeplift":
+            DeepLift(model).attribute(xi, floor, target=ti)
+        else:
+            InputXGradient(lambda z: model(z + SILENCE_DB)).attribute(xi - SILENCE_DB, target=ti)
+
+
+def occlusion_positions(method, shape) -> int:
+    """Rectangles per clip, as captum places them (the last one in each axis cut to fit)."""
+    n = 1
+    for w, s, size in zip(method.window, method.stride, shape[2:]):
+        w = min(w, size)
+        n *= -(-(size - w) // s) + 1
+    return n
+
+
+def bound_captum(name, method, model, x, fwd_bs, bwd_bs):
+    if name == "occlusion":
+        bound_forward(model, x, occlusion_positions(method, x.shape), fwd_bs)
+    else:
+        repeats = {"ig": getattr(method, "steps", 1), "deeplift": 2}.get(name, getattr(method, "samples", 1))
+        bound_backward(model, x, repeats, bwd_bs)
+
+
 # -- bounds: the bare model passes --------------------------------------------------------------------------
 def bound_forward(model, x, repeats, batch):
     rows = x.repeat_interleave(repeats, 0) if repeats > 1 else x
@@ -200,7 +247,9 @@ def run(args) -> dict:
     model, features = load_model(args, device)
     x, bg, ids = load_inputs(args, features, device)
     explained = [m for m in args.methods if m != "metrics"] or ["saliency"]  # the metric stage scores saliency's maps
-    options = {"lime": {"num_samples": args.lime_samples}, "shap": {"background_size": len(bg)}}
+    options = {"lime": {"num_samples": args.lime_samples}, "shap": {"background_size": len(bg)},
+               "ig": {"steps": args.steps} if args.steps else {},
+               **{n: {"samples": args.samples} if args.samples else {} for n in ("smoothgrad", "gradshap")}}
     pipe = ExplanationPipeline(model, explained, {n: options.get(n, {}) for n in explained}, batch_size=args.batch,
                                precision=args.precision).to(device)
     for name in pipe.backgrounds_needed():
@@ -238,6 +287,8 @@ def run(args) -> dict:
                         reference_lime(model, x, target, args.lime_samples)
                     elif name == "shap":
                         reference_shap(model, x, bg)
+                    elif name in CAPTUM:
+                        reference_captum(name, pipe.methods[name], model, x, target)
                     else:
                         reference_gradient(name, model, x, target)
                 entry["reference_s"] = m.seconds
@@ -246,6 +297,8 @@ def run(args) -> dict:
                     bound_forward(model, x, args.lime_samples, fwd_bs)
                 elif name == "shap":
                     bound_backward(model, x, len(bg), bwd_bs)
+                elif name in CAPTUM:
+                    bound_captum(name, pipe.methods[name], model, x, fwd_bs, bwd_bs)
                 else:
                     bound_backward(model, x, 1, bwd_bs)
             entry["bound_s"] = m.seconds
@@ -264,10 +317,10 @@ def table(report: dict) -> str:
     lines = [f"device: {report['device']}, Cnn14 width {report['width']}, {report['clips']} clips, "
              f"LIME {report['lime_samples']} samples, SHAP background {report['background']}, "
              f"precision {report['precision']}, batch {report['batch']}",
-             f"{'method':<9} {'ours s/clip':>12} {'reference':>10} {'bound':>9} {'speed-up':>9} {'efficiency':>10} "
+             f"{'method':<10} {'ours s/clip':>12} {'reference':>10} {'bound':>9} {'speed-up':>9} {'efficiency':>10} "
              f"{'peak MB':>9}"]
     for name, r in report["methods"].items():
-        lines.append(f"{name:<9} {r['ours_s']:>12.4f} {r['reference_s']:>10.4f} {r['bound_s']:>9.4f} "
+        lines.append(f"{name:<10} {r['ours_s']:>12.4f} {r['reference_s']:>10.4f} {r['bound_s']:>9.4f} "
                      f"{r['reference_s'] / r['ours_s']:>9.2f} {r['bound_s'] / r['ours_s']:>10.2f} {r['peak_mem_mb']:>9.0f}")
     return "\n".join(lines)
 
@@ -279,6 +332,8 @@ def parse(argv=None):
     p.add_argument("--clips", type=int, default=4)
     p.add_argument("--lime-samples", type=int, default=1000)
     p.add_argument("--background", type=int, default=100, help="SHAP background clips")
+    p.add_argument("--steps", type=int, default=None, help="IG steps (default: the method's)")
+    p.add_argument("--samples", type=int, default=None, help="SmoothGrad and GradientSHAP samples (default: theirs)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", default="32", choices=["32", "bf16"])
     p.add_argument("--features", default="mel", choices=["mel", "stft"])

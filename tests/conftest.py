@@ -49,9 +49,10 @@ def quickstart_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def explained_run(quickstart_run):
-    """A small ``test --explain all`` on the quickstart checkpoint: (its explain folder, its stdout)."""
+    """A small ``test --explain study`` (the study's four methods) on the quickstart checkpoint: (its explain
+    folder, its stdout)."""
     proc = run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"),
-                   "--ckpt_path", "runs/quickstart/best.ckpt", "--explain", "all",
+                   "--ckpt_path", "runs/quickstart/best.ckpt", "--explain", "study",
                    "--data.batch_size", "6", "--trainer.limit_test_batches", "2",
                    "--explainer.lime_samples", "40", "--explainer.examples", "1", cwd=quickstart_run)
     return next((quickstart_run / "runs" / "quickstart").glob("test-*/explain")), proc.stdout

@@ -11,11 +11,12 @@ from benchmarks.precision import differences
 def test_benchmark_reports_every_method_three_ways(tmp_path):
     out = tmp_path / "bench.json"
     report = bench.main(["--width", "8", "--clips", "2", "--lime-samples", "30", "--background", "4",
-                         "--device", "cpu", "--data", str(tmp_path / "data"), "--out", str(out)])
+                         "--steps", "2", "--samples", "2", "--device", "cpu", "--data", str(tmp_path / "data"),
+                         "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(report))
     assert set(saved) >= {"device", "width", "clips", "methods"} and saved["width"] == 8 and saved["clips"] == 2
-    assert set(saved["methods"]) == {"saliency", "gradcam", "lime", "shap", "metrics"}
+    assert set(saved["methods"]) == set(bench.METHODS) >= {"saliency", "gradcam", "lime", "shap", "metrics", "ig"}
     for name, r in saved["methods"].items():
         for key in ("ours_s", "reference_s", "bound_s"):
             assert isinstance(r[key], float) and math.isfinite(r[key]) and r[key] > 0, (name, key)
@@ -41,8 +42,9 @@ def test_benchmark_runs_on_a_project_checkpoint(quickstart_run, tmp_path):
     """The checkpoint brings its own width, classes and feature type (the quickstart's: width 8, 10, mel)."""
     ckpt = quickstart_run / "runs" / "quickstart" / "best.ckpt"
     report = bench.main(["--ckpt", str(ckpt), "--width", "64", "--features", "stft", "--clips", "2",
-                         "--lime-samples", "20", "--background", "3", "--device", "cpu", "--skip-reference",
+                         "--lime-samples", "20", "--background", "3", "--steps", "2", "--samples", "2",
+                         "--device", "cpu", "--skip-reference",
                          "--data", str(quickstart_run / "data" / "quickstart")])
     assert report["width"] == 8 and report["features"] == "mel"
-    assert set(report["methods"]) == {"saliency", "gradcam", "lime", "shap", "metrics"}
+    assert set(report["methods"]) == set(bench.METHODS)
     assert all(r["ours_s"] > 0 and r["bound_s"] > 0 for r in report["methods"].values())

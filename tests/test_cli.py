@@ -64,14 +64,14 @@ def read_rows(path):
 RANGES = {"FF": (-1, 1), "AI": (0, 100), "AD": (0, 100), "AG": (0, 100), "FidIn": (0, 1), "SPS": (0, 1)}
 
 
-def test_explain_all_through_the_cli(quickstart_run, explained_run):
+def test_explain_study_through_the_cli(quickstart_run, explained_run):
     import math
     out, stdout = explained_run
     assert str(out.relative_to(quickstart_run) / "results.csv") in stdout
     assert "W&B ran offline" in stdout and "wandb sync runs/wandb/offline-run-" in stdout
     rows = read_rows(out / "results.csv")
     with open(out / "results.csv") as f:
-        assert f.readline().strip() == "model,scenario,method,mask,n,FF,AI,AD,AG,FidIn,SPS,COMP"
+        assert f.readline().strip() == "model,scenario,method,mask,n,FF,AI,AD,AG,FidIn,SPS,COMP,COMPn,protocol,fill"
     assert len(rows) == 4 * 14
     assert {(r["method"], r["mask"]) for r in rows} == {(m, k) for m in ("saliency", "gradcam", "lime", "shap")
                                                         for k in __import__("explain").MASK_NAMES}
@@ -131,7 +131,7 @@ def test_stft_model_trains_and_explains(quickstart_run, small_test_root):
               "--trainer.logger", "false", "--trainer.default_root_dir", "runs/stft"]
     run_here("fit", *common, "--model.features", "stft", "--trainer.max_epochs", "1",
              "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2", cwd=quickstart_run)
-    run_here("test", *common, "--ckpt_path", "runs/stft/best.ckpt", "--explain", "all", "--data.batch_size", "1",
+    run_here("test", *common, "--ckpt_path", "runs/stft/best.ckpt", "--explain", "study", "--data.batch_size", "1",
              "--trainer.limit_test_batches", "2", "--explainer.lime_samples", "20", "--explainer.examples", "1",
              "--explainer.shap_background_per_class", "1", cwd=quickstart_run)
     out = next((quickstart_run / "runs" / "stft").glob("test-*/explain"))
