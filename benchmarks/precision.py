@@ -1,13 +1,13 @@
 """Does bf16 autocast move the results? Compare two explained runs' tidy results, metric by metric.
 
-    python main.py test --config configs/quickstart.yaml --ckpt_path runs/quickstart/best.ckpt --explain all \\
+    python main.py test --config configs/quickstart.yaml --ckpt_path runs/quickstart/best.ckpt --explain study \\
         --trainer.default_root_dir runs/fp32
-    python main.py test --config configs/quickstart.yaml --ckpt_path runs/quickstart/best.ckpt --explain all \\
+    python main.py test --config configs/quickstart.yaml --ckpt_path runs/quickstart/best.ckpt --explain study \\
         --explainer.precision bf16 --trainer.default_root_dir runs/bf16
     python -m benchmarks.precision runs/fp32 runs/bf16
 
 Differences are in points: AI, AD and AG are percentages already; FF, Fid-In and SPS (in [-1, 1] or
-[0, 1]) count 100 points to 1; COMP counts 100 points to ln d, its range. Exits 1 when a difference
+[0, 1], and COMPn) count 100 points to 1; COMP counts 100 points to ln d, its range. Exits 1 when a difference
 exceeds --tolerance (0.5 points).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 from explain.metrics import METRIC_NAMES
 from report.tables import read_results
 
-SCALE = {"FF": 100.0, "FidIn": 100.0, "SPS": 100.0, "AI": 1.0, "AD": 1.0, "AG": 1.0}
+SCALE = {"FF": 100.0, "FidIn": 100.0, "SPS": 100.0, "COMPn": 100.0, "AI": 1.0, "AD": 1.0, "AG": 1.0}
 
 
 def differences(a: list[str], b: list[str], d: int = 64 * 501) -> list[tuple[tuple, str, float]]:
@@ -28,7 +28,7 @@ def differences(a: list[str], b: list[str], d: int = 64 * 501) -> list[tuple[tup
     rows_b = {r.key[2:]: r for r in read_results(b)}
     out = []
     for key in sorted(rows_a.keys() & rows_b.keys()):
-        for m in METRIC_NAMES:
+        for m in (m for m in METRIC_NAMES if m in rows_a[key].values and m in rows_b[key].values):
             scale = SCALE.get(m, 100.0 / math.log(d))
             out.append((key, m, abs(rows_a[key].values[m] - rows_b[key].values[m]) * scale))
     return out

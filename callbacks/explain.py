@@ -17,6 +17,7 @@ from explain.metrics import CLIP_COLUMNS, METRIC_NAMES, RESULT_COLUMNS
 from explain.batching import PRECISIONS
 from explain.curves import CURVE_COLUMNS, CURVES, FRACTIONS
 from explain.masks import FILLS
+from explain.localisation import LOCALISATION_COLUMNS, ground_truth
 from explain.pipeline import ExplanationPipeline
 from explain.sanity import LAYERS as SANITY_LAYERS, SANITY_COLUMNS, still_similar
 from explain.protocol import check_protocol
@@ -138,6 +139,7 @@ class ExplainCallback(Callback):
             seed=self.seed, batch_size=self.batch_size, precision=self.precision, masks=self.masks,
             conciseness_on=self.conciseness_on, cache_dir=self._cache_root if self.cache else None,
             protocol=self.protocol, fill=self.fill, curves=self.with_curves, fractions=self.fractions,
+            localisation=True,  # used only where the batches carry a ground truth
         ).to(pl_module.device)
         self._clips: list[tuple] = []  # (dataset index, clip, true, pred) in this rank's test order
         self._values: dict[str, list[torch.Tensor]] = {m: [] for m in self.methods}  # (K, B, metrics) per batch
@@ -150,6 +152,7 @@ class ExplainCallback(Callback):
                     raise UsageValueError(f"--explainer.sanity_layers: the model has no layer {layer!r}; "
                                           f"its layers: {', '.join(n for n, _ in pl_module.spectrogram_model.named_children())}") from None
         self._scenario = "clean"
+        self._saw_truth = False  # whether the batches carried a ground truth (localisation.csv)
 
     def on_test_start(self, trainer, pl_module) -> None:
         for name, (per_class, size) in self.pipeline.backgrounds_needed().items():
@@ -172,6 +175,12 @@ class ExplainCallback(Callback):
         with torch.no_grad():
             x, phase = self.features(wave, return_phase=True)
         done = self.pipeline.explain(x, ids)
+        truth = ground_truth(self.features, batch, x.shape[2])
+        if truth is not None:
+            self._saw_truth = True
+            # the truth marks the true class's sound: scored where the model predicts that class
+            keep = (done.pred == batch["target"].to(done.pred.device)) & truth.flatten(1).any(1)
+            self.pipeline.localise(done, truth, keep, ids)
         self._clips += list(zip(batch["index"].tolist(), ids, batch["target"].tolist(), done.pred.tolist()))
         if self.sanity:
             self._sanity_clips += [(idx, ids[i], x[i].cpu(), int(done.pred[i]))
@@ -216,11 +225,24 @@ class ExplainCallback(Callback):
                 results.append([self.model_label, self._scenario, name, mask, n]
                                + [means[name][mask][m] for m in METRIC_NAMES] + [self.protocol, self.fill])
         curves = self.pipeline.curve_results()
+        localisation = self.localisation_rows(self.pipeline.localisation_results())
         records, counts = self._gather(trainer)
         sanity = self._sanity(trainer, pl_module) if self.sanity else None
         if trainer.is_global_zero:
-            self._write(trainer, results, records, counts, curves, sanity)
-            self._log(trainer, results, curves, sanity)
+            self._write(trainer, results, records, counts, curves, sanity, localisation)
+            self._log(trainer, results, curves, sanity, localisation)
+
+    def localisation_rows(self, localised: dict) -> list[list]:
+        """Rows of localisation.csv; none when the data had no ground truth."""
+        rows = []
+        if not self._saw_truth:
+            return rows
+        for name, out in localised.items():
+            head = [self.model_label, self._scenario, name]
+            rows += [head + ["", metric, value, out["n"], self.protocol] for metric, value in out["map"].items()]
+            rows += [head + [mask, metric, value, out["n"], self.protocol]
+                     for mask, values in out["mask"].items() for metric, value in values.items()]
+        return rows
 
     def _sanity(self, trainer, pl_module) -> list[list] | None:
         """The randomisation test on the first clips of the test set, gathered from every rank and run by
@@ -276,8 +298,12 @@ class ExplainCallback(Callback):
                 for name, c in curves.items() for curve in CURVES for f, p in zip(self.fractions, c[curve])]
 
     def _write(self, trainer, results: Sequence[list], records: list, counts: dict, curves: dict,
-               sanity: list | None) -> None:
+               sanity: list | None, localisation: list | None = None) -> None:
         write_csv(self.out / "per_clip.csv", CLIP_COLUMNS, self.per_clip_rows(records))
+        if localisation:
+            write_csv(self.out / "localisation.csv", LOCALISATION_COLUMNS, localisation)
+            print(f"\nlocalisation against the ground truth: {self.out / 'localisation.csv'} ({localisation[0][6]} of "
+                  f"{len(records)} clips: those the model assigns their true class, with a non-empty ground truth)")
         if sanity:
             write_csv(self.out / "sanity.csv", SANITY_COLUMNS, sanity)
             flagged = still_similar(sanity, self.sanity_layers)
@@ -293,6 +319,7 @@ class ExplainCallback(Callback):
             "sanity": {"clips": sanity[0][-1], "layers": list(self.sanity_layers),
                        "still_similar": still_similar(sanity, self.sanity_layers)} if sanity else None,
             "curve_areas": {n: {k: v for k, v in c.items() if k.endswith("_auc")} for n, c in curves.items()},
+            "localisation_clips": localisation[0][6] if localisation else None,
             "methods": self.methods, "masks": list(self.masks),
             "options": self.pipeline.options(), "conciseness_on": self.conciseness_on,
             "precision": self.precision, "batch_sizes": self.pipeline.batch_sizes,
@@ -303,17 +330,20 @@ class ExplainCallback(Callback):
         print(f"\nexplanation results: {self.out / 'results.csv'} (per clip: {self.out / 'per_clip.csv'}; "
               f"audio and figures: {self.out / 'examples'}); attributions: {done}")
 
-    def _log(self, trainer, results: Sequence[list], curves: dict, sanity: list | None) -> None:
+    def _log(self, trainer, results: Sequence[list], curves: dict, sanity: list | None,
+             localisation: list | None = None) -> None:
         scalars = {f"explain/{r[1]}/{r[2]}/{r[3]}/{m}": r[5 + i]
                    for r in results for i, m in enumerate(METRIC_NAMES)}
+        scalars.update({f"explain/{r[1]}/{r[2]}/localisation/{r[3] + '/' if r[3] else ''}{r[4]}": r[5]
+                        for r in localisation or ()})
         scalars.update({f"explain/{self._scenario}/{name}/{key}": value
                         for name, c in curves.items() for key, value in c.items() if key.endswith("_auc")})
         for logger in trainer.loggers:
             logger.log_metrics(scalars)
             if type(logger).__name__ == "WandbLogger":
-                self._log_wandb(logger, results, curves, sanity)
+                self._log_wandb(logger, results, curves, sanity, localisation)
 
-    def _log_wandb(self, logger, results, curves: dict, sanity: list | None) -> None:
+    def _log_wandb(self, logger, results, curves: dict, sanity: list | None, localisation: list | None = None) -> None:
         run = logger.experiment
         run.config.update({"explain": {"model": self.model_label, "scenario": self._scenario,
                                        "methods": self.methods, "protocol": self.protocol, "fill": self.fill}},
@@ -325,6 +355,8 @@ class ExplainCallback(Callback):
             logger.log_table("explain/curves", columns=CURVE_COLUMNS, data=self.curve_rows(curves, self.pipeline.count()))
         if sanity:
             logger.log_table("explain/sanity", columns=SANITY_COLUMNS, data=[list(r) for r in sanity])
+        if localisation:
+            logger.log_table("explain/localisation", columns=LOCALISATION_COLUMNS, data=[list(r) for r in localisation])
         # one W&B entry per (clip, method): its masks' figures, and their masked-in and masked-out audio
         for folder in sorted(p for p in (self.out / "examples").glob("*/*") if p.is_dir()):
             pngs = sorted(folder.glob("*.png"), key=lambda p: self.masks.index(p.stem) if p.stem in self.masks else 99)

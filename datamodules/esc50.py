@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 from errors import UsageFileExistsError, UsageFileNotFoundError, UsageValueError
 from .audio import DURATION, SAMPLE_RATE, load_clip
 from files import DownloadError, download, extract_zip_into
-from .noise import ScenarioNoise, TrainNoise
-from .synthetic import write_synthetic_esc50
+from .noise import MIXTURE, Mixture, ScenarioNoise, TrainNoise
+from .synthetic import read_signatures, write_synthetic_esc50
 
 ESC50_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
 REQUIRED_COLUMNS = ("filename", "fold", "target", "category")
@@ -46,11 +46,13 @@ class ClipDataset(Dataset):
     """Clips of the given metadata rows; each item is a dict that carries its file name and scenario."""
 
     def __init__(self, root: Path, rows: list[dict], sample_rate: int = SAMPLE_RATE, duration: float = DURATION,
-                 test_noise: Optional[ScenarioNoise] = None, train_noise: Optional[TrainNoise] = None):
+                 test_noise: Optional[ScenarioNoise | Mixture] = None, train_noise: Optional[TrainNoise] = None,
+                 boxes: Optional[dict] = None):
         self.root, self.rows = root, rows
         self.sample_rate, self.duration = sample_rate, duration
         self.test_noise, self.train_noise = test_noise, train_noise
         self.scenario = test_noise.label if test_noise is not None else "clean"
+        self.boxes = boxes  # filename -> ground-truth box (seconds, Hz), where the data has one
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -62,10 +64,15 @@ class ClipDataset(Dataset):
             # drawn from torch's generator: new noise every epoch, reproducible under seed_everything
             rng = random.Random(int(torch.randint(0, 2**31 - 1, (1,))))
             wave = self.train_noise(wave, rng, self.sample_rate)
-        if self.test_noise is not None:
-            wave = self.test_noise(wave)
-        return {"waveform": wave, "target": row["target"], "filename": row["filename"],
+        item = {"waveform": wave, "target": row["target"], "filename": row["filename"],
                 "scenario": self.scenario, "index": i}
+        if isinstance(self.test_noise, Mixture):
+            item.update(self.test_noise(i, wave))
+        elif self.test_noise is not None:
+            item["waveform"] = self.test_noise(wave)
+        if self.boxes is not None:
+            item["box"] = torch.tensor(self.boxes[row["filename"]], dtype=torch.float32)  # float64 fails on MPS
+        return item
 
 
 class ESC50DataModule(L.LightningDataModule):
@@ -77,7 +84,10 @@ class ESC50DataModule(L.LightningDataModule):
         synthetic: write the built-in synthetic dataset to ``root`` when it has none (quickstart).
         train_folds, val_folds, test_folds: the split by the metadata's fold column.
         test_noise: ``white``, ``room``, ``horse`` (files in ``noise_dir``) or a path to any audio file;
-            mixed into every validation/test clip as the study did. None for clean data.
+            mixed into every validation/test clip as the study did. None for clean data. ``mixture``: every
+            test clip (validation stays clean) over a clip of another class of the test folds at
+            ``mixture_snr`` dB, its partner drawn with ``mixture_seed``; the batch carries both scaled parts,
+            whose ideal binary mask is the ground truth of the localisation metrics.
         train_noise: random background augmentation for training clips.
     """
 
@@ -86,7 +96,7 @@ class ESC50DataModule(L.LightningDataModule):
                  test_folds: list[int] = [5], batch_size: int = 32, num_workers: int = 0,
                  sample_rate: int = SAMPLE_RATE, duration: float = DURATION, test_noise: Optional[str] = None,
                  noise_dir: str = "data/noises", train_noise: Optional[TrainNoise] = None,
-                 seed: int = 0):
+                 seed: int = 0, mixture_snr: float = 0.0, mixture_seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.root = Path(root)
@@ -153,11 +163,29 @@ class ESC50DataModule(L.LightningDataModule):
         if self.rows is None:
             self.rows = self._load_rows()
         hp = self.hparams
-        if hp.test_noise and self._test_noise is None:
+        mixture = hp.test_noise == MIXTURE
+        if hp.test_noise and not mixture and self._test_noise is None:
             self._test_noise = ScenarioNoise(hp.test_noise, hp.noise_dir, hp.sample_rate, hp.duration)
+        boxes = self._boxes()
         self.train_set = self._dataset(hp.train_folds, train_noise=self.train_noise)
-        self.val_set = self._dataset(hp.val_folds, test_noise=self._test_noise)
-        self.test_set = self._dataset(hp.test_folds, test_noise=self._test_noise)
+        self.val_set = self._dataset(hp.val_folds, test_noise=self._test_noise, boxes=boxes)
+        test_noise = self._test_noise
+        if mixture:
+            rows = [r for r in self.rows if r["fold"] in hp.test_folds]
+            test_noise = Mixture(self.root, rows, hp.mixture_snr, hp.mixture_seed, hp.sample_rate, hp.duration)
+        self.test_set = self._dataset(hp.test_folds, test_noise=test_noise, boxes=boxes)
+
+    def _boxes(self) -> dict | None:
+        """The synthetic data's ground-truth boxes (``meta/signatures.csv``) of every clip, if the file is there."""
+        path = self.root / "meta" / "signatures.csv"
+        if not path.is_file():
+            return None
+        boxes = read_signatures(self.root)
+        absent = [r["filename"] for r in self.rows if r["filename"] not in boxes]
+        if absent:
+            raise UsageValueError(f"{path} has no box for {len(absent)} clip(s) of meta/esc50.csv ({', '.join(absent[:3])}"
+                                  f"{' ...' if len(absent) > 3 else ''}); add their rows or remove the file")
+        return boxes
 
     def _dataset(self, folds: list[int], **kw) -> ClipDataset:
         rows = [r for r in self.rows if r["fold"] in folds]

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from errors import UsageFileNotFoundError, UsageValueError
-from .audio import AudioError, load_clip, mix_at_snr, mix_scenario
+from .audio import AudioError, fix_length, load_clip, mix_at_snr, mix_scenario
 
 # The paper's three freesound.org backgrounds (id in the file name), looked up in ``noise_dir``.
 SCENARIOS = {
@@ -83,3 +83,58 @@ class TrainNoise:
         if rng.random() >= self.p:
             return clip
         return mix_at_snr(clip, self._noise(rng, clip.shape[-1], sample_rate), rng.uniform(*self.snr_db))
+
+
+# -- the mixture scenario: every test clip over a clip of another class -------------------------------
+MIXTURE = "mixture"
+
+
+def mix_parts(target: torch.Tensor, distractor: torch.Tensor, snr_db: float,
+              eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two parts of a mix whose sum is the mix: the distractor scaled to ``snr_db`` below the target
+    (by power), then both scaled by the one factor that makes their sum peak at 1. A silent part stays
+    silent (the mix is then the other part)."""
+    distractor = fix_length(distractor, target.shape[-1])
+    p_target, p_distractor = target.double().pow(2).mean(), distractor.double().pow(2).mean()
+    scale = (p_target / (p_distractor * 10 ** (snr_db / 10))).sqrt() if p_target > 0 and p_distractor > 0 else 0.0
+    scaled = (distractor.double() * scale)
+    mix = target.double() + scaled
+    peak = mix.abs().max()
+    gain = 1.0 / peak if peak > eps else 0.0
+    return (target.double() * gain).to(target.dtype), (scaled * gain).to(target.dtype)
+
+
+def mixture_partners(rows: list[dict], seed: int) -> list[int]:
+    """For every row, the index of its distractor: a row of another class, drawn by a generator seeded by
+    the seed and the clip's file name from the other classes' rows in file-name order. So the pairing
+    depends on the seed and the clip list only, not on row order, batches or processes."""
+    order = sorted(range(len(rows)), key=lambda i: rows[i]["filename"])
+    partners = []
+    for row in rows:
+        others = [i for i in order if rows[i]["target"] != row["target"]]
+        if not others:
+            raise UsageValueError(f"--data.test_noise mixture needs clips of at least two classes in the test folds; "
+                                  f"all {len(rows)} are of class {row['target']}: add folds with --data.test_folds")
+        partners.append(random.Random(f"{seed}:{row['filename']}").choice(others))
+    return partners
+
+
+class Mixture:
+    """The ``mixture`` scenario over the clips ``rows`` (of ``root/audio``): clip i plus its partner's clip
+    at ``snr_db``. An item gets the mix as its waveform and both scaled parts, from which the ground truth
+    (the ideal binary mask) is computed in the feature domain."""
+
+    label = MIXTURE
+
+    def __init__(self, root: str | Path, rows: list[dict], snr_db: float = 0.0, seed: int = 0,
+                 sample_rate: int = 32000, duration: float = 5.0):
+        self.root, self.rows, self.snr_db = Path(root), rows, float(snr_db)
+        self.sample_rate, self.duration = sample_rate, duration
+        self.partners = mixture_partners(rows, seed)
+
+    def __call__(self, i: int, clip: torch.Tensor) -> dict:
+        other = self.rows[self.partners[i]]
+        distractor = load_clip(self.root / "audio" / other["filename"], self.sample_rate, self.duration)
+        target_part, distractor_part = mix_parts(clip, distractor, self.snr_db)
+        return {"waveform": target_part + distractor_part, "target_part": target_part,
+                "distractor_part": distractor_part, "distractor": other["filename"]}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +34,7 @@ from .batching import CPU_BATCH, auto_batch_size, autocast
 from .cache import AttributionCache, tensor_hash, weights_hash
 from .evaluate import MaskScorer, predict_probs
 from .curves import CURVES, FRACTIONS, PerturbationCurves, cell_ranks, perturbation_curves
+from .localisation import Localisation
 from .masks import MASK_NAMES, fill_values
 from .protocol import settings as protocol_settings
 from .sanity import LAYERS, randomisation_test, sanity_rows
@@ -44,7 +46,8 @@ log = logging.getLogger(__name__)
 class Explained:
     """One batch: clean probabilities and predicted classes, and per method its maps (B, 1, T, F),
     per-clip metric values (masks, B, metrics), the masked-in and masked-out spectrograms
-    (masks, B, 1, T, F) and, when computed, the deletion and insertion curves (B, 2, fractions)."""
+    (masks, B, 1, T, F) and, when computed, the deletion and insertion curves (B, 2, fractions); and the
+    masks themselves (masks, B, 1, T, F)."""
 
     probs: torch.Tensor
     pred: torch.Tensor
@@ -53,6 +56,7 @@ class Explained:
     x_in: dict[str, torch.Tensor] = field(default_factory=dict)
     x_out: dict[str, torch.Tensor] = field(default_factory=dict)
     curves: dict[str, torch.Tensor] = field(default_factory=dict)
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class ExplanationPipeline(nn.Module):
@@ -73,13 +77,15 @@ class ExplanationPipeline(nn.Module):
         fill: what a masked-out cell becomes, for the metrics and the curves: ``floor`` (-100 dB, the
             study's), ``clip_min`` or ``clip_mean`` (``explain.masks.fill_values``).
         curves: also compute deletion and insertion curves at ``fractions`` (``explain/curves.py``).
+        localisation: keep the localisation metrics against a ground truth (``explain/localisation.py``),
+            fed by ``localise`` after each ``explain``.
     """
 
     def __init__(self, model: nn.Module, methods: Sequence[str], options: dict[str, dict] | None = None,
                  seed: int = 0, batch_size: int | None = None, precision: str = "32",
                  masks: Sequence[str] = MASK_NAMES, conciseness_on: str = "mask", cache_dir: str | Path | None = None,
                  protocol: str = "corrected", fill: str = "floor", curves: bool = False,
-                 fractions: Sequence[float] = FRACTIONS):
+                 fractions: Sequence[float] = FRACTIONS, localisation: bool = False):
         super().__init__()
         fill_values(torch.zeros(1, 1, 1, 1), fill)  # an unknown fill fails here
         self.fill, self.fractions = fill, tuple(fractions)
@@ -95,6 +101,7 @@ class ExplanationPipeline(nn.Module):
         self.scorers = nn.ModuleDict({n: MaskScorer(self.masks, conciseness_on, **self.metric_options)
                                       for n in methods})
         self.curves = nn.ModuleDict({n: PerturbationCurves(self.fractions) for n in methods}) if curves else None
+        self.localisers = nn.ModuleDict({n: Localisation(self.masks, seed) for n in methods}) if localisation else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._caches: dict[str, AttributionCache] = {}
         self.counts = {n: {"cached": 0, "computed": 0} for n in methods}
@@ -152,7 +159,7 @@ class ExplanationPipeline(nn.Module):
             maps = self.attribute(name, x, out.pred, ids)
             scored = self.score(name, x, probs, out.pred, maps)
             out.maps[name], out.values[name] = maps, scored["values"]
-            out.x_in[name], out.x_out[name] = scored["x_in"], scored["x_out"]
+            out.x_in[name], out.x_out[name], out.masks[name] = scored["x_in"], scored["x_out"], scored["masks"]
             if self.curves is not None:
                 out.curves[name] = self.curve(name, x, probs, out.pred, maps, ids)
         return out
@@ -167,6 +174,12 @@ class ExplanationPipeline(nn.Module):
                                          self.fractions, self.batch_sizes["forward"])
         self.curves[name].update(curves)
         return curves
+
+    def localise(self, out: Explained, truth: torch.Tensor, keep: torch.Tensor, ids: Sequence[str]) -> None:
+        """Accumulate every method's localisation against the ground truth ``truth`` (B, 1, T, F) bool of the
+        batch ``out`` explained, over the clips with ``keep`` (B,) set."""
+        for name, metric in (self.localisers or {}).items():
+            metric.update(out.maps[name], out.masks[name], truth, keep, list(ids))
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities of the clean spectrograms."""
@@ -243,6 +256,13 @@ class ExplanationPipeline(nn.Module):
             out[name] = {**{c: mean[i].tolist() for i, c in enumerate(CURVES)},
                          **{f"{c}_auc": areas[c] for c in CURVES}}
         return out
+
+    def localisation_results(self) -> dict[str, dict]:
+        """Per method: ``n`` clips localised, ``map`` (metric -> mean) and ``mask`` (mask -> metric -> mean),
+        over every process; empty without localisation."""
+        with warnings.catch_warnings():  # no ground truth seen: compute before update is expected
+            warnings.filterwarnings("ignore", message=".*compute.*before.*update.*")
+            return {n: m.compute() for n, m in (self.localisers or {}).items()}
 
     def count(self) -> int:
         """Clips scored, over every process."""

@@ -5,25 +5,7 @@ import torch
 
 from datamodules import ESC50DataModule, read_signatures
 from explain import make_method
-
-
-def signature_boxes(features, names, boxes, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, T, F) mask of the box in feature coordinates, and (N, T) of its time span.
-
-    A mel band is in the box when its filter takes energy from the box's frequency range; a frame is
-    in it when its centre lies within the span, give or take half an analysis window.
-    """
-    stft_freqs = torch.linspace(0, features.sample_rate / 2, features.n_fft // 2 + 1)
-    times = torch.arange(frames) * features.hop_length / features.sample_rate
-    half_window = features.n_fft / 2 / features.sample_rate
-    box, span = [], []
-    for name in names:
-        t0, t1, f0, f1 = boxes[name]
-        bands = (features.fb[(stft_freqs >= f0) & (stft_freqs <= f1)] > 0).any(0)
-        t = (times >= t0 - half_window) & (times <= t1 + half_window)
-        box.append(t[:, None] & bands[None, :])
-        span.append(t)
-    return torch.stack(box), torch.stack(span)
+from explain.localisation import signature_boxes
 
 
 @pytest.fixture(scope="module")
