@@ -8,23 +8,59 @@ from pathlib import Path
 from explain.metrics import METRIC_NAMES
 from files import atomic_write, write_csv
 
+from . import checks_render as cr
+from .checks import (CURVE_AREA_COLUMNS, FLAG_METRIC, LOCALISATION_REPORT_COLUMNS, MARGIN_COLUMNS,
+                     SANITY_REPORT_COLUMNS, controls_of, curve_area_rows, margin_index, margin_rows, margins,
+                     not_beaten, read_curves, read_localisation, read_sanity)
 from .compare import DIFFERENCE_COLUMNS, PICK_COLUMNS, compare, difference_rows, pick_rows
 from .render import comparison_markdown, markdown_table, overlap_lines, report_html, summary_markdown, title
 from .tables import (ReportInputError, best_rows, full_tables, method_label, metrics_of, read_results, score,
-                     several_protocols)
+                     split_fields)
 from .uncertainty import attach_intervals
 
 SUMMARY_COLUMNS = ["model", "scenario", "method", "mask", "score", *METRIC_NAMES]
 
 
-def summary_table(summary: dict, split: bool) -> tuple[list[str], list[list]]:
-    """The columns and rows of summary.csv: the metrics every row has, and a ``protocol`` column last when
-    the report holds two protocols."""
+def summary_table(summary: dict, split: list[str], checks: dict | None = None) -> tuple[list[str], list[list]]:
+    """The columns and rows of summary.csv: the metrics every row has, then ``protocol`` and ``fill`` where the
+    report holds several (``split``), then, where there are controls, each pick's FF margin over each
+    control with its interval, and ``not_above``: the controls it does not beat on FF."""
     rows = [r for best in summary.values() for r in best]
     metrics = metrics_of(rows)
-    columns = [c for c in SUMMARY_COLUMNS if c not in METRIC_NAMES or c in metrics] + (["protocol"] if split else [])
-    return columns, [[r.model, r.scenario, r.method, r.mask, r.score, *(r.values[m] for m in metrics),
-                      *([r.protocol] if split else [])] for r in rows]
+    controls, index = (checks or {}).get("controls", []), (checks or {}).get("index", {})
+    columns = [c for c in SUMMARY_COLUMNS if c not in METRIC_NAMES or c in metrics] + split
+    if controls:
+        columns += [f"{FLAG_METRIC}_vs_{c}{end}" for c in controls for end in ("", "_low", "_high")] + ["not_above"]
+    table = []
+    for r in rows:
+        line = [r.model, r.scenario, r.method, r.mask, r.score, *(r.values[m] for m in metrics),
+                *(getattr(r, f) for f in split)]
+        for c in controls:
+            found = index.get((r.ident, c, FLAG_METRIC))
+            line += [found.margin, *(found.ci or ("", ""))] if found else ["", "", ""]
+        table.append(line + ([",".join(not_beaten(r, index, controls))] if controls else []))
+    return columns, table
+
+
+def read_checks(rows: list, summary: dict, n_boot: int, seed: int) -> dict:
+    """Margins over the controls and what the run folders hold beside results.csv: curves, sanity, localisation."""
+    found = margins(rows, n_boot, seed)
+    picks = [r for best in summary.values() for r in best]
+    return {"margins": found, "index": margin_index(found), "controls": controls_of(rows),
+            "picked": {r.ident for r in picks}, "picks": {(r.group, r.method): r.mask for r in picks},
+            "curves": read_curves(rows), "sanity": read_sanity(rows), "localisation": read_localisation(rows),
+            "split": split_fields(rows)}
+
+
+def write_checks(out: Path, checks: dict) -> None:
+    if checks["margins"]:
+        write_csv(out / "margins.csv", MARGIN_COLUMNS, margin_rows(checks["margins"], checks["picked"]))
+    if checks["curves"]:
+        write_csv(out / "curve_areas.csv", CURVE_AREA_COLUMNS, curve_area_rows(checks["curves"]))
+    if checks["sanity"]:
+        write_csv(out / "sanity.csv", SANITY_REPORT_COLUMNS, [[*s.group, *r] for s in checks["sanity"] for r in s.rows])
+    if checks["localisation"]:
+        write_csv(out / "localisation.csv", LOCALISATION_REPORT_COLUMNS, checks["localisation"])
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -56,10 +92,12 @@ def build(args: argparse.Namespace) -> dict:
     if args.bootstrap > 0:
         attach_intervals(rows, args.bootstrap, args.seed)
     full, summary = full_tables(rows), best_rows(rows)
-    split = several_protocols(rows)
-    comparison = compare(rows, args.bootstrap, args.seed) if split else None
+    split = split_fields(rows)
+    comparison = compare(rows, args.bootstrap, args.seed) if "protocol" in split else None
+    checks = read_checks(rows, summary, args.bootstrap, args.seed)
     out.mkdir(parents=True, exist_ok=True)
-    columns, table = summary_table(summary, split)
+    columns, table = summary_table(summary, split, checks)
+    write_checks(out, checks)
     write_csv(out / "summary.csv", columns, [[*r[:4], f"{r[4]:.6f}", *r[5:]] for r in table])
     if comparison is not None:
         write_csv(out / "comparison.csv", DIFFERENCE_COLUMNS, difference_rows(comparison))
@@ -72,11 +110,11 @@ def build(args: argparse.Namespace) -> dict:
                   [[r.mask, f"{r.score:.6f}", *(r.values[m] for m in metrics)] for r in table])
         atomic_write(out / "tables" / f"{stem}.md",
                      lambda f, t=table, k=key: f.write(f"# {' / '.join(k)}\n\n{markdown_table(t, lambda r: r.mask)}\n"))
-    atomic_write(out / "summary.md", lambda f: f.write(summary_markdown(summary, full)))
+    atomic_write(out / "summary.md", lambda f: f.write(summary_markdown(summary, full, checks)))
     atomic_write(out / "report.html",
-                 lambda f: f.write(report_html(rows, summary, full, args.examples, comparison)))
+                 lambda f: f.write(report_html(rows, summary, full, args.examples, comparison, checks)))
     return {"rows": rows, "summary": summary, "full": full, "out": out, "skipped": skipped,
-            "comparison": comparison}
+            "comparison": comparison, "checks": checks}
 
 
 def log_wandb(result: dict, project: str) -> None:
@@ -85,10 +123,11 @@ def log_wandb(result: dict, project: str) -> None:
     import wandb
     run = wandb.init(project=project, job_type="report", dir=str(result["out"]),
                      config={"results": sorted({r.source for r in result["rows"]})})
-    columns, data = summary_table(result["summary"], several_protocols(result["rows"]))
+    columns, data = summary_table(result["summary"], split_fields(result["rows"]), result["checks"])
     run.log({"report/summary": wandb.Table(columns=columns, data=data)})
     artifact = wandb.Artifact("explanation-report", type="report")
-    for name in ("report.html", "summary.csv", "comparison.csv", "picks.csv"):
+    for name in ("report.html", "summary.csv", "comparison.csv", "picks.csv", "margins.csv", "curve_areas.csv",
+                 "sanity.csv", "localisation.csv"):
         if (result["out"] / name).is_file():
             artifact.add_file(str(result["out"] / name))
     run.log_artifact(artifact)
@@ -100,10 +139,20 @@ def main(argv: list[str]) -> None:
     result = build(args)
     for note in result["skipped"]:
         print(f"report: {note}")
+    checks, split = result["checks"], result["checks"]["split"]
     for key, best in result["summary"].items():
         print(f"\n{title(key)}: best mask per method")
         print(markdown_table(best, lambda r: f"{method_label(r.method)} + {r.mask}"))
         print("\n".join(overlap_lines(best)))
+        above = cr.margin_lines(best, checks["index"], checks["controls"])
+        if above:
+            print("\n".join(above))
+    for text in (cr.curves_markdown(checks["curves"], split), cr.sanity_markdown(checks["sanity"], split),
+                 cr.localisation_markdown(checks["localisation"], checks["picks"], split)):
+        if text:
+            print("\n" + text.rstrip())
+    if checks["margins"]:
+        print(f"every margin over the controls: {result['out'] / 'margins.csv'}")
     if result["comparison"] is not None:
         print("\n" + comparison_markdown(result["comparison"], picked_only=True))
         print(f"every mask: {result['out'] / 'comparison.csv'}, {result['out'] / 'comparison.md'}; "

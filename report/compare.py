@@ -106,22 +106,29 @@ def _clip_values(row: Row, cache: dict) -> tuple | None:
 def compare(rows: list[Row], n_boot: int = 2000, seed: int = 0) -> Comparison:
     """The comparison of every (model, scenario) that has rows under both protocols (rows must be scored)."""
     by = {r.ident: r for r in rows}
-    pairs = sorted({r.key[:2] for r in rows if r.protocol == STUDY}
-                   & {r.key[:2] for r in rows if r.protocol == CORRECTED})
-    summary = best_rows(rows)
+    # runs compared share their fill; the fill names a pair only where the rows hold several
+    fills = len({r.fill for r in rows}) > 1
+    pairs = sorted({(*r.key[:2], r.fill) for r in rows if r.protocol == STUDY}
+                   & {(*r.key[:2], r.fill) for r in rows if r.protocol == CORRECTED})
+    best = [r for group in best_rows(rows).values() for r in group]
     cache: dict[str, dict] = {}
     comparison = Comparison({}, {}, [])
     if not pairs:
         comparison.notes.append("no (model, scenario) has rows of both protocols: nothing to compare")
-    for pair in pairs:
+    for model, scenario, fill in pairs:
+        pair = (model, scenario, *([fill] if fills else []))
         where = " / ".join(pair)
-        picks = {p: {r.method: r.mask for r in summary[(*pair, p)]} for p in (STUDY, CORRECTED)}
-        comparison.picks[pair] = [Pick(*pair, m, picks[STUDY][m], picks[CORRECTED][m])
+
+        def ours(r: Row) -> bool:
+            return r.key[:2] == (model, scenario) and r.fill == fill
+
+        picks = {p: {r.method: r.mask for r in best if ours(r) and r.protocol == p} for p in (STUDY, CORRECTED)}
+        comparison.picks[pair] = [Pick(model, scenario, m, picks[STUDY][m], picks[CORRECTED][m])
                                   for m in sorted(picks[STUDY].keys() & picks[CORRECTED].keys(), key=method_rank)]
         diffs, one_side, unpaired, without = [], 0, 0, set()
         only = {STUDY: set(), CORRECTED: set()}
-        for s in sorted((r for r in rows if r.key[:2] == pair and r.protocol == STUDY), key=_order):
-            c = by.get((*s.key, CORRECTED))
+        for s in sorted((r for r in rows if ours(r) and r.protocol == STUDY), key=_order):
+            c = by.get((*s.key, CORRECTED, fill))
             if c is None:
                 one_side += 1
                 continue
@@ -138,8 +145,8 @@ def compare(rows: list[Row], n_boot: int = 2000, seed: int = 0) -> Comparison:
             diffs += [Difference(s, c, m, *(paired[m] if n and m in paired else (c.values[m] - s.values[m], None)),
                                  n if m in paired else 0) for m in metrics_of([s, c])]
         comparison.differences[pair] = diffs
-        one_side += sum(1 for r in rows if r.key[:2] == pair and r.protocol == CORRECTED
-                        and (*r.key, STUDY) not in by)
+        one_side += sum(1 for r in rows if ours(r) and r.protocol == CORRECTED
+                        and (*r.key, STUDY, fill) not in by)
         if one_side:
             comparison.notes.append(f"{where}: {one_side} (method, mask) explained under one protocol only, "
                                     f"not compared")

@@ -61,7 +61,7 @@ def overlap_lines(rows: list[Row]) -> list[str]:
     return ["", "95 % intervals that overlap (differences within the noise):", *(f"- {m}: {t}" for m, t in text.items())]
 
 
-def summary_markdown(summary: dict, full: dict) -> str:
+def summary_markdown(summary: dict, full: dict, checks: dict | None = None) -> str:
     parts = ["# Summary: each method's best mask", "",
              "Best mask by the study's rule (min-max over all rows, AD and COMP flipped, geometric mean). "
              "Bold: best in the column; italics: worst. Brackets: 95 % bootstrap interval over clips.", ""]
@@ -69,6 +69,9 @@ def summary_markdown(summary: dict, full: dict) -> str:
         parts += [f"## {title(key)}", "",
                   markdown_table(rows, lambda r: f"{method_label(r.method)} + {r.mask}"),
                   *overlap_lines(rows), ""]
+        if checks and checks.get("index"):
+            from .checks_render import margin_lines
+            parts += [*margin_lines(rows, checks["index"], checks["controls"]), ""]
     parts += ["# Full tables", ""]
     for key, rows in full.items():
         parts += [f"## {title(key)}", "", markdown_table(rows, lambda r: r.mask), ""]
@@ -212,6 +215,7 @@ img{max-width:100%;height:auto}
 .players audio{width:100%;height:32px} .players div{font-size:12px;color:#444;margin-top:4px}
 details{margin:6px 0} summary{cursor:pointer}
 .note{color:#555;font-size:13px}
+tr.flag td{background:#ffd0d0}
 """
 
 
@@ -268,7 +272,10 @@ def examples_html(results_csv: Path, best: list[Row], max_clips: int) -> str:
 
 
 def report_html(rows: list[Row], summary: dict, full: dict, max_clips: int = 4,
-                comparison: Comparison | None = None) -> str:
+                comparison: Comparison | None = None, checks: dict | None = None) -> str:
+    """The page; ``checks`` (``cli.read_checks``): margins over the controls, curves, sanity and localisation."""
+    from . import checks_render as cr
+    checks = checks or {}
     norms = {id(r): n for r, n in zip(rows, normalised(rows))}
     out = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
            "<meta name='viewport' content='width=device-width, initial-scale=1'>",
@@ -282,6 +289,8 @@ def report_html(rows: list[Row], summary: dict, full: dict, max_clips: int = 4,
         group = [r for method_key, table in full.items() if method_key[:-1] == key for r in table]
         out.append(f"<h2>{html.escape(title(key))}</h2>")
         out.append(html_table(best, lambda r: f"{method_label(r.method)} + {r.mask}"))
+        if checks.get("index"):
+            out.append(cr.margins_html(best, checks["index"], checks["controls"]))
         overlaps = overlap_text(best)
         if overlaps:
             items = "".join(f"<li>{m}: {html.escape(text)}</li>" for m, text in overlaps.items())
@@ -298,6 +307,9 @@ def report_html(rows: list[Row], summary: dict, full: dict, max_clips: int = 4,
         examples = "".join(examples_html(Path(s), best, max_clips) for s in sources)
         if examples:
             out.append(f"<h3>Listen: each method's best mask</h3>{examples}")
+    if checks:
+        out += [cr.curves_html(checks["curves"], checks["split"]), cr.sanity_html(checks["sanity"], checks["split"]),
+                cr.localisation_html(checks["localisation"], checks["picks"], checks["split"])]
     if comparison is not None:
         out.append(comparison_html(comparison))
     out.append("</main></body></html>")

@@ -1,16 +1,22 @@
 """Results tables: reading tidy result CSVs, the study's best-mask rule, full and summary tables.
 
-The rule (the paper's): each of the study's seven metric columns is min-max scaled over ALL rows given (every model,
-scenario, method and mask), AD and COMP are flipped (1 - v), values are clipped to [1e-9, 1], and a
-row's score is the geometric mean of the seven. Per (model, scenario, method) the best mask has the
-highest score. Where the protocol is silent: a column whose values are all equal carries no
+The rule (the paper's): each of the study's seven metric columns is min-max scaled over ALL rows given (every
+model, scenario, method and mask; per protocol and fill, controls left out: see below), AD and COMP are flipped
+(1 - v), values are clipped to [1e-9, 1], and a row's score is the geometric mean of the seven. Per (model,
+scenario, method) the best mask has the highest score. Where the protocol is silent: a column whose values are all equal carries no
 information and counts as 1 for every row (so it changes no choice), and ties go to the mask that comes
 first in the paper's mask order.
 
 Rows carry the protocol their run was explained under (``study`` or ``corrected``; files written before
-the column existed are ``corrected``). Rows of different protocols never compete: the rule is applied
-to each protocol's rows alone, as if each were reported by itself, and tables are split by protocol
-only when a report holds more than one.
+the column existed are ``corrected``) and the fill of its masked-out cells (files written before the
+column existed are ``floor``, the only fill then). Rows of different (protocol, fill) never compete: the
+rule is applied to each group's rows alone, as if each were reported by itself, and tables are split by
+protocol or fill only when a report holds more than one.
+
+Control maps (``random``, ``energy``: chance levels) are no candidates: the min-max runs over the other
+rows of their group and controls get no pick, so adding controls changes no score or pick of a method;
+a control row is scored on that same scale (clipped), to be read beside the methods. A group of
+controls alone is scaled over its own rows.
 """
 from __future__ import annotations
 
@@ -22,12 +28,13 @@ from pathlib import Path
 
 from errors import UsageValueError
 from explain import METHODS
-from explain.masks import MASK_NAMES
+from explain.masks import FILLS, MASK_NAMES
 from explain.metrics import HIGHER_IS_BETTER, METRIC_NAMES, RESULT_COLUMNS, STUDY_METRICS
 from explain.protocol import PROTOCOLS
 
 CLIP = 1e-9
 UNLABELLED = "corrected"  # the protocol of files without a protocol column
+UNFILLED = "floor"  # the fill of files without a fill column
 # what every results file has; metrics added after the study's seven (and the protocol) may be missing
 REQUIRED = ["model", "scenario", "method", "mask", "n", *STUDY_METRICS]
 
@@ -47,6 +54,7 @@ class Row:
     source: str
     line: int
     protocol: str = UNLABELLED
+    fill: str = UNFILLED
     score: float = math.nan
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -55,9 +63,23 @@ class Row:
         return (self.model, self.scenario, self.method, self.mask)
 
     @property
-    def ident(self) -> tuple[str, str, str, str, str]:
-        """What makes a row unique: its key under its protocol."""
-        return (*self.key, self.protocol)
+    def ident(self) -> tuple[str, ...]:
+        """What makes a row unique: its key under its protocol and fill."""
+        return (*self.key, self.protocol, self.fill)
+
+    @property
+    def group(self) -> tuple[str, ...]:
+        """The rows a row is scaled and picked among: its model and scenario under its protocol and fill."""
+        return (self.model, self.scenario, self.protocol, self.fill)
+
+    @property
+    def control(self) -> bool:
+        return is_control(self.method)
+
+
+def is_control(method: str) -> bool:
+    """Whether ``method`` is a control map (explains nothing: a chance level), as registered."""
+    return bool(getattr(METHODS.get(method), "control", False))
 
 
 def find_results(paths: list[str | Path]) -> list[tuple[Path, Path | None]]:
@@ -101,6 +123,7 @@ def read_file(path: Path) -> list[Row]:
     seen: dict[tuple, str] = {}
     with csv_records(path) as reader:
         labelled = "protocol" in (reader.fieldnames or [])
+        filled = "fill" in (reader.fieldnames or [])
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
             raise ReportInputError(f"{path}: missing column(s) {missing}; expected {','.join(RESULT_COLUMNS)}")
@@ -124,7 +147,11 @@ def read_file(path: Path) -> list[Row]:
             protocol = rec["protocol"] if labelled else UNLABELLED
             if protocol not in PROTOCOLS:
                 raise ReportInputError(f"{where}: protocol is {protocol!r}, expected one of {', '.join(PROTOCOLS)}")
-            row = Row(rec["model"], rec["scenario"], rec["method"], rec["mask"], n, values, str(path), line, protocol)
+            fill = rec["fill"] if filled else UNFILLED
+            if fill not in FILLS:
+                raise ReportInputError(f"{where}: fill is {fill!r}, expected one of {', '.join(FILLS)}")
+            row = Row(rec["model"], rec["scenario"], rec["method"], rec["mask"], n, values, str(path), line, protocol,
+                      fill)
             if row.ident in seen:
                 raise ReportInputError(f"{where}: {','.join(row.key)} duplicates {seen[row.ident]}")
             seen[row.ident] = where
@@ -169,21 +196,22 @@ def read_results(paths: list[str | Path], skipped: list[str] | None = None) -> l
 
 
 def normalised(rows: list[Row]) -> list[dict[str, float]]:
-    """Each row's seven study metrics scaled to [1e-9, 1] over all rows of its protocol, oriented so that 1
-    is best."""
+    """Each row's seven study metrics scaled to [1e-9, 1] over the rows of its (protocol, fill) that are not
+    controls (all of them when every one is), oriented so that 1 is best."""
     out = [dict() for _ in rows]
-    for protocol in {r.protocol for r in rows}:
-        ours = [i for i, r in enumerate(rows) if r.protocol == protocol]
-        for i, norm in zip(ours, _normalised([rows[i] for i in ours])):
+    for group in {(r.protocol, r.fill) for r in rows}:
+        ours = [i for i, r in enumerate(rows) if (r.protocol, r.fill) == group]
+        scale = [rows[i] for i in ours if not rows[i].control] or [rows[i] for i in ours]
+        for i, norm in zip(ours, _normalised([rows[i] for i in ours], scale)):
             out[i] = norm
     return out
 
 
-def _normalised(rows: list[Row]) -> list[dict[str, float]]:
+def _normalised(rows: list[Row], scale: list[Row]) -> list[dict[str, float]]:
     out = [dict() for _ in rows]
     for m in STUDY_METRICS:
         col = [r.values[m] for r in rows]
-        lo, hi = min(col), max(col)
+        lo, hi = min(r.values[m] for r in scale), max(r.values[m] for r in scale)
         for o, v in zip(out, col):
             if hi == lo:
                 o[m] = 1.0
@@ -220,30 +248,37 @@ def method_rank(name: str) -> int:
 
 
 def _order(row: Row) -> tuple:
-    return (row.model, row.scenario, PROTOCOLS.index(row.protocol), method_rank(row.method), row.method,
-            MASK_NAMES.index(row.mask))
+    return (row.model, row.scenario, PROTOCOLS.index(row.protocol), FILLS.index(row.fill), method_rank(row.method),
+            row.method, MASK_NAMES.index(row.mask))
 
 
 def several_protocols(rows: list[Row]) -> bool:
     return len({r.protocol for r in rows}) > 1
 
 
+def split_fields(rows: list[Row]) -> list[str]:
+    """Which of ``protocol`` and ``fill`` take more than one value in ``rows``: tables are split by these."""
+    return [f for f in ("protocol", "fill") if len({getattr(r, f) for r in rows}) > 1]
+
+
 def full_tables(rows: list[Row]) -> dict[tuple[str, ...], list[Row]]:
-    """Per (model, scenario, method), or (model, scenario, protocol, method) when ``rows`` hold more than
-    one protocol: the rows in the paper's mask order."""
-    split = several_protocols(rows)
+    """Per (model, scenario, method), with the protocol and the fill before the method where ``rows`` hold
+    more than one of them: the rows in the paper's mask order."""
+    split = split_fields(rows)
     tables: dict[tuple[str, ...], list[Row]] = {}
     for row in sorted(rows, key=_order):
-        key = (row.model, row.scenario, *([row.protocol] if split else []), row.method)
+        key = (row.model, row.scenario, *(getattr(row, f) for f in split), row.method)
         tables.setdefault(key, []).append(row)
     return tables
 
 
 def best_rows(rows: list[Row]) -> dict[tuple[str, ...], list[Row]]:
-    """Per (model, scenario), or (model, scenario, protocol) when ``rows`` hold more than one protocol: each
-    method's best-scoring mask (rows must be scored)."""
+    """Per (model, scenario), with the protocol and the fill where ``rows`` hold more than one of them: each
+    method's best-scoring mask (rows must be scored). Controls get none: they are no candidates."""
     summary: dict[tuple[str, ...], list[Row]] = {}
     for key, group in full_tables(rows).items():
+        if group[0].control:
+            continue
         best = max(group, key=lambda r: (r.score, -MASK_NAMES.index(r.mask)))
         summary.setdefault(key[:-1], []).append(best)
     return summary

@@ -225,25 +225,32 @@ class Parsed(HTMLParser):
 
 
 def test_report_of_a_real_quickstart_run(tmp_path, explained_run):
+    import json
     out_dir, _ = explained_run
     proc = run_cli("report", str(out_dir.parent), "--out", str(tmp_path / "report"), "--bootstrap", "200",
                    cwd=tmp_path)
     assert "mel / clean: best mask per method" in proc.stdout
+    methods = json.loads((out_dir / "run.json").read_text())["methods"]
+    picked = [m for m in methods if not METHODS[m].control]  # controls get no pick
+    beside = {name: (out_dir / name).is_file() for name in ("curves.csv", "sanity.csv", "localisation.csv")}
     html = (tmp_path / "report" / "report.html").read_text()
     page = Parsed()
     page.feed(html)
     assert page.external == [] and "<script" not in html  # opens offline
-    assert page.tags.count("table") == 1 + 4  # the summary and the four full tables
+    # the summary, every method's full table, the margins over the controls and one per check file
+    assert page.tags.count("table") == 1 + len(methods) + (len(picked) < len(methods)) + sum(beside.values())
     # one clip: its original and, for each method's best mask, masked-in and masked-out players
-    assert len(page.audio) == 1 + 4 * 2 and all(s.startswith("data:audio/wav;base64,") for s in page.audio)
-    assert len(page.images) == 2 + 4 and all(s.startswith("data:image/png;base64,") for s in page.images)
+    assert len(page.audio) == 1 + len(picked) * 2 and all(s.startswith("data:audio/wav;base64,") for s in page.audio)
+    figures = 2 + beside["curves.csv"] + beside["sanity.csv"]  # metrics, scatter, curves, cascade
+    assert len(page.images) == figures + len(picked)
+    assert all(s.startswith("data:image/png;base64,") for s in page.images)
     with open(tmp_path / "report" / "summary.csv", newline="") as f:
         summary = list(csv.DictReader(f))
-    assert [r["method"] for r in summary] == ["saliency", "gradcam", "lime", "shap"]
-    assert list(summary[0]) == "model,scenario,method,mask,score,FF,AI,AD,AG,FidIn,SPS,COMP".split(",")
+    assert [r["method"] for r in summary] == picked
+    assert list(summary[0])[:12] == "model,scenario,method,mask,score,FF,AI,AD,AG,FidIn,SPS,COMP".split(",")
     md = (tmp_path / "report" / "summary.md").read_text()
     assert "95 % intervals that overlap" in md and "[" in md
-    assert len(list((tmp_path / "report" / "tables").glob("*.md"))) == 4
+    assert len(list((tmp_path / "report" / "tables").glob("*.md"))) == len(methods)
 
 
 def test_report_to_wandb_offline(tmp_path):

@@ -1,0 +1,248 @@
+"""What the metrics are measured against: chance levels (the controls), deletion and insertion curves, the
+model-parameter randomisation test and localisation against a ground truth, read from the files a run
+folder holds beside its ``results.csv``.
+
+Margins: every row's metric minus the same mask's value under each control (``random``, ``energy``) of the
+same model, scenario, protocol and fill, with a paired 95 % bootstrap interval over the clips both explained
+(``compare.paired_differences``). A row beats a control on a metric when the interval lies wholly on the
+metric's better side of 0. A best-mask pick is flagged for each control present that it does not beat on FF
+(the study's headline, faithfulness); without an interval (no per-clip values, ``--bootstrap 0``) there is
+no verdict and no flag.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from explain.curves import CURVE_COLUMNS, CURVES
+from explain.localisation import LOCALISATION_COLUMNS
+from explain.metrics import HIGHER_IS_BETTER
+from explain.sanity import SANITY_COLUMNS, still_similar
+
+from .compare import _clip_values, paired_differences
+from .tables import ReportInputError, Row, csv_records, method_rank, metrics_of
+
+FLAG_METRIC = "FF"
+MARGIN_COLUMNS = ["model", "scenario", "protocol", "fill", "method", "mask", "control", "metric", "value",
+                  "control_value", "margin", "ci_low", "ci_high", "n_paired", "beats", "pick"]
+CURVE_AREA_COLUMNS = ["model", "scenario", "protocol", "fill", "method", "deletion_auc", "insertion_auc", "n"]
+SANITY_REPORT_COLUMNS = ["model", "scenario", "protocol", "fill", *SANITY_COLUMNS]
+LOCALISATION_REPORT_COLUMNS = [*LOCALISATION_COLUMNS, "fill"]
+
+
+# -- margins over the controls -----------------------------------------------------------------------
+@dataclass
+class Margin:
+    row: Row
+    control: Row
+    metric: str
+    margin: float  # row - control
+    ci: tuple[float, float] | None  # None: no paired per-clip values, or no bootstrap asked for
+    n_paired: int
+
+    @property
+    def beats(self) -> bool | None:
+        """Whether the row beats the control on this metric (interval clear of 0 on the better side)."""
+        if self.ci is None:
+            return None
+        return self.ci[0] > 0 if HIGHER_IS_BETTER[self.metric] else self.ci[1] < 0
+
+
+def margin_of(row: Row, control: Row, n_boot: int = 2000, seed: int = 0, cache: dict | None = None) -> list[Margin]:
+    """Per metric of both, ``row`` minus ``control``: paired over their clips where both have per-clip values,
+    else the difference of the means without an interval."""
+    cache = {} if cache is None else cache
+    mine, theirs = _clip_values(row, cache), _clip_values(control, cache)
+    paired, n = {}, 0
+    if mine is not None and theirs is not None:
+        paired, only_control, _ = paired_differences(theirs, mine, n_boot, seed)
+        n = len(theirs[0]) - len(only_control)
+    out = []
+    for m in metrics_of([row, control]):
+        if n and m in paired:
+            out.append(Margin(row, control, m, *paired[m], n))
+        else:
+            out.append(Margin(row, control, m, row.values[m] - control.values[m], None, 0))
+    return out
+
+
+def margins(rows: list[Row], n_boot: int = 2000, seed: int = 0) -> list[Margin]:
+    """Every row's margins over each other control of its group with the same mask (none without controls)."""
+    controls = [r for r in rows if r.control]
+    if not controls:
+        return []
+    by = {}
+    for c in sorted(controls, key=lambda r: method_rank(r.method)):
+        by.setdefault((c.group, c.mask), []).append(c)
+    cache: dict = {}
+    out = []
+    for row in rows:
+        for c in by.get((row.group, row.mask), []):
+            if c is not row:
+                out += margin_of(row, c, n_boot, seed, cache)
+    return out
+
+
+def margin_index(found: list[Margin]) -> dict[tuple, Margin]:
+    """(row ident, control, metric) -> margin."""
+    return {(m.row.ident, m.control.method, m.metric): m for m in found}
+
+
+def not_beaten(pick: Row, index: dict, controls: list[str]) -> list[str]:
+    """The controls of ``controls`` that ``pick`` does not beat on FF (a verdict needs an interval)."""
+    out = []
+    for c in controls:
+        m = index.get((pick.ident, c, FLAG_METRIC))
+        if m is not None and m.beats is False:
+            out.append(c)
+    return out
+
+
+def controls_of(rows: list[Row]) -> list[str]:
+    """The control methods among ``rows``, in registration order."""
+    return sorted({r.method for r in rows if r.control}, key=method_rank)
+
+
+def margin_rows(found: list[Margin], picks: set) -> list[list]:
+    """The rows of ``margins.csv``; ``picks`` holds the idents of the best-mask picks."""
+    out = []
+    for m in found:
+        r = m.row
+        lo, hi = m.ci if m.ci else ("", "")
+        beats = "" if m.beats is None else int(m.beats)
+        out.append([r.model, r.scenario, r.protocol, r.fill, r.method, r.mask, m.control.method, m.metric,
+                    r.values[m.metric], m.control.values[m.metric], m.margin, lo, hi, m.n_paired, beats,
+                    int(r.ident in picks)])
+    return out
+
+
+# -- files beside results.csv ------------------------------------------------------------------------
+def _sources(rows: list[Row], name: str) -> list[tuple[Path, tuple]]:
+    """(file ``name`` beside a results file that gave rows, the (model, scenario, protocol, fill) of that
+    file's rows), newest results file first; a file holding several such groups is an error naming it."""
+    groups: dict[str, set] = {}
+    for r in rows:
+        groups.setdefault(r.source, set()).add(r.group)
+    found = []
+    for source, group in groups.items():
+        path = Path(source).with_name(name)
+        if not path.is_file():
+            continue
+        if len(group) != 1:
+            raise ReportInputError(f"{source}: a run folder should hold one model, scenario, protocol and fill "
+                                   f"to read its {name}, found {sorted(group)}")
+        found.append((path, next(iter(group)), Path(source).stat().st_mtime))
+    return [(p, g) for p, g, _ in sorted(found, key=lambda f: (f[2], str(f[0])), reverse=True)]
+
+
+def _records(path: Path, columns: list[str]):
+    with csv_records(path) as reader:
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ReportInputError(f"{path}: missing column(s) {missing}; give the file written by "
+                                   f"`main.py test --explain`")
+        yield from enumerate(reader, start=2)
+
+
+def _number(path: Path, line: int, rec: dict, column: str) -> float:
+    try:
+        v = float(rec[column])
+    except (TypeError, ValueError):
+        raise ReportInputError(f"{path}, line {line}: {column} is missing or not a number ({rec[column]!r})") from None
+    return v
+
+
+@dataclass
+class Curve:
+    group: tuple  # (model, scenario, protocol, fill)
+    method: str
+    curve: str  # deletion | insertion
+    fractions: np.ndarray
+    probs: np.ndarray
+    n: int
+
+    @property
+    def area(self) -> float:
+        return float(np.trapezoid(self.probs, self.fractions))
+
+
+def read_curves(rows: list[Row]) -> list[Curve]:
+    """The deletion and insertion curves of the runs that gave ``rows`` (a curve in several runs: the newest)."""
+    points: dict[tuple, list] = {}
+    counts: dict[tuple, int] = {}
+    for path, _ in _sources(rows, "curves.csv"):
+        mine: dict[tuple, list] = {}
+        for line, rec in _records(path, CURVE_COLUMNS):
+            if rec["curve"] not in CURVES:
+                raise ReportInputError(f"{path}, line {line}: curve is {rec['curve']!r}, "
+                                       f"expected {' or '.join(CURVES)}")
+            key = ((rec["model"], rec["scenario"], rec["protocol"], rec["fill"]), rec["method"], rec["curve"])
+            mine.setdefault(key, []).append((_number(path, line, rec, "fraction"), _number(path, line, rec, "prob")))
+            counts.setdefault(key, int(_number(path, line, rec, "n")))
+        for key, pts in mine.items():
+            points.setdefault(key, pts)
+    out = []
+    for (group, method, curve), pts in points.items():
+        pts.sort()
+        out.append(Curve(group, method, curve, np.array([p[0] for p in pts]), np.array([p[1] for p in pts]),
+                         counts[(group, method, curve)]))
+    return sorted(out, key=lambda c: (c.group, method_rank(c.method), c.method, CURVES.index(c.curve)))
+
+
+def curve_area_rows(curves: list[Curve]) -> list[list]:
+    areas: dict[tuple, dict] = {}
+    for c in curves:
+        areas.setdefault((c.group, c.method), {"n": c.n})[c.curve] = c.area
+    return [[*group, method, a.get("deletion", ""), a.get("insertion", ""), a["n"]]
+            for (group, method), a in areas.items()]
+
+
+@dataclass
+class Sanity:
+    group: tuple  # (model, scenario, protocol, fill)
+    layers: list[str]  # in the cascade's order (the file's)
+    rows: list[list]  # SANITY_COLUMNS, numbers as floats
+    flagged: list[str]
+
+    def value(self, method: str, layer: str, similarity: str) -> float:
+        return next((r[3] for r in self.rows if r[:3] == [method, layer, similarity]), math.nan)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(r[0] for r in self.rows))
+
+    @property
+    def similarities(self) -> list[str]:
+        return list(dict.fromkeys(r[2] for r in self.rows))
+
+
+def read_sanity(rows: list[Row]) -> list[Sanity]:
+    """The randomisation test of each run that gave ``rows`` and has a ``sanity.csv`` (a group in several
+    runs: the newest)."""
+    out: dict[tuple, Sanity] = {}
+    for path, group in _sources(rows, "sanity.csv"):
+        table = []
+        for line, rec in _records(path, SANITY_COLUMNS):
+            table.append([rec["method"], rec["layer"], rec["similarity"],
+                          *(_number(path, line, rec, c) for c in ("value", "ci_low", "ci_high")),
+                          int(_number(path, line, rec, "n"))])
+        if table and group not in out:
+            layers = list(dict.fromkeys(r[1] for r in table))
+            out[group] = Sanity(group, layers, table, still_similar(table, layers))
+    return sorted(out.values(), key=lambda s: s.group)
+
+
+def read_localisation(rows: list[Row]) -> list[list]:
+    """The localisation rows (``LOCALISATION_REPORT_COLUMNS``: the file's and its run's fill) of the runs that
+    gave ``rows`` (a row in several runs: the newest)."""
+    out: dict[tuple, list] = {}
+    for path, group in _sources(rows, "localisation.csv"):
+        for line, rec in _records(path, LOCALISATION_COLUMNS):
+            value = _number(path, line, rec, "value")
+            row = [rec["model"], rec["scenario"], rec["method"], rec["mask"], rec["metric"], value,
+                   int(_number(path, line, rec, "n")), rec["protocol"], group[3]]
+            out.setdefault((*row[:5], row[7], row[8]), row)
+    return sorted(out.values(), key=lambda r: (r[0], r[1], r[7], r[8], method_rank(r[2]), r[2]))
