@@ -16,7 +16,7 @@ from explain.masks import check_mask_names
 from explain.metrics import CLIP_COLUMNS, METRIC_NAMES, RESULT_COLUMNS
 from explain.batching import PRECISIONS
 from explain.curves import CURVE_COLUMNS, CURVES, FRACTIONS
-from explain.masks import FILLS
+from explain.masks import check_fill
 from explain.localisation import LOCALISATION_COLUMNS, ground_truth
 from explain.pipeline import ExplanationPipeline
 from explain.sanity import LAYERS as SANITY_LAYERS, SANITY_COLUMNS, still_similar
@@ -78,8 +78,7 @@ class ExplainCallback(Callback):
         self.sanity, self.sanity_clips = sanity, sanity_clips
         self.sanity_layers = tuple(sanity_layers) if sanity_layers else SANITY_LAYERS
         self.protocol = check_protocol(protocol)
-        if fill not in FILLS:
-            raise UsageValueError(f"--explainer.fill must be one of {', '.join(FILLS)}, got {fill!r}")
+        check_fill(fill)
         self.fractions = tuple(FRACTIONS if fractions is None else fractions)
         if not self.fractions or any(not 0 <= f <= 1 for f in self.fractions) or list(self.fractions) != sorted(set(self.fractions)):
             raise UsageValueError(f"--explainer.fractions must be increasing fractions in [0, 1], got {fractions!r}")

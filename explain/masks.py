@@ -92,6 +92,12 @@ def make_masks(attributions: torch.Tensor, names: tuple[str, ...] = MASK_NAMES,
 FILLS = ("floor", "clip_min", "clip_mean")
 
 
+def check_fill(fill: str) -> str:
+    if fill not in FILLS:
+        raise UsageValueError(f"--explainer.fill must be one of {', '.join(FILLS)}, got {fill!r}")
+    return fill
+
+
 def fill_values(x: torch.Tensor, fill: str = "floor") -> torch.Tensor | float:
     """What a masked-out cell of each clip of ``x`` (B, 1, T, F) becomes: ``floor`` the silence floor
     -100 dB (the study's), ``clip_min`` the clip's quietest value, ``clip_mean`` its mean dB; (B, 1, 1, 1)
@@ -103,13 +109,11 @@ def fill_values(x: torch.Tensor, fill: str = "floor") -> torch.Tensor | float:
         >>> fill_values(x), fill_values(x, "clip_min").flatten().tolist(), fill_values(x, "clip_mean").flatten().tolist()
         (-100.0, [-80.0], [-50.0])
     """
-    if fill == "floor":
+    if check_fill(fill) == "floor":
         return SILENCE_DB
     if fill == "clip_min":
         return x.amin(dim=(1, 2, 3), keepdim=True)
-    if fill == "clip_mean":
-        return x.mean(dim=(1, 2, 3), keepdim=True)
-    raise UsageValueError(f"--explainer.fill must be one of {', '.join(FILLS)}, got {fill!r}")
+    return x.mean(dim=(1, 2, 3), keepdim=True)
 
 
 def apply_mask(x: torch.Tensor, mask: torch.Tensor,

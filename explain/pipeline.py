@@ -35,7 +35,7 @@ from .cache import AttributionCache, tensor_hash, weights_hash
 from .evaluate import MaskScorer, predict_probs
 from .curves import CURVES, FRACTIONS, PerturbationCurves, cell_ranks, perturbation_curves
 from .localisation import Localisation
-from .masks import MASK_NAMES, fill_values
+from .masks import MASK_NAMES, check_fill, fill_values
 from .protocol import settings as protocol_settings
 from .sanity import LAYERS, randomisation_test, sanity_rows
 
@@ -87,7 +87,7 @@ class ExplanationPipeline(nn.Module):
                  protocol: str = "corrected", fill: str = "floor", curves: bool = False,
                  fractions: Sequence[float] = FRACTIONS, localisation: bool = False):
         super().__init__()
-        fill_values(torch.zeros(1, 1, 1, 1), fill)  # an unknown fill fails here
+        check_fill(fill)
         self.fill, self.fractions = fill, tuple(fractions)
         autocast(torch.device("cpu"), precision)  # an unknown precision fails here
         self.model, self.seed, self.batch_size, self.precision = model, seed, batch_size, precision
