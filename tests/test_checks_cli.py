@@ -18,6 +18,7 @@ def checked_run(quickstart_run):
             "--ckpt_path", "runs/quickstart/best.ckpt", "--explain", "saliency,gradcam,controls",
             "--data.batch_size", "6", "--trainer.limit_test_batches", "2", "--explainer.examples", "0",
             "--explainer.sanity", "true", "--explainer.sanity_clips", "6", "--explainer.output_dir", str(out),
+            "--trainer.logger", "false",
             cwd=quickstart_run)
     return out
 

@@ -284,7 +284,7 @@ def controlled_run(quickstart_run):
             "--ckpt_path", "runs/quickstart/best.ckpt", "--explain", "study,controls",
             "--explainer.sanity", "true", "--explainer.sanity_clips", "4", "--trainer.limit_test_batches", "2",
             "--data.batch_size", "6", "--explainer.examples", "0", "--explainer.lime_samples", "40",
-            cwd=quickstart_run, timeout=1800)
+            "--trainer.logger", "false", cwd=quickstart_run, timeout=1800)
     runs = sorted((quickstart_run / "runs" / "quickstart").glob("test-*/explain/run.json"),
                   key=lambda p: p.stat().st_mtime)
     return runs[-1].parent

@@ -255,7 +255,8 @@ def test_report_of_two_real_runs_under_the_two_protocols(tmp_path, quickstart_ru
         run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path",
                 "runs/quickstart/best.ckpt", "--explain", "saliency,gradcam", "--explainer.protocol", protocol,
                 "--data.batch_size", "2", "--trainer.limit_test_batches", "2", "--explainer.examples", "0",
-                "--explainer.curves", "false", "--trainer.default_root_dir", f"runs/{protocol}", cwd=quickstart_run)
+                "--explainer.curves", "false", "--trainer.default_root_dir", f"runs/{protocol}",
+                "--trainer.logger", "false", cwd=quickstart_run)
     study, corrected = (quickstart_run / "runs" / "study", quickstart_run / "runs" / "corrected")
     proc = run_cli("report", str(study), str(corrected), "--out", str(tmp_path / "report"), "--bootstrap", "200",
                    cwd=tmp_path)
