@@ -229,7 +229,7 @@ class ExplainCallback(Callback):
         sanity = self._sanity(trainer, pl_module) if self.sanity else None
         if trainer.is_global_zero:
             self._write(trainer, results, records, counts, curves, sanity, localisation)
-            self._log(trainer, results, curves, sanity, localisation)
+            self._log(trainer, results, curves, sanity, localisation, n)
 
     def localisation_rows(self, localised: dict) -> list[list]:
         """Rows of localisation.csv; none when the data had no ground truth."""
@@ -330,7 +330,8 @@ class ExplainCallback(Callback):
               f"audio and figures: {self.out / 'examples'}); attributions: {done}")
 
     def _log(self, trainer, results: Sequence[list], curves: dict, sanity: list | None,
-             localisation: list | None = None) -> None:
+             localisation: list | None, n: int) -> None:
+        """Rank 0 only: nothing here may sync metric states (the other ranks have left the loop)."""
         scalars = {f"explain/{r[1]}/{r[2]}/{r[3]}/{m}": r[5 + i]
                    for r in results for i, m in enumerate(METRIC_NAMES)}
         scalars.update({f"explain/{r[1]}/{r[2]}/localisation/{r[3] + '/' if r[3] else ''}{r[4]}": r[5]
@@ -340,9 +341,10 @@ class ExplainCallback(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(scalars)
             if type(logger).__name__ == "WandbLogger":
-                self._log_wandb(logger, results, curves, sanity, localisation)
+                self._log_wandb(logger, results, curves, sanity, localisation, n)
 
-    def _log_wandb(self, logger, results, curves: dict, sanity: list | None, localisation: list | None = None) -> None:
+    def _log_wandb(self, logger, results, curves: dict, sanity: list | None, localisation: list | None,
+                   n: int) -> None:
         run = logger.experiment
         run.config.update({"explain": {"model": self.model_label, "scenario": self._scenario,
                                        "methods": self.methods, "protocol": self.protocol, "fill": self.fill}},
@@ -351,7 +353,7 @@ class ExplainCallback(Callback):
                                         *self.methods)))
         logger.log_table("explain/results", columns=RESULT_COLUMNS, data=[list(r) for r in results])
         if curves:
-            logger.log_table("explain/curves", columns=CURVE_COLUMNS, data=self.curve_rows(curves, self.pipeline.count()))
+            logger.log_table("explain/curves", columns=CURVE_COLUMNS, data=self.curve_rows(curves, n))
         if sanity:
             logger.log_table("explain/sanity", columns=SANITY_COLUMNS, data=[list(r) for r in sanity])
         if localisation:
