@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import csv
+import logging
 import random
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
 import lightning as L
+import soundfile
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -17,6 +19,8 @@ from .audio import DURATION, SAMPLE_RATE, load_clip
 from files import DownloadError, download, extract_zip_into
 from .noise import MIXTURE, Mixture, ScenarioNoise, TrainNoise
 from .synthetic import read_signatures, write_synthetic_esc50
+
+log = logging.getLogger(__name__)
 
 ESC50_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
 REQUIRED_COLUMNS = ("filename", "fold", "target", "category")
@@ -106,11 +110,26 @@ class ESC50DataModule(L.LightningDataModule):
         self.train_set = self.val_set = self.test_set = None
 
     # -- data on disk ---------------------------------------------------------------------------
+    def _check_synthetic_duration(self) -> None:
+        """Synthetic data written earlier with clips of another length is cut or padded, and a cut can lose
+        the planted signatures: say so (the folder is reused, not rewritten)."""
+        first = next((self.root / "audio").glob("*.wav"), None)
+        if first is None:
+            return
+        info = soundfile.info(str(first))
+        seconds = info.frames / info.samplerate
+        if abs(seconds - self.hparams.duration) > 0.01:
+            log.warning("%s holds %.2f s clips but --data.duration is %.2f s: every clip is cut or padded (delete "
+                        "the folder to write the synthetic data again at this length)", self.root, seconds,
+                        self.hparams.duration)
+
     def _has_dataset(self) -> bool:
         return (self.root / "meta" / "esc50.csv").is_file()
 
     def prepare_data(self) -> None:
         if self._has_dataset():
+            if self.hparams.synthetic:
+                self._check_synthetic_duration()
             return
         if self.hparams.synthetic:
             write_synthetic_esc50(self.root, sample_rate=self.hparams.sample_rate, duration=self.hparams.duration,

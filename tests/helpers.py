@@ -20,6 +20,18 @@ MINI = SHARED / "esc50-mini"
 NOISES = SHARED / "noises"
 
 
+def quickstart_samples() -> int:
+    """Samples per clip of the quickstart data (its config sets the clip length)."""
+    import yaml
+    data = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())["data"]
+    return int(round(32000 * data["duration"]))
+
+
+def quickstart_cells() -> int:
+    """Cells of a quickstart log-mel spectrogram: 64 bands x frames (hop 320, centred)."""
+    return 64 * (1 + quickstart_samples() // 320)
+
+
 def need_shared():
     if not MINI.is_dir():
         pytest.skip(f"real test clips not found at {MINI} (the shared test data sits beside the project)")
@@ -89,8 +101,9 @@ def read_csv(path) -> list[dict]:
 
 
 def assert_same_results(a: Path, b: Path, tol: float = 1e-5) -> None:
-    """Two explain folders hold the same tidy and per-clip results, row for row."""
-    for name in ("results.csv", "per_clip.csv"):
+    """Two explain folders hold the same tidy and per-clip results (and curves, where written), row for row."""
+    assert (a / "curves.csv").is_file() == (b / "curves.csv").is_file()
+    for name in ("results.csv", "per_clip.csv") + (("curves.csv",) if (a / "curves.csv").is_file() else ()):
         rows_a, rows_b = read_csv(a / name), read_csv(b / name)
         assert len(rows_a) == len(rows_b) > 0, name
         for ra, rb in zip(rows_a, rows_b):

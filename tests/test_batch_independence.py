@@ -147,8 +147,8 @@ def test_batch_size_one_gives_the_same_clip_values_through_the_cli(quickstart_ru
         run_here("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
                  "--data.root", str(small_test_root), "--data.batch_size", bs, "--explain", "saliency,gradcam,lime,shap",
                  "--explainer.lime_samples", "20", "--explainer.shap_background_per_class", "1", "--explainer.cache", "false",
-                 "--explainer.examples", "0", "--trainer.logger", "false", "--data.num_workers", "0",
-                 "--trainer.default_root_dir", f"runs/batch-{bs}", cwd=quickstart_run)
+                 "--explainer.examples", "0", "--explainer.curves", "false", "--trainer.logger", "false",
+                 "--data.num_workers", "0", "--trainer.default_root_dir", f"runs/batch-{bs}", cwd=quickstart_run)
         path = next((quickstart_run / "runs" / f"batch-{bs}").glob("test-*/explain/per_clip.csv"))
         runs[bs] = {(r["clip"], r["method"], r["mask"]): r for r in read_csv(path)}
     assert runs["1"].keys() == runs["4"].keys() and len(runs["1"]) == 13 * 4 * 14

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import ROOT, run_here
+from tests.helpers import ROOT, quickstart_cells, quickstart_samples, run_here
 
 
 def test_quickstart_fit_trains_a_good_model(quickstart_run):
@@ -75,7 +75,7 @@ def test_explain_study_through_the_cli(quickstart_run, explained_run):
     assert len(rows) == 4 * 14
     assert {(r["method"], r["mask"]) for r in rows} == {(m, k) for m in ("saliency", "gradcam", "lime", "shap")
                                                         for k in __import__("explain").MASK_NAMES}
-    d = 64 * 501
+    d = quickstart_cells()
     for r in rows:
         assert r["model"] == "mel" and r["scenario"] == "clean" and r["n"] == "12"
         for metric, (lo, hi) in RANGES.items():
@@ -140,7 +140,7 @@ def test_stft_model_trains_and_explains(quickstart_run, small_test_root):
     import soundfile as sf
     clip = next((out / "examples").iterdir())
     original, rate = sf.read(str(clip / "original.wav"))
-    assert rate == 32000 and len(original) == 160000
+    assert rate == 32000 and len(original) == quickstart_samples()
 
 
 def run_main(*args: str, cwd, env: dict | None = None, code: str | None = None):

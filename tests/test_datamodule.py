@@ -131,6 +131,20 @@ def test_synthetic_data_is_announced_when_written(tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
+def test_synthetic_data_of_another_clip_length_is_reused_with_a_warning(tmp_path, caplog):
+    root = write_synthetic_esc50(tmp_path / "short", num_classes=2, clips_per_fold=1, duration=2.5)
+    same = ESC50DataModule(root=str(root), synthetic=True, duration=2.5)
+    with caplog.at_level("WARNING"):
+        same.prepare_data()
+    assert not caplog.records
+    longer = ESC50DataModule(root=str(root), synthetic=True, duration=5.0)
+    with caplog.at_level("WARNING"):
+        longer.prepare_data()
+    said = caplog.text
+    assert str(root) in said and "2.50 s clips" in said and "--data.duration is 5.00 s" in said
+    assert (root / "meta" / "esc50.csv").is_file()  # reused, not rewritten
+
+
 def test_background_takes_two_training_clips_per_class(synthetic_root):
     dm = ESC50DataModule(root=str(synthetic_root))
     bg = dm.background(per_class=2, max_clips=100)

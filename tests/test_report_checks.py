@@ -15,7 +15,7 @@ from explain.sanity import LAYERS, SANITY_COLUMNS, STILL_SIMILAR
 from report.checks import margin_of
 from report.cli import build, main, parse
 from report.tables import best_rows, read_results, score
-from tests.helpers import read_csv, run_cli
+from tests.helpers import read_csv, run_here
 
 CLIPS = [f"c{i:02d}.wav" for i in range(40)]
 MASKS = ("bin", "minmax", "sigmoid")
@@ -280,11 +280,11 @@ def test_localisation_is_merged_across_runs_and_shown(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def controlled_run(quickstart_run):
     """The quickstart model explained by the study's four methods and the controls, with the sanity check."""
-    run_cli("test", "--config", str(Path(__file__).parents[1] / "configs" / "quickstart.yaml"),
-            "--ckpt_path", "runs/quickstart/best.ckpt", "--explain", "study,controls",
-            "--explainer.sanity", "true", "--explainer.sanity_clips", "4", "--trainer.limit_test_batches", "2",
-            "--data.batch_size", "6", "--explainer.examples", "0", "--explainer.lime_samples", "40",
-            "--trainer.logger", "false", cwd=quickstart_run, timeout=1800)
+    run_here("test", "--config", str(Path(__file__).parents[1] / "configs" / "quickstart.yaml"),
+             "--ckpt_path", "runs/quickstart/best.ckpt", "--explain", "study,controls",
+             "--explainer.sanity", "true", "--explainer.sanity_clips", "4", "--trainer.limit_test_batches", "2",
+             "--data.batch_size", "6", "--explainer.examples", "0", "--explainer.lime_samples", "40",
+             "--trainer.logger", "false", cwd=quickstart_run)
     runs = sorted((quickstart_run / "runs" / "quickstart").glob("test-*/explain/run.json"),
                   key=lambda p: p.stat().st_mtime)
     return runs[-1].parent
@@ -292,7 +292,7 @@ def controlled_run(quickstart_run):
 
 def test_report_of_a_real_run_with_controls(controlled_run, tmp_path):
     import json
-    proc = run_cli("report", str(controlled_run), "--out", str(tmp_path / "out"), "--bootstrap", "500", cwd=tmp_path)
+    proc = run_here("report", str(controlled_run), "--out", str(tmp_path / "out"), "--bootstrap", "500", cwd=tmp_path)
     summary = {r["method"]: r for r in read_csv(tmp_path / "out" / "summary.csv")}
     assert set(summary) == {"saliency", "gradcam", "lime", "shap"}
     # the curve areas are the run's own

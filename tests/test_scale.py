@@ -11,7 +11,8 @@ import torch
 
 from tests.helpers import ROOT, assert_same_results, read_csv, run_cli, run_here
 
-EXPLAIN = ["--explainer.examples", "0", "--trainer.logger", "false", "--data.num_workers", "0"]
+EXPLAIN = ["--explainer.examples", "0", "--explainer.curves", "false", "--trainer.logger", "false",
+           "--data.num_workers", "0"]
 
 
 def explain_dir(base):
@@ -44,7 +45,7 @@ def test_a_rank_that_fails_at_the_end_fails_the_run(quickstart_run, small_test_r
     env.pop("AUDIOXAI_RUN_ID", None)
     proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "test", "--config",
                            str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
-                           "--data.root", str(small_test_root), "--trainer.limit_test_batches", "1",
+                           "--data.root", str(small_test_root), "--trainer.limit_test_batches", "2",
                            "--trainer.logger", "false", "--trainer.default_root_dir", "runs/rank-fails",
                            "--trainer.devices", "2", "--trainer.strategy", "ddp"],
                           cwd=quickstart_run, env=env, capture_output=True, text=True, timeout=400)
@@ -67,7 +68,8 @@ def test_two_processes_give_the_one_process_results_clip_for_clip(quickstart_run
     assert read_csv(two / "results.csv")[0]["n"] == "13"  # every clip once: no repeats to even out the ranks
     clips = [r["clip"] for r in read_csv(two / "per_clip.csv") if r["method"] == "lime" and r["mask"] == "bin"]
     assert len(clips) == len(set(clips)) == 13
-    assert_same_results(one, two)
+    assert (two / "curves.csv").is_file()
+    assert_same_results(one, two)  # curves included: their sums reduce across ranks
     assert len(list((quickstart_run / "runs" / "two").glob("test-*/explain"))) == 1  # written once, by rank 0
 
 
