@@ -22,7 +22,7 @@ from explain.pipeline import ExplanationPipeline
 from explain.sanity import LAYERS as SANITY_LAYERS, SANITY_COLUMNS, still_similar
 from explain.protocol import check_protocol
 from files import claim_folder, write_csv, write_json
-from report.media import save_figure, spectrogram_figure, write_wav
+from report.media import save_spectrogram_figures, write_wav
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,7 @@ class ExplainCallback(Callback):
         rebuilt_in = rebuilt_in.view(len(self.masks), len(ids), -1)
         rebuilt_out = rebuilt_out.view(len(self.masks), len(ids), -1)
         duration = length / sr
+        figures = []
         for j, cid in enumerate(ids):
             folder = self.out / "examples" / Path(cid).stem
             write_wav(folder / "original.wav", original[j], sr)
@@ -210,10 +211,9 @@ class ExplainCallback(Callback):
                 base = folder / method / mask
                 write_wav(base.with_name(f"{mask}_in.wav"), rebuilt_in[ki, j], sr)
                 write_wav(base.with_name(f"{mask}_out.wav"), rebuilt_out[ki, j], sr)
-                fig = spectrogram_figure([("original", x[j, 0]), (f"masked in ({mask})", x_in[ki, j, 0]),
-                                          ("masked out", x_out[ki, j, 0])], freqs, duration,
-                                         f"{cid}: {method}, {mask}")
-                save_figure(fig, base.with_suffix(".png"))
+                figures.append((base.with_suffix(".png"), [("original", x[j, 0]), (f"masked in ({mask})", x_in[ki, j, 0]),
+                                                           ("masked out", x_out[ki, j, 0])], f"{cid}: {method}, {mask}"))
+        save_spectrogram_figures(figures, freqs, duration)
 
     # -- end ----------------------------------------------------------------------------------------
     def on_test_epoch_end(self, trainer, pl_module) -> None:

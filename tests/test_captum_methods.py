@@ -14,7 +14,7 @@ from errors import UsageValueError
 from explain import MASK_NAMES, SILENCE_DB, make_method
 from explain.base import clip_seed, describe_methods, parse_methods
 from explain.pipeline import ExplanationPipeline
-from tests.helpers import ROOT, quickstart_cells, run_cli, tiny_cnn
+from tests.helpers import ROOT, quickstart_cells, run_here, tiny_cnn
 
 NEW = ("ig", "smoothgrad", "occlusion", "gradshap", "deeplift", "inputxgrad")
 # few steps and samples where the property does not need more: the tests stay quick on a CPU
@@ -192,12 +192,12 @@ def test_the_new_methods_are_in_all_and_in_the_help():
 
 def test_the_new_methods_through_the_cli(quickstart_run):
     options = {"ig": {"steps": 4}, "smoothgrad": {"samples": 2}, "gradshap": {"samples": 2},
-               "occlusion": {"window": [256, 32], "stride": [256, 32]}}
-    run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
-            "--explain", ",".join(NEW), "--explainer.options", json.dumps(options),
-            "--trainer.limit_test_batches", "2", "--data.batch_size", "2", "--explainer.examples", "0",
-            "--explainer.curves", "false", "--trainer.logger", "false",
-            "--trainer.default_root_dir", "runs/captum", cwd=quickstart_run)
+               "occlusion": {"window": [128, 32], "stride": [128, 32]}}
+    run_here("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
+             "--explain", ",".join(NEW), "--explainer.options", json.dumps(options),
+             "--trainer.limit_test_batches", "2", "--data.batch_size", "2", "--explainer.examples", "0",
+             "--explainer.curves", "false", "--trainer.logger", "false",
+             "--trainer.default_root_dir", "runs/captum", cwd=quickstart_run)
     with open(next((quickstart_run / "runs" / "captum").glob("test-*/explain/results.csv")), newline="") as f:
         rows = list(csv.DictReader(f))
     assert {(r["method"], r["mask"]) for r in rows} == {(m, k) for m in NEW for k in MASK_NAMES}

@@ -8,18 +8,17 @@ import pytest
 from explain.curves import FRACTIONS
 from explain.masks import MASK_NAMES
 from explain.sanity import LAYERS
-from tests.helpers import ROOT, read_csv, run_cli
+from tests.helpers import ROOT, read_csv, run_here
 
 
 @pytest.fixture(scope="module")
 def checked_run(quickstart_run):
     out = quickstart_run / "checks"
-    run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"),
-            "--ckpt_path", "runs/quickstart/best.ckpt", "--explain", "saliency,gradcam,controls",
-            "--data.batch_size", "6", "--trainer.limit_test_batches", "2", "--explainer.examples", "0",
-            "--explainer.sanity", "true", "--explainer.sanity_clips", "6", "--explainer.output_dir", str(out),
-            "--trainer.logger", "false",
-            cwd=quickstart_run)
+    run_here("test", "--config", str(ROOT / "configs" / "quickstart.yaml"),
+             "--ckpt_path", "runs/quickstart/best.ckpt", "--explain", "saliency,gradcam,controls",
+             "--data.batch_size", "6", "--trainer.limit_test_batches", "2", "--explainer.examples", "0",
+             "--explainer.sanity", "true", "--explainer.sanity_clips", "6", "--explainer.output_dir", str(out),
+             "--trainer.logger", "false", cwd=quickstart_run)
     return out
 
 

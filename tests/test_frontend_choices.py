@@ -96,8 +96,8 @@ def test_checkpoint_filterbank_must_match_the_model():
     AudioClassifier("stft", width=8, num_classes=5).on_load_checkpoint(saved)
 
 
-def test_old_checkpoint_runs_on_slaney_bands_under_the_cli(quickstart_run, tmp_path):
-    from tests.helpers import run_cli
+def test_old_checkpoint_runs_on_slaney_bands_under_the_cli(quickstart_run, tmp_path, caplog):
+    from tests.helpers import run_here
     best = torch.load(quickstart_run / "runs" / "quickstart" / "best.ckpt", map_location="cpu", weights_only=True)
     assert best["hyper_parameters"]["filterbank"] == "htk"
     loss = {}
@@ -105,10 +105,11 @@ def test_old_checkpoint_runs_on_slaney_bands_under_the_cli(quickstart_run, tmp_p
         ckpt = dict(best, hyper_parameters={k: v for k, v in best["hyper_parameters"].items() if k != "filterbank"})
         ckpt["hyper_parameters"].update(hparams)
         torch.save(ckpt, tmp_path / f"{name}.ckpt")
-        proc = run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path",
+        caplog.clear()
+        proc = run_here("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path",
                        str(tmp_path / f"{name}.ckpt"), "--data.root", str(quickstart_run / "data" / "quickstart"),
                        "--trainer.limit_test_batches", "2", "--trainer.logger", "false", cwd=tmp_path)
-        said = "predates --model.filterbank" in proc.stderr + proc.stdout
+        said = "predates --model.filterbank" in caplog.text + proc.stderr + proc.stdout
         assert said == (name == "old"), name
         loss[name] = float(re.search(r"test/loss\D*([0-9.]+)", proc.stdout).group(1))
     assert loss["old"] == loss["slaney"] != loss["htk"]

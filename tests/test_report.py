@@ -15,7 +15,7 @@ from report.cli import SUMMARY_COLUMNS, build, parse
 from report.render import summary_markdown
 from report.tables import ReportInputError, best_rows, full_tables, read_results, score
 from report.uncertainty import bootstrap_ci
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, run_cli, run_here
 
 HEADER = ",".join(RESULT_COLUMNS)
 STUDY = ROOT / "tests" / "data" / "study_clean_results.csv"
@@ -227,8 +227,8 @@ class Parsed(HTMLParser):
 def test_report_of_a_real_quickstart_run(tmp_path, explained_run):
     import json
     out_dir, _ = explained_run
-    proc = run_cli("report", str(out_dir.parent), "--out", str(tmp_path / "report"), "--bootstrap", "200",
-                   cwd=tmp_path)
+    proc = run_here("report", str(out_dir.parent), "--out", str(tmp_path / "report"), "--bootstrap", "200",
+                    cwd=tmp_path)
     assert "mel / clean: best mask per method" in proc.stdout
     methods = json.loads((out_dir / "run.json").read_text())["methods"]
     picked = [m for m in methods if not METHODS[m].control]  # controls get no pick
@@ -271,3 +271,18 @@ def test_non_utf8_per_clip_values_are_named(tmp_path):
     (tmp_path / "per_clip.csv").write_bytes(b"clip,method,mask,FF\n\xff\xfe,lime,bin,0.5\n")
     with pytest.raises(ValueError, match=f"{tmp_path / 'per_clip.csv'} is not UTF-8 text"):
         read_per_clip(results)
+
+
+def test_a_redrawn_example_figure_equals_one_drawn_afresh(tmp_path):
+    import torch
+    import matplotlib.image as mpimg
+    from report.media import save_spectrogram_figures
+    g = torch.Generator().manual_seed(0)
+    freqs = torch.linspace(0, 16000, 64)
+    items = [(tmp_path / f"{k}.png", [(f"panel {i} of {k}", torch.rand(40, 64, generator=g) * (30 + 10 * k) - 90)
+                                      for i in range(3)], f"figure {k}") for k in range(3)]
+    together = save_spectrogram_figures(items, freqs, 2.5)
+    for k, item in enumerate(items):
+        alone = save_spectrogram_figures([(tmp_path / f"alone-{k}.png", *item[1:])], freqs, 2.5)[0]
+        assert np.array_equal(mpimg.imread(together[k]), mpimg.imread(alone)), k
+    assert not np.array_equal(mpimg.imread(together[1]), mpimg.imread(together[2]))

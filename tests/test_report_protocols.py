@@ -11,7 +11,7 @@ from explain.metrics import CLIP_COLUMNS, METRIC_NAMES, RESULT_COLUMNS, STUDY_ME
 from report.cli import build, parse
 from report.compare import paired_differences
 from report.tables import ReportInputError, best_rows, read_results, score
-from tests.helpers import ROOT, read_csv, run_cli
+from tests.helpers import ROOT, read_csv, run_here
 
 STUDY = ROOT / "tests" / "data" / "study_clean_results.csv"
 
@@ -252,14 +252,14 @@ def test_report_of_two_real_runs_under_the_two_protocols(tmp_path, quickstart_ru
     """The quickstart model explained under each protocol (4 clips: about 25 s of CPU a run), then one report
     of both runs."""
     for protocol in ("study", "corrected"):
-        run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path",
-                "runs/quickstart/best.ckpt", "--explain", "saliency,gradcam", "--explainer.protocol", protocol,
-                "--data.batch_size", "2", "--trainer.limit_test_batches", "2", "--explainer.examples", "0",
-                "--explainer.curves", "false", "--trainer.default_root_dir", f"runs/{protocol}",
-                "--trainer.logger", "false", cwd=quickstart_run)
+        run_here("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path",
+                 "runs/quickstart/best.ckpt", "--explain", "saliency,gradcam", "--explainer.protocol", protocol,
+                 "--data.batch_size", "2", "--trainer.limit_test_batches", "2", "--explainer.examples", "0",
+                 "--explainer.curves", "false", "--trainer.default_root_dir", f"runs/{protocol}",
+                 "--trainer.logger", "false", cwd=quickstart_run)
     study, corrected = (quickstart_run / "runs" / "study", quickstart_run / "runs" / "corrected")
-    proc = run_cli("report", str(study), str(corrected), "--out", str(tmp_path / "report"), "--bootstrap", "200",
-                   cwd=tmp_path)
+    proc = run_here("report", str(study), str(corrected), "--out", str(tmp_path / "report"), "--bootstrap", "200",
+                    cwd=tmp_path)
     assert "mel / clean / study: best mask per method" in proc.stdout
     assert "mel / clean / corrected: best mask per method" in proc.stdout
     assert "mel / clean: protocols compared" in proc.stdout
