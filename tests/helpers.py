@@ -20,11 +20,15 @@ MINI = SHARED / "esc50-mini"
 NOISES = SHARED / "noises"
 
 
-def quickstart_samples() -> int:
-    """Samples per clip of the quickstart data (its config sets the clip length)."""
+def quickstart_seconds() -> float:
+    """The quickstart data's clip length (its config sets it: the data module's ``duration``)."""
     import yaml
-    data = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())["data"]
-    return int(round(32000 * data["duration"]))
+    return float(yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())["data"]["duration"])
+
+
+def quickstart_samples() -> int:
+    """Samples per clip of the quickstart data, at the project's 32 kHz."""
+    return int(round(32000 * quickstart_seconds()))
 
 
 def quickstart_cells() -> int:

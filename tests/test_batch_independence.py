@@ -6,7 +6,7 @@ import torch
 from explain import make_method
 from explain.evaluate import MaskScorer, predict_probs
 from lightning_modules import make_features
-from tests.helpers import tiny_cnn
+from tests.helpers import quickstart_seconds, tiny_cnn
 
 FEATURES = ("mel", "stft")
 
@@ -103,7 +103,7 @@ METHOD_OPTIONS = {"saliency": {}, "gradcam": {}, "lime": {"num_samples": 40}, "s
 def trained(quickstart_run, quickstart_model):
     """The quickstart model (trained: its outputs move with the input) and six of its test clips."""
     from datamodules import ESC50DataModule
-    dm = ESC50DataModule(str(quickstart_run / "data" / "quickstart"))
+    dm = ESC50DataModule(str(quickstart_run / "data" / "quickstart"), duration=quickstart_seconds())
     dm.setup("test")
     clips = [dm.test_set[i] for i in range(0, 30, 5)]
     with torch.no_grad():

@@ -12,7 +12,7 @@ import torch
 
 from explain.cache import AttributionCache
 from files import claim_folder
-from tests.helpers import ROOT, read_csv, run_cli, run_here
+from tests.helpers import ROOT, read_csv, run_here
 
 
 def spec(seed: int) -> torch.Tensor:
@@ -118,7 +118,7 @@ def test_a_second_run_into_the_same_output_folder_stops_at_once(quickstart_run, 
             assert first.poll() is None and time.time() < deadline, "the first run did not claim its folder"
             time.sleep(0.2)
         with pytest.raises(AssertionError, match="being written by another run") as err:
-            run_cli(*args, "--trainer.default_root_dir", "runs/claim-b", cwd=quickstart_run)
+            run_here(*args, "--trainer.default_root_dir", "runs/claim-b", cwd=quickstart_run)
         assert "failed (2)" in str(err.value) and "Traceback" not in str(err.value)
         assert first.poll() is None  # the first run goes on
     finally:

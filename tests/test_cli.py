@@ -133,10 +133,10 @@ def test_stft_model_trains_and_explains(quickstart_run, small_test_root):
              "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2", cwd=quickstart_run)
     run_here("test", *common, "--ckpt_path", "runs/stft/best.ckpt", "--explain", "study", "--data.batch_size", "1",
              "--trainer.limit_test_batches", "2", "--explainer.lime_samples", "20", "--explainer.examples", "1",
-             "--explainer.shap_background_per_class", "1", cwd=quickstart_run)
+             "--explainer.masks", "[bin,topK_30]", "--explainer.shap_background_per_class", "1", cwd=quickstart_run)
     out = next((quickstart_run / "runs" / "stft").glob("test-*/explain"))
     rows = read_rows(out / "results.csv")
-    assert len(rows) == 56 and {r["model"] for r in rows} == {"stft"} and {r["n"] for r in rows} == {"2"}
+    assert len(rows) == 4 * 2 and {r["model"] for r in rows} == {"stft"} and {r["n"] for r in rows} == {"2"}
     import soundfile as sf
     clip = next((out / "examples").iterdir())
     original, rate = sf.read(str(clip / "original.wav"))
@@ -185,10 +185,11 @@ main.main()
 """
 
 
-@pytest.mark.parametrize("kind", ["ValueError", "RuntimeError"])
+@pytest.mark.parametrize("kind", ["ValueError"])
 @pytest.mark.slow
 def test_a_bug_keeps_its_traceback(tmp_path, kind):
-    """A builtin error raised inside a method (not a UsageError) is a bug: its traceback is shown."""
+    """A builtin error raised inside a method (not a UsageError) is a bug: its traceback is shown. A ValueError,
+    as the user's mistakes are UsageValueErrors: the one a careless ``except ValueError`` would swallow."""
     proc = run_main("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--trainer.logger", "false",
                     cwd=tmp_path, code=BUG.format(kind=kind))
     assert proc.returncode == 1, proc.stderr[-3000:]

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from datamodules import ESC50DataModule, read_signatures
 from explain import make_method
 from explain.localisation import signature_boxes
-from tests.helpers import quickstart_samples
+from tests.helpers import quickstart_seconds
 
 CAM_CELL = 32  # spectrogram cells per conv_block6 cell, each way (five 2 x 2 poolings)
 
@@ -15,7 +15,7 @@ CAM_CELL = 32  # spectrogram cells per conv_block6 cell, each way (five 2 x 2 po
 @pytest.fixture(scope="module")
 def explained_clips(quickstart_run, quickstart_model):
     root = quickstart_run / "data" / "quickstart"
-    dm = ESC50DataModule(root=str(root), batch_size=80, duration=quickstart_samples() / 32000)
+    dm = ESC50DataModule(root=str(root), batch_size=80, duration=quickstart_seconds())
     dm.setup("test")
     batch = next(iter(dm.test_dataloader()))
     pick = torch.arange(0, len(batch["target"]), 4)  # 20 clips, two per class

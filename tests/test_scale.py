@@ -58,7 +58,8 @@ def test_two_processes_give_the_one_process_results_clip_for_clip(quickstart_run
     common = ["test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
               "--data.root", str(small_test_root), "--data.batch_size", "3", "--explain", "saliency,lime,shap",
               "--explainer.lime_samples", "20", "--explainer.shap_background_per_class", "1",
-              "--explainer.cache", "false", "--explainer.examples", "0", "--data.num_workers", "0"]
+              "--explainer.shap_background_size", "4", "--explainer.cache", "false", "--explainer.examples", "0",
+              "--data.num_workers", "0"]
     run_here(*common, "--trainer.logger", "false", "--trainer.default_root_dir", "runs/one", cwd=quickstart_run)
     # with the W&B logger (offline), as users run it: the exit code must cover every rank
     ddp = run_cli(*common, "--trainer.default_root_dir", "runs/two", "--trainer.logger.init_args.save_dir", "runs/two",
@@ -76,7 +77,7 @@ def test_two_processes_give_the_one_process_results_clip_for_clip(quickstart_run
 def test_a_killed_run_resumes_from_the_cache(quickstart_run, small_test_root):
     args = [sys.executable, str(ROOT / "main.py"), "test", "--config", str(ROOT / "configs" / "quickstart.yaml"),
             "--ckpt_path", "runs/quickstart/best.ckpt", "--data.root", str(small_test_root), "--data.batch_size", "1",
-            "--explain", "lime", "--explainer.lime_samples", "150", *EXPLAIN]
+            "--explain", "lime", "--explainer.lime_samples", "60", *EXPLAIN]
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
     env.pop("AUDIOXAI_RUN_ID", None)
     cache = quickstart_run / "runs" / "resume" / "attribution-cache"

@@ -14,7 +14,7 @@ from explain import make_method
 from explain.metrics import average_drop, average_gain, complexity, sparseness
 from explain.pipeline import ExplanationPipeline
 from explain.protocol import DEPARTURES, PROTOCOLS, departures_markdown, settings
-from tests.helpers import ROOT, tiny_cnn
+from tests.helpers import ROOT, quickstart_seconds, tiny_cnn
 
 
 class FunctionalCnn14(nn.Module):
@@ -116,7 +116,7 @@ def test_corrected_gradcam_puts_more_mass_in_the_signature_span_than_the_study(q
     from tests.test_ground_truth import signature_boxes
 
     root = quickstart_run / "data" / "quickstart"
-    dm = ESC50DataModule(root=str(root), batch_size=40)
+    dm = ESC50DataModule(root=str(root), batch_size=40, duration=quickstart_seconds())
     dm.setup("test")
     batch = next(iter(dm.test_dataloader()))
     with torch.no_grad():
