@@ -133,16 +133,21 @@ def curves_plot(curves: list[Curve]) -> str:
 
 
 def curves_html(curves: list[Curve], split: list[str]) -> str:
-    if not curves:
-        return ""
-    out = ["<h2>Deletion and insertion curves</h2><p class='note'>The model's probability of the explained "
-           "class as the most relevant cells are removed (deletion) or put back into a filled spectrogram "
-           "(insertion); areas by the trapezoid rule over the fractions. Dashed: controls.</p>"]
+    parts = []
     for group, ours in _by_group(curves).items():
         head, body = _area_table(ours)
-        out.append(f"<h3>{html.escape(group_title(group, split))} ({ours[0].n} clips)</h3>{_html_table(head, body)}"
-                   f"<img alt='curves {html.escape(group_title(group, split))}' src='{curves_plot(ours)}'>")
-    return "".join(out)
+        title = html.escape(group_title(group, split))
+        parts.append(f"<h3>{title} ({ours[0].n} clips)</h3>{_html_table(head, body)}"
+                     f"<img alt='curves {title}' src='{curves_plot(ours)}'>")
+    return _section("Deletion and insertion curves",
+                    "The model's probability of the explained class as the most relevant cells are removed "
+                    "(deletion) or put back into a filled spectrogram (insertion); areas by the trapezoid rule over "
+                    "the fractions. Dashed: controls.", parts)
+
+
+def _section(heading: str, note: str, parts: list[str]) -> str:
+    """An HTML section of the checks: a heading, its note and one part per group; nothing without parts."""
+    return f"<h2>{heading}</h2><p class='note'>{note}</p>" + "".join(parts) if parts else ""
 
 
 # -- sanity ------------------------------------------------------------------------------------------
@@ -189,12 +194,7 @@ def sanity_plot(s: Sanity) -> str:
 
 
 def sanity_html(sanity: list[Sanity], split: list[str]) -> str:
-    if not sanity:
-        return ""
-    out = ["<h2>Sanity: model-parameter randomisation</h2><p class='note'>Layers are re-initialised cumulatively "
-           "from the head down; each line is a method's similarity between its maps under the randomised model "
-           "and under the trained one (mean over the clips). A method still similar once every layer is random "
-           "does not follow the model: flagged.</p>"]
+    parts = []
     for s in sanity:
         head = ["method", "similarity", *s.layers]
         body, classes = [], []
@@ -204,11 +204,15 @@ def sanity_html(sanity: list[Sanity], split: list[str]) -> str:
                              *(f"{s.value(m, layer, kind):.3f}" for layer in s.layers)])
                 classes.append("flag" if m in s.flagged else "")
         flagged = (", ".join(method_label(m) for m in s.flagged) or "none") + _model_free(s)
-        out.append(f"<h3>{html.escape(group_title(s.group, split))}</h3>"
-                   f"<p class='note'><b>Flagged</b> (still similar at the last layer): {html.escape(flagged)}</p>"
-                   f"<img alt='sanity {html.escape(group_title(s.group, split))}' src='{sanity_plot(s)}'>"
-                   f"<details><summary>Values</summary>{_html_table(head, body, classes)}</details>")
-    return "".join(out)
+        title = html.escape(group_title(s.group, split))
+        parts.append(f"<h3>{title}</h3>"
+                     f"<p class='note'><b>Flagged</b> (still similar at the last layer): {html.escape(flagged)}</p>"
+                     f"<img alt='sanity {title}' src='{sanity_plot(s)}'>"
+                     f"<details><summary>Values</summary>{_html_table(head, body, classes)}</details>")
+    return _section("Sanity: model-parameter randomisation",
+                    "Layers are re-initialised cumulatively from the head down; each line is a method's similarity "
+                    "between its maps under the randomised model and under the trained one (mean over the clips). "
+                    "A method still similar once every layer is random does not follow the model: flagged.", parts)
 
 
 # -- localisation ------------------------------------------------------------------------------------
@@ -245,12 +249,9 @@ def localisation_markdown(rows: list[list], picks: dict, split: list[str]) -> st
 
 
 def localisation_html(rows: list[list], picks: dict, split: list[str]) -> str:
-    if not rows:
-        return ""
-    out = ["<h2>Localisation against the ground truth</h2><p class='note'>Per map: relevance mass and rank "
-           "accuracy, the pointing game and the share of cells inside the truth (what a random map scores on "
-           "the first two); per mask: precision and recall of each method's picked mask. Every mask: "
-           "localisation.csv.</p>"]
-    for group, (head, body) in _localisation_tables(rows, picks).items():
-        out.append(f"<h3>{html.escape(group_title(group, split))}</h3>{_html_table(head, body)}")
-    return "".join(out)
+    parts = [f"<h3>{html.escape(group_title(group, split))}</h3>{_html_table(head, body)}"
+             for group, (head, body) in _localisation_tables(rows, picks).items()]
+    return _section("Localisation against the ground truth",
+                    "Per map: relevance mass and rank accuracy, the pointing game and the share of cells inside the "
+                    "truth (what a random map scores on the first two); per mask: precision and recall of each "
+                    "method's picked mask. Every mask: localisation.csv.", parts)

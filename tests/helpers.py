@@ -32,8 +32,9 @@ def quickstart_samples() -> int:
 
 
 def quickstart_cells() -> int:
-    """Cells of a quickstart log-mel spectrogram: 64 bands x frames (hop 320, centred)."""
-    return 64 * (1 + quickstart_samples() // 320)
+    """Cells of a quickstart log-mel spectrogram (the front-end's bands x frames)."""
+    from lightning_modules.features import MeldB
+    return MeldB()(torch.zeros(1, quickstart_samples())).numel()
 
 
 def need_shared():

@@ -185,11 +185,10 @@ main.main()
 """
 
 
-@pytest.mark.parametrize("kind", ["ValueError"])
+@pytest.mark.parametrize("kind", ["ValueError", "RuntimeError"])
 @pytest.mark.slow
 def test_a_bug_keeps_its_traceback(tmp_path, kind):
-    """A builtin error raised inside a method (not a UsageError) is a bug: its traceback is shown. A ValueError,
-    as the user's mistakes are UsageValueErrors: the one a careless ``except ValueError`` would swallow."""
+    """A builtin error raised inside a method (not a UsageError) is a bug: its traceback is shown."""
     proc = run_main("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--trainer.logger", "false",
                     cwd=tmp_path, code=BUG.format(kind=kind))
     assert proc.returncode == 1, proc.stderr[-3000:]

@@ -56,6 +56,8 @@ def test_positive_attribution_falls_in_the_signature_box(quickstart_model, expla
           f"in span {in_span.mean():.3f} (area {span_area.mean():.3f})")
     # measured on the quickstart model: in span 0.51 (LIME) to 0.70 (SHAP) of a 0.25 share, Grad-CAM 0.67 of
     # 0.36; in the box 1.8 (Grad-CAM, coarse) to 23 (SHAP) times its share
+    if name != "lime":  # LIME's segments reach past the span: 0.51, too near 0.5 to assert
+        assert in_span.mean() > 0.5, "most positive mass should lie in the signature's time span"
     assert in_span.mean() > 1.5 * span_area.mean(), "the signature's time span should hold well above its share"
     assert (in_box / box_area).mean() > (1.5 if name == "gradcam" else 2), "the box should hold well above its share"
 

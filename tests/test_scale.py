@@ -77,7 +77,7 @@ def test_two_processes_give_the_one_process_results_clip_for_clip(quickstart_run
 def test_a_killed_run_resumes_from_the_cache(quickstart_run, small_test_root):
     args = [sys.executable, str(ROOT / "main.py"), "test", "--config", str(ROOT / "configs" / "quickstart.yaml"),
             "--ckpt_path", "runs/quickstart/best.ckpt", "--data.root", str(small_test_root), "--data.batch_size", "1",
-            "--explain", "lime", "--explainer.lime_samples", "60", *EXPLAIN]
+            "--explain", "lime", "--explainer.lime_samples", "150", *EXPLAIN]
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
     env.pop("AUDIOXAI_RUN_ID", None)
     cache = quickstart_run / "runs" / "resume" / "attribution-cache"
