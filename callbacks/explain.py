@@ -58,6 +58,9 @@ class ExplainCallback(Callback):
         fill: what a masked-out cell becomes, for the metrics and the curves: ``floor`` (-100 dB, the
             study's), ``clip_min`` (the clip's quietest value) or ``clip_mean`` (its mean dB).
         curves: also compute each method's deletion and insertion curves (``curves.csv``) at ``fractions``.
+        tf32: allow TF32 in CUDA convolutions and matrix products during the explanation passes (default
+            off: full float32, so the threshold metrics do not move between a GPU and a CPU; ``fit`` keeps
+            torch's default). Recorded in ``run.json`` and the attribution cache key.
         sanity: run the model-parameter randomisation test (``explain/sanity.py``) on the first
             ``sanity_clips`` test clips, randomising ``sanity_layers`` (default the head down to
             conv_block1) cumulatively; written to ``sanity.csv``.
@@ -71,8 +74,9 @@ class ExplainCallback(Callback):
                  model_name: Optional[str] = None, cache: bool = True, cache_dir: Optional[str] = None,
                  protocol: str = "corrected", fill: str = "floor", curves: bool = True,
                  fractions: Optional[list[float]] = None, sanity: bool = False, sanity_clips: int = 32,
-                 sanity_layers: Optional[list[str]] = None):
+                 sanity_layers: Optional[list[str]] = None, tf32: bool = False):
         super().__init__()
+        self.tf32 = tf32
         if isinstance(sanity_clips, bool) or not isinstance(sanity_clips, int) or sanity_clips < 2:
             raise UsageValueError(f"--explainer.sanity_clips must be a whole number of at least 2, got {sanity_clips!r}")
         self.sanity, self.sanity_clips = sanity, sanity_clips
@@ -127,6 +131,11 @@ class ExplainCallback(Callback):
         if not self.methods:
             raise UsageValueError("ExplainCallback has no methods; pass --explain with a comma list or 'all'")
         self.apply_to_trainer(trainer)
+        dtype = next(pl_module.spectrogram_model.parameters()).dtype
+        if dtype != torch.float32:
+            raise UsageValueError(f"--explain needs the model in float32, but --trainer.precision made it {dtype}: "
+                                  "use --trainer.precision 32 with --explainer.precision bf16 for bfloat16 "
+                                  "forward passes")
         self.features = pl_module.features
         self.model_label = self.model_name or getattr(self.features, "kind", "model")
         self.out = Path(self.output_dir or Path(trainer.default_root_dir) / "explain")
@@ -139,6 +148,7 @@ class ExplainCallback(Callback):
             conciseness_on=self.conciseness_on, cache_dir=self._cache_root if self.cache else None,
             protocol=self.protocol, fill=self.fill, curves=self.with_curves, fractions=self.fractions,
             localisation=True,  # used only where the batches carry a ground truth
+            tf32=self.tf32,
         ).to(pl_module.device)
         self._clips: list[tuple] = []  # (dataset index, clip, true, pred) in this rank's test order
         self._values: dict[str, list[torch.Tensor]] = {m: [] for m in self.methods}  # (K, B, metrics) per batch
@@ -321,7 +331,8 @@ class ExplainCallback(Callback):
             "localisation_clips": localisation[0][6] if localisation else None,
             "methods": self.methods, "masks": list(self.masks),
             "options": self.pipeline.options(), "conciseness_on": self.conciseness_on,
-            "precision": self.precision, "batch_sizes": self.pipeline.batch_sizes,
+            "precision": self.precision, "tf32": self.tf32, "batch_sizes": self.pipeline.batch_sizes,
+            "device": str(trainer.strategy.root_device.type),
             "ckpt_path": getattr(trainer, "ckpt_path", None), "clips": len(records), "world_size": trainer.world_size,
             "attributions": counts, "cache": str(self._cache_root) if self.cache else None,
         })
@@ -347,7 +358,8 @@ class ExplainCallback(Callback):
                    n: int) -> None:
         run = logger.experiment
         run.config.update({"explain": {"model": self.model_label, "scenario": self._scenario,
-                                       "methods": self.methods, "protocol": self.protocol, "fill": self.fill}},
+                                       "methods": self.methods, "protocol": self.protocol, "fill": self.fill,
+                                       "precision": self.precision, "tf32": self.tf32}},
                           allow_val_change=True)
         run.tags = tuple(dict.fromkeys((*(run.tags or ()), self.model_label, self._scenario, self.protocol,
                                         *self.methods)))

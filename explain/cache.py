@@ -56,13 +56,14 @@ class AttributionCache:
                 tmp.write_text(json.dumps(key, indent=2, sort_keys=True, default=str))
         self.rejected: list[str] = []
 
-    def _entry(self, clip: str, x: torch.Tensor, target: int) -> tuple[Path, dict]:
-        meta = {"clip": clip, "input": tensor_hash(x), "target": int(target)}
+    def _entry(self, clip: str, x: torch.Tensor, target: int, digest: str | None = None) -> tuple[Path, dict]:
+        meta = {"clip": clip, "input": digest or tensor_hash(x), "target": int(target)}
         digest = hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
         return self.dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', clip)}-{digest}.pt", meta
 
-    def get(self, clip: str, x: torch.Tensor, target: int) -> torch.Tensor | None:
-        path, meta = self._entry(clip, x, target)
+    def get(self, clip: str, x: torch.Tensor, target: int, digest: str | None = None) -> torch.Tensor | None:
+        """``digest``: ``tensor_hash(x)`` when the caller has it already."""
+        path, meta = self._entry(clip, x, target, digest)
         if not path.is_file():
             return None
         try:
@@ -88,7 +89,8 @@ class AttributionCache:
         path.unlink(missing_ok=True)
         return None
 
-    def put(self, clip: str, x: torch.Tensor, target: int, attribution: torch.Tensor) -> None:
-        path, meta = self._entry(clip, x, target)
+    def put(self, clip: str, x: torch.Tensor, target: int, attribution: torch.Tensor,
+            digest: str | None = None) -> None:
+        path, meta = self._entry(clip, x, target, digest)
         with atomic_path(path) as tmp:
             torch.save({**meta, "map": attribution.detach().cpu().clone()}, tmp)

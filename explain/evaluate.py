@@ -6,14 +6,16 @@ import torch
 import torch.nn as nn
 
 from errors import UsageValueError
+from .batching import chunks
 from .masks import MASK_NAMES, SILENCE_DB, apply_mask, check_mask_names, make_masks
 from .metrics import ClipMetrics
 
 
 @torch.no_grad()
 def predict_probs(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Softmax probabilities (float32) of ``x`` (N, 1, T, F), in chunks of ``batch_size``."""
-    return torch.cat([model(chunk).float().softmax(-1) for chunk in x.split(batch_size)])
+    """Softmax probabilities (float32) of ``x`` (N, 1, T, F), in chunks of ``batch_size`` (of one shape on
+    CUDA: ``explain.batching.chunks``)."""
+    return torch.cat([model(chunk).float().softmax(-1)[:rows] for rows, chunk in chunks(x, batch_size)])
 
 
 class MaskScorer(nn.Module):

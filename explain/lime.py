@@ -13,7 +13,10 @@ worker threads, overlapping the model passes of the clips already segmented.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -22,6 +25,13 @@ import torch
 
 from errors import UsageValueError
 from .base import AttributionMethod, clip_seed, register
+from .batching import pad_rows
+
+# Superpixels depend on the image and quickshift's settings alone: kept here, so that a clip is segmented
+# once per run, though the sanity cascade explains it again with a fresh method for every layer
+SEGMENTS_KEPT = 2048
+_segments: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+_segments_lock = threading.Lock()
 
 
 def scale01(x: torch.Tensor) -> torch.Tensor:
@@ -83,9 +93,19 @@ class Lime(AttributionMethod):
         from skimage.color import gray2rgb  # here: importing the registry stays cheap
         from skimage.segmentation import quickshift
 
+        key = (hashlib.sha1(image.tobytes()).hexdigest(), image.shape, tuple(sorted(self.quickshift.items())))
+        with _segments_lock:
+            if key in _segments:
+                _segments.move_to_end(key)
+                return _segments[key].long()
         # rng 42 is what lime's own segmentation ends up using (it drops its random_seed).
         seg = quickshift(gray2rgb(image), rng=42, **self.quickshift)
-        return torch.from_numpy(np.unique(seg, return_inverse=True)[1].reshape(seg.shape).T).long()  # (T, F)
+        labels = torch.from_numpy(np.unique(seg, return_inverse=True)[1].reshape(seg.shape).T).long()  # (T, F)
+        with _segments_lock:
+            _segments[key] = labels.to(torch.int32)
+            while len(_segments) > SEGMENTS_KEPT:
+                _segments.popitem(last=False)
+        return labels
 
     def _submit(self, x: torch.Tensor) -> list:
         """Start segmenting every clip in worker threads; quickshift runs on the (F, T) image in [0, 1]."""
@@ -112,11 +132,13 @@ class Lime(AttributionMethod):
         """Superpixel weights (B, S_max) for given segments (B, T, F) and pattern matrices (N, n_b)."""
         b, device = x.shape[0], x.device
         n = patterns[0].shape[0]
-        counts = torch.tensor([p.shape[1] for p in patterns], device=device)
-        s_max = int(counts.max())
-        z = torch.zeros(b, n, s_max, dtype=torch.bool, device=device)
+        sizes_host = [p.shape[1] for p in patterns]  # known on the host: no device sync for the largest
+        s_max = max(sizes_host)
+        counts = torch.tensor(sizes_host, device=device)
+        z_host = torch.zeros(b, n, s_max, dtype=torch.bool)
         for i, p in enumerate(patterns):
-            z[i, :, :p.shape[1]] = p.to(device, torch.bool)
+            z_host[i, :, :p.shape[1]] = p.bool()
+        z = z_host.to(device, non_blocking=True)  # one copy for the chunk, not one per clip
         seg = segments.to(device).reshape(b, -1)
         flat = x.reshape(b, -1)
         sums = torch.zeros(b, s_max, device=device, dtype=flat.dtype).scatter_add_(1, seg, flat)
@@ -128,8 +150,9 @@ class Lime(AttributionMethod):
             idx = torch.arange(start, min(start + self.batch_size, b * n), device=device)
             bi, ni = idx // n, idx % n
             keep = torch.gather(z[bi, ni], 1, seg[bi])
-            xp = torch.where(keep, flat[bi], fill[bi]).reshape(len(idx), *x.shape[1:])
-            probs[idx] = self.model(xp).float().softmax(-1).gather(1, target[bi].unsqueeze(1)).squeeze(1)
+            xp = pad_rows(torch.where(keep, flat[bi], fill[bi]).reshape(len(idx), *x.shape[1:]), self.batch_size)
+            p = self.model(xp).float().softmax(-1)[:len(idx)]
+            probs[idx] = p.gather(1, target[bi].unsqueeze(1)).squeeze(1)
         probs = probs.reshape(b, n)
 
         zf = z.double()

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from .base import make_method
-from .batching import CPU_BATCH, auto_batch_size, autocast
+from .batching import CPU_BATCH, autocast, batch_sizes, tf32
 from .cache import AttributionCache, tensor_hash, weights_hash
 from .evaluate import MaskScorer, predict_probs
 from .curves import CURVES, FRACTIONS, PerturbationCurves, cell_ranks, perturbation_curves
@@ -70,6 +70,8 @@ class ExplanationPipeline(nn.Module):
         seed: seed of the random methods (each clip's seed also depends on its id).
         batch_size: spectrograms per model call; None measures it on CUDA (8 on a CPU).
         precision: ``32`` or ``bf16`` (autocast of the forward passes of forward-only methods and metrics).
+        tf32: allow TF32 in CUDA convolutions and matrix products during the explanation passes (off: full
+            float32, so GPU probabilities stay within the metrics' tolerance of the CPU's; explain/batching.py).
         masks: the masks to score; conciseness_on: ``mask`` or ``attribution`` (what SPS and COMP measure).
         cache_dir: keep every map on disk there (keyed by everything that determines it); None: no cache.
         protocol: ``corrected`` or ``study`` (the study's code: explain/protocol.py); it sets method and
@@ -85,8 +87,9 @@ class ExplanationPipeline(nn.Module):
                  seed: int = 0, batch_size: int | None = None, precision: str = "32",
                  masks: Sequence[str] = MASK_NAMES, conciseness_on: str = "mask", cache_dir: str | Path | None = None,
                  protocol: str = "corrected", fill: str = "floor", curves: bool = False,
-                 fractions: Sequence[float] = FRACTIONS, localisation: bool = False):
+                 fractions: Sequence[float] = FRACTIONS, localisation: bool = False, tf32: bool = False):
         super().__init__()
+        self.tf32 = bool(tf32)
         check_fill(fill)
         self.fill, self.fractions = fill, tuple(fractions)
         autocast(torch.device("cpu"), precision)  # an unknown precision fails here
@@ -126,8 +129,7 @@ class ExplanationPipeline(nn.Module):
         if self.batch_size:
             self.batch_sizes = {"forward": self.batch_size, "backward": self.batch_size}
         else:
-            self.batch_sizes = {"forward": auto_batch_size(self.model, sample),
-                                "backward": auto_batch_size(self.model, sample, backward=True)}
+            self.batch_sizes = batch_sizes(self.model, sample)
             log.info("explanation batch sizes: %s", self.batch_sizes)
         for method in self.methods.values():
             method.batch_size = self.batch_sizes["forward" if method.gradient_free else "backward"]
@@ -145,6 +147,9 @@ class ExplanationPipeline(nn.Module):
             key = {"weights": self._weights, "method": name, "options": method.options(), "precision": self.precision,
                    "background": tensor_hash(method.background) if method.needs_background else None,
                    "protocol": self.protocol if name in self._by_protocol else None}
+            if next(self.model.parameters()).device.type == "cuda":  # CPU keys stay as they were
+                # GPU float32 maps differ from the CPU's by rounding, and TF32 moves them further
+                key.update(device="cuda", tf32=self.tf32)
             self._caches[name] = AttributionCache(self.cache_dir, key)
         return self._caches[name]
 
@@ -152,11 +157,16 @@ class ExplanationPipeline(nn.Module):
     def explain(self, x: torch.Tensor, ids: Sequence[str]) -> Explained:
         """Explain the model's predicted class of every spectrogram of ``x`` (B, 1, T, F) with every method,
         and score every mask; ``ids`` name the clips (cache entries, per-clip seeds)."""
-        ids = list(ids)
+        with tf32(self.tf32):
+            return self._explain(x, list(ids))
+
+    def _explain(self, x: torch.Tensor, ids: list[str]) -> Explained:
         probs = self.predict(x)
         out = Explained(probs, probs.argmax(-1))
+        # one copy to the host and one hash per clip serve every method's cache
+        digests = [tensor_hash(row) for row in x.detach().cpu()] if self.cache_dir is not None else None
         for name in self.methods:
-            maps = self.attribute(name, x, out.pred, ids)
+            maps = self.attribute(name, x, out.pred, ids, digests)
             scored = self.score(name, x, probs, out.pred, maps)
             out.maps[name], out.values[name] = maps, scored["values"]
             out.x_in[name], out.x_out[name], out.masks[name] = scored["x_in"], scored["x_out"], scored["masks"]
@@ -195,12 +205,16 @@ class ExplanationPipeline(nn.Module):
             return self.scorers[name].update(self.model, x, probs, target, maps, self.batch_sizes["forward"],
                                              fill_values(x, self.fill))
 
-    def attribute(self, name: str, x: torch.Tensor, target: torch.Tensor, ids: Sequence[str]) -> torch.Tensor:
-        """One method's maps of a batch: from the cache where there, computed (and cached) where not."""
+    def attribute(self, name: str, x: torch.Tensor, target: torch.Tensor, ids: Sequence[str],
+                  digests: Sequence[str] | None = None) -> torch.Tensor:
+        """One method's maps of a batch: from the cache where there, computed (and cached) where not.
+        ``digests``: each clip's ``tensor_hash``, when the caller has them."""
         self._ensure_batches(x)
         method, cache = self.methods[name], self._cache(name)
         targets = target.tolist()
-        maps = [cache.get(c, x[i], targets[i]) if cache else None for i, c in enumerate(ids)]
+        if cache and digests is None:
+            digests = [tensor_hash(row) for row in x.detach().cpu()]
+        maps = [cache.get(c, x[i], targets[i], digests[i]) if cache else None for i, c in enumerate(ids)]
         todo = [i for i, m in enumerate(maps) if m is None]
         if todo:
             amp = autocast(x.device, self.precision) if method.gradient_free else contextlib.nullcontext()
@@ -209,7 +223,7 @@ class ExplanationPipeline(nn.Module):
             for j, i in enumerate(todo):
                 maps[i] = fresh[j]
                 if cache:
-                    cache.put(ids[i], x[i], targets[i], fresh[j])
+                    cache.put(ids[i], x[i], targets[i], fresh[j], digests[i])
         self.counts[name]["computed"] += len(todo)
         self.counts[name]["cached"] += len(ids) - len(todo)
         return torch.stack([m.to(x.device) for m in maps])
@@ -232,7 +246,8 @@ class ExplanationPipeline(nn.Module):
                 if method is not self.methods[name]:
                     method.close()
 
-        return sanity_rows(randomisation_test(self.model, explain, list(self.methods), layers, seed), seed)
+        with tf32(self.tf32):
+            return sanity_rows(randomisation_test(self.model, explain, list(self.methods), layers, seed), seed)
 
     def _method_for(self, name: str, model: nn.Module):
         method = make_method(name, model, seed=self.seed, batch_size=self.methods[name].batch_size,

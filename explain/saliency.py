@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .base import AttributionMethod, register
+from .batching import chunks, pad_rows
 
 
 @register("saliency")
@@ -14,5 +15,6 @@ class Saliency(AttributionMethod):
         from captum.attr import Saliency as _Saliency  # here: importing the registry stays cheap
 
         sal = _Saliency(self.model)
-        return torch.cat([sal.attribute(xb, target=tb, abs=False)
-                          for xb, tb in zip(x.split(self.batch_size), target.split(self.batch_size))])
+        bs = self.batch_size
+        return torch.cat([sal.attribute(xb, target=pad_rows(target[start:start + rows], bs), abs=False)[:rows]
+                          for start, (rows, xb) in zip(range(0, len(x), bs), chunks(x, bs))])
