@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import Callback
 
 from errors import UsageValueError
 from explain import MASK_NAMES, METHODS, parse_methods
+from explain.base import method_groups
 from explain.masks import check_mask_names
 from explain.metrics import CLIP_COLUMNS, METRIC_NAMES, RESULT_COLUMNS
 from explain.batching import PRECISIONS
@@ -25,6 +26,22 @@ from files import claim_folder, write_csv, write_json
 from report.media import save_spectrogram_figures, write_wav
 
 log = logging.getLogger(__name__)
+
+
+def check_method_options(options: dict) -> None:
+    """``--explainer.options``: every method named, and every value, checked before anything is loaded. A
+    group (``all``) is refused: its methods have different options."""
+    groups = method_groups()
+    for key, values in options.items():
+        if key in groups:
+            raise UsageValueError(f"--explainer.options: {key!r} is a group of methods, and options are set per "
+                                  f"method; name the method, e.g. {{\"lime\": {{\"num_samples\": 500}}}} "
+                                  f"({key}: {', '.join(groups[key])})")
+        parse_methods([key])  # an unknown method name fails here
+        if not isinstance(values, dict):
+            raise UsageValueError(f"--explainer.options: the options of {key} must be a mapping of option names to "
+                                  f"values, e.g. {{\"{key}\": {{...}}}}, got {values!r}")
+        METHODS[key].check_options(values)
 
 
 class ExplainCallback(Callback):
@@ -96,8 +113,7 @@ class ExplainCallback(Callback):
             raise UsageValueError(f"--explainer.conciseness_on must be 'mask' or 'attribution', got {conciseness_on!r}")
         check_mask_names(masks or ())
         self.options = options or {}
-        if self.options:
-            parse_methods(list(self.options))  # an unknown method name fails here
+        check_method_options(self.options)
         self.aliases = {"lime_samples": lime_samples, "shap_background_per_class": shap_background_per_class,
                         "shap_background_size": shap_background_size}
         self.methods = parse_methods(methods) if methods else []
