@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from errors import UsageError
+from errors import UsageError, UsageValueError
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CONFIG = HERE / "configs" / "default.yaml"
@@ -135,13 +135,13 @@ def _main(args: Optional[list[str]] = None) -> None:
     from lightning.pytorch.cli import LightningCLI
 
     from callbacks import BestCheckpoint, ExplainCallback
+    from explain.base import describe_methods, known_methods, method_groups
     from datamodules import ESC50DataModule
     from lightning_modules import AudioClassifier
     from lightning_modules.checkpoint import check_lightning_checkpoint
 
     class CLI(LightningCLI):
         def add_arguments_to_parser(self, parser):
-            from explain.base import describe_methods
             parser.add_argument("--explain", type=Optional[str], default=None,
                                 help="test only: explanation methods to run, a comma list or 'all'. Methods and "
                                      "their options (set with --explainer.options '{\"lime\": {\"num_samples\": "
@@ -160,6 +160,10 @@ def _main(args: Optional[list[str]] = None) -> None:
 
         def before_instantiate_classes(self):
             sub = self.config[self.subcommand]
+            if sub.get("explain") is not None and not sub.explain.replace(",", "").strip():
+                raise UsageValueError(f"--explain is empty: name the methods to explain, a comma list of "
+                                      f"{', '.join(known_methods())} or a group ({', '.join(method_groups())}); "
+                                      "leave --explain out for a plain test")
             base = Path(sub.trainer.default_root_dir or "runs")
             sub.trainer.default_root_dir = str(base / f"{self.subcommand}-{run_id()}")
             RUN.update(command=self.subcommand, folder=sub.trainer.default_root_dir, explain=sub.explain,

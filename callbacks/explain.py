@@ -74,7 +74,8 @@ class ExplainCallback(Callback):
             constant masks, AD and AG with 1e-6 epsilons); the list is in explain/protocol.py.
         fill: what a masked-out cell becomes, for the metrics and the curves: ``floor`` (-100 dB, the
             study's), ``clip_min`` (the clip's quietest value) or ``clip_mean`` (its mean dB).
-        curves: also compute each method's deletion and insertion curves (``curves.csv``) at ``fractions``.
+        curves: also compute each method's deletion and insertion curves (``curves.csv``) at ``fractions``
+            (increasing, from 0 to 1 both included: the areas span the whole range).
         sanity: run the model-parameter randomisation test (``explain/sanity.py``) on the first
             ``sanity_clips`` test clips, randomising ``sanity_layers`` (default the head down to
             conv_block1) cumulatively; written to ``sanity.csv``.
@@ -93,12 +94,18 @@ class ExplainCallback(Callback):
         if isinstance(sanity_clips, bool) or not isinstance(sanity_clips, int) or sanity_clips < 2:
             raise UsageValueError(f"--explainer.sanity_clips must be a whole number of at least 2, got {sanity_clips!r}")
         self.sanity, self.sanity_clips = sanity, sanity_clips
-        self.sanity_layers = tuple(sanity_layers) if sanity_layers else SANITY_LAYERS
+        if sanity_layers is not None and not sanity_layers:
+            raise UsageValueError(f"--explainer.sanity_layers is empty: name the layers to randomise, or leave it "
+                                  f"unset for the whole cascade ({', '.join(SANITY_LAYERS)})")
+        self.sanity_layers = SANITY_LAYERS if sanity_layers is None else tuple(sanity_layers)
         self.protocol = check_protocol(protocol)
         check_fill(fill)
         self.fractions = tuple(FRACTIONS if fractions is None else fractions)
-        if not self.fractions or any(not 0 <= f <= 1 for f in self.fractions) or list(self.fractions) != sorted(set(self.fractions)):
-            raise UsageValueError(f"--explainer.fractions must be increasing fractions in [0, 1], got {fractions!r}")
+        # the curves' areas are over the whole range: without 0 and 1 they would read as a perfect map
+        if (len(self.fractions) < 2 or self.fractions[0] != 0 or self.fractions[-1] != 1
+                or list(self.fractions) != sorted(set(self.fractions))):
+            raise UsageValueError(f"--explainer.fractions must be increasing fractions from 0 to 1, both included "
+                                  f"(the curves' areas span the whole range), got {fractions!r}")
         self.fill, self.with_curves = fill, curves
         for option, value, least in (("batch_size", batch_size, 1), ("examples", examples, 0),
                                      ("lime_samples", lime_samples, 2),

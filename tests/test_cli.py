@@ -143,6 +143,15 @@ def test_stft_model_trains_and_explains(quickstart_run, small_test_root):
     assert rate == 32000 and len(original) == quickstart_samples()
 
 
+@pytest.mark.parametrize("methods", ["", " , "])
+def test_an_empty_explain_is_refused_not_a_plain_test(tmp_path, methods):
+    """Refused while the command line is read: nothing is loaded or run."""
+    with pytest.raises(AssertionError, match=r"failed \(2\)[\s\S]*--explain is empty: name the methods"):
+        run_here("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--explain", methods,
+                 "--trainer.logger", "false", cwd=tmp_path)
+    assert not (tmp_path / "data").exists()
+
+
 def run_main(*args: str, cwd, env: dict | None = None, code: str | None = None):
     """``python main.py ...`` (or ``python -c code ...``) without failing on a non-zero exit."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT), **(env or {})}
