@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -102,6 +103,12 @@ class ESC50DataModule(L.LightningDataModule):
                  noise_dir: str = "data/noises", train_noise: Optional[TrainNoise] = None,
                  seed: int = 0, mixture_snr: float = 0.0, mixture_seed: int = 0):
         super().__init__()
+        # NaN passes no comparison, so nothing downstream would stop it: a NaN SNR gives NaN mixes and metrics
+        for name, value in (("duration", duration), ("mixture_snr", mixture_snr)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UsageValueError(f"--data.{name} must be a finite number, got {value!r}")
+        if duration <= 0:
+            raise UsageValueError(f"--data.duration must be above 0 seconds, got {duration!r}")
         self.save_hyperparameters()
         self.root = Path(root)
         self.train_noise = train_noise

@@ -7,7 +7,9 @@ import soundfile as sf
 import torch
 
 from datamodules import ESC50DataModule, read_signatures, write_synthetic_esc50
+from errors import UsageValueError
 from datamodules.synthetic import ESC50_COLUMNS, class_bands
+from tests.helpers import ROOT, run_here
 
 
 def copy_mini(mini_root, tmp_path):
@@ -143,6 +145,26 @@ def test_synthetic_data_of_another_clip_length_is_reused_with_a_warning(tmp_path
     said = caplog.text
     assert str(root) in said and "2.50 s clips" in said and "--data.duration is 5.00 s" in said
     assert (root / "meta" / "esc50.csv").is_file()  # reused, not rewritten
+
+
+@pytest.mark.parametrize("option, value", [("mixture_snr", float("nan")), ("mixture_snr", float("inf")),
+                                           ("mixture_snr", True), ("duration", float("nan")), ("duration", 0)])
+def test_a_data_number_that_is_not_finite_or_not_a_number_is_refused(tmp_path, option, value):
+    with pytest.raises(UsageValueError, match=rf"^--data.{option} must be"):
+        ESC50DataModule(root=str(tmp_path), **{option: value})
+
+
+def test_a_nan_snr_from_yaml_is_refused_on_the_command_line(tmp_path):
+    """YAML's .nan is a float, so the parser lets it through; the data module refuses it."""
+    with pytest.raises(AssertionError, match=r"failed \(2\)[\s\S]*--data.mixture_snr must be a finite number"):
+        run_here("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--data.test_noise", "mixture",
+                 "--data.mixture_snr", ".nan", "--trainer.logger", "false", cwd=tmp_path)
+
+
+def test_training_noise_snr_must_be_finite():
+    from datamodules import TrainNoise
+    with pytest.raises(UsageValueError, match="train_noise.snr_db must be"):
+        TrainNoise(snr_db=(float("nan"), 5.0))
 
 
 def test_background_takes_two_training_clips_per_class(synthetic_root):
