@@ -22,8 +22,8 @@ class GradientShap(CaptumMethod):
                           "background clips: GradientSHAP's own use) or background_mean (the background's mean "
                           "spectrogram)"),
         Option("samples", 20, "draws per clip", least=1),
-        Option("noise_level", 0.0, "noise standard deviation added to the clip, as a fraction of its dB range (0: none)",
-               float, least=0),
+        Option("noise_level", 0.0, "noise standard deviation added to the clip, as a fraction of its dB range "
+               "(0: none)", float, least=0),
     )
 
     def call(self, x, target, baseline):
