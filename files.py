@@ -132,7 +132,11 @@ def claim_folder(folder: str | Path):
     if (folder / "results.csv").exists():
         raise UsageFileExistsError(f"{folder} already holds the results of an earlier run; choose another "
                                    f"--explainer.output_dir (or --trainer.default_root_dir), or move it away")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # the folder, or a folder above it, is a file
+        raise UsageFileExistsError(f"{folder} cannot be an output folder: it or a folder above it is a file; choose "
+                                   f"another --explainer.output_dir (or --trainer.default_root_dir)") from None
     handle = open(folder / ".claim", "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

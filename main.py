@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from errors import UsageError
+from errors import UsageError, UsageValueError
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CONFIG = HERE / "configs" / "default.yaml"
@@ -132,16 +132,27 @@ def _main(args: Optional[list[str]] = None) -> None:
     from report.wandb_mode import choose_wandb_mode, print_sync_hint
     choose_wandb_mode()
 
-    from lightning.pytorch.cli import LightningCLI
+    from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
     from callbacks import BestCheckpoint, ExplainCallback
+    from explain.base import describe_methods, known_methods, method_groups
     from datamodules import ESC50DataModule
     from lightning_modules import AudioClassifier
     from lightning_modules.checkpoint import check_lightning_checkpoint
 
+    class RunConfig(SaveConfigCallback):
+        """The resolved config, saved in the run's own folder (``trainer.default_root_dir``, ``fit-<id>`` or
+        ``test-<id>``) beside its checkpoints and explanations. Lightning's place, the logger's folder, is
+        ``runs/`` under W&B: shared by every run, each overwriting the last one's config."""
+
+        def save_config(self, trainer, pl_module, stage) -> None:
+            folder = Path(trainer.default_root_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, str(folder / self.config_filename), skip_none=False,
+                             overwrite=self.overwrite, multifile=self.multifile)
+
     class CLI(LightningCLI):
         def add_arguments_to_parser(self, parser):
-            from explain.base import describe_methods
             parser.add_argument("--explain", type=Optional[str], default=None,
                                 help="test only: explanation methods to run, a comma list or 'all'. Methods and "
                                      "their options (set with --explainer.options '{\"lime\": {\"num_samples\": "
@@ -160,6 +171,10 @@ def _main(args: Optional[list[str]] = None) -> None:
 
         def before_instantiate_classes(self):
             sub = self.config[self.subcommand]
+            if sub.get("explain") is not None and not sub.explain.replace(",", "").strip():
+                raise UsageValueError(f"--explain is empty: name the methods to explain, a comma list of "
+                                      f"{', '.join(known_methods())} or a group ({', '.join(method_groups())}); "
+                                      "leave --explain out for a plain test")
             base = Path(sub.trainer.default_root_dir or "runs")
             sub.trainer.default_root_dir = str(base / f"{self.subcommand}-{run_id()}")
             RUN.update(command=self.subcommand, folder=sub.trainer.default_root_dir, explain=sub.explain,
@@ -182,7 +197,7 @@ def _main(args: Optional[list[str]] = None) -> None:
     cli = CLI(AudioClassifier, ESC50DataModule, args=args, seed_everything_default=0,
               parser_kwargs={sub: {"default_config_files": [str(DEFAULT_CONFIG)]}
                              for sub in ("fit", "validate", "test", "predict")},
-              save_config_kwargs={"overwrite": True})
+              save_config_callback=RunConfig, save_config_kwargs={"overwrite": True, "save_to_log_dir": False})
     _wait_for_other_ranks(cli.trainer)
 
 

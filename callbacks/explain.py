@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import Callback
 
 from errors import UsageValueError
 from explain import MASK_NAMES, METHODS, parse_methods
+from explain.base import method_groups
 from explain.masks import check_mask_names
 from explain.metrics import CLIP_COLUMNS, METRIC_NAMES, RESULT_COLUMNS
 from explain.batching import PRECISIONS
@@ -25,6 +26,22 @@ from files import claim_folder, write_csv, write_json
 from report.media import save_spectrogram_figures, write_wav
 
 log = logging.getLogger(__name__)
+
+
+def check_method_options(options: dict) -> None:
+    """``--explainer.options``: every method named, and every value, checked before anything is loaded. A
+    group (``all``) is refused: its methods have different options."""
+    groups = method_groups()
+    for key, values in options.items():
+        if key in groups:
+            raise UsageValueError(f"--explainer.options: {key!r} is a group of methods, and options are set per "
+                                  f"method; name the method, e.g. {{\"lime\": {{\"num_samples\": 500}}}} "
+                                  f"({key}: {', '.join(groups[key])})")
+        parse_methods([key])  # an unknown method name fails here
+        if not isinstance(values, dict):
+            raise UsageValueError(f"--explainer.options: the options of {key} must be a mapping of option names to "
+                                  f"values, e.g. {{\"{key}\": {{...}}}}, got {values!r}")
+        METHODS[key].check_options(values)
 
 
 class ExplainCallback(Callback):
@@ -57,7 +74,8 @@ class ExplainCallback(Callback):
             constant masks, AD and AG with 1e-6 epsilons); the list is in explain/protocol.py.
         fill: what a masked-out cell becomes, for the metrics and the curves: ``floor`` (-100 dB, the
             study's), ``clip_min`` (the clip's quietest value) or ``clip_mean`` (its mean dB).
-        curves: also compute each method's deletion and insertion curves (``curves.csv``) at ``fractions``.
+        curves: also compute each method's deletion and insertion curves (``curves.csv``) at ``fractions``
+            (increasing, from 0 to 1 both included: the areas span the whole range).
         tf32: allow TF32 in CUDA convolutions and matrix products during the explanation passes (default
             off: full float32, so the threshold metrics do not move between a GPU and a CPU; ``fit`` keeps
             torch's default). Recorded in ``run.json`` and the attribution cache key.
@@ -80,12 +98,18 @@ class ExplainCallback(Callback):
         if isinstance(sanity_clips, bool) or not isinstance(sanity_clips, int) or sanity_clips < 2:
             raise UsageValueError(f"--explainer.sanity_clips must be a whole number of at least 2, got {sanity_clips!r}")
         self.sanity, self.sanity_clips = sanity, sanity_clips
-        self.sanity_layers = tuple(sanity_layers) if sanity_layers else SANITY_LAYERS
+        if sanity_layers is not None and not sanity_layers:
+            raise UsageValueError(f"--explainer.sanity_layers is empty: name the layers to randomise, or leave it "
+                                  f"unset for the whole cascade ({', '.join(SANITY_LAYERS)})")
+        self.sanity_layers = SANITY_LAYERS if sanity_layers is None else tuple(sanity_layers)
         self.protocol = check_protocol(protocol)
         check_fill(fill)
         self.fractions = tuple(FRACTIONS if fractions is None else fractions)
-        if not self.fractions or any(not 0 <= f <= 1 for f in self.fractions) or list(self.fractions) != sorted(set(self.fractions)):
-            raise UsageValueError(f"--explainer.fractions must be increasing fractions in [0, 1], got {fractions!r}")
+        # the curves' areas are over the whole range: without 0 and 1 they would read as a perfect map
+        if (len(self.fractions) < 2 or self.fractions[0] != 0 or self.fractions[-1] != 1
+                or list(self.fractions) != sorted(set(self.fractions))):
+            raise UsageValueError(f"--explainer.fractions must be increasing fractions from 0 to 1, both included "
+                                  f"(the curves' areas span the whole range), got {fractions!r}")
         self.fill, self.with_curves = fill, curves
         for option, value, least in (("batch_size", batch_size, 1), ("examples", examples, 0),
                                      ("lime_samples", lime_samples, 2),
@@ -100,8 +124,7 @@ class ExplainCallback(Callback):
             raise UsageValueError(f"--explainer.conciseness_on must be 'mask' or 'attribution', got {conciseness_on!r}")
         check_mask_names(masks or ())
         self.options = options or {}
-        if self.options:
-            parse_methods(list(self.options))  # an unknown method name fails here
+        check_method_options(self.options)
         self.aliases = {"lime_samples": lime_samples, "shap_background_per_class": shap_background_per_class,
                         "shap_background_size": shap_background_size}
         self.methods = parse_methods(methods) if methods else []

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -18,7 +19,7 @@ from errors import UsageFileExistsError, UsageFileNotFoundError, UsageValueError
 from .audio import DURATION, SAMPLE_RATE, load_clip
 from files import DownloadError, download, extract_zip_into
 from .noise import MIXTURE, Mixture, ScenarioNoise, TrainNoise
-from .synthetic import read_signatures, write_synthetic_esc50
+from .synthetic import is_synthetic, read_signatures, write_synthetic_esc50
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,12 @@ class ESC50DataModule(L.LightningDataModule):
                  noise_dir: str = "data/noises", train_noise: Optional[TrainNoise] = None,
                  seed: int = 0, mixture_snr: float = 0.0, mixture_seed: int = 0):
         super().__init__()
+        # NaN passes no comparison, so nothing downstream would stop it: a NaN SNR gives NaN mixes and metrics
+        for name, value in (("duration", duration), ("mixture_snr", mixture_snr)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UsageValueError(f"--data.{name} must be a finite number, got {value!r}")
+        if duration <= 0:
+            raise UsageValueError(f"--data.duration must be above 0 seconds, got {duration!r}")
         self.save_hyperparameters()
         self.root = Path(root)
         self.train_noise = train_noise
@@ -110,26 +117,26 @@ class ESC50DataModule(L.LightningDataModule):
         self.train_set = self.val_set = self.test_set = None
 
     # -- data on disk ---------------------------------------------------------------------------
-    def _check_synthetic_duration(self) -> None:
-        """Synthetic data written earlier with clips of another length is cut or padded, and a cut can lose
-        the planted signatures: say so (the folder is reused, not rewritten)."""
+    def _check_duration(self) -> None:
+        """Clips of another length than ``duration`` are cut or padded: say so once. A cut can lose the planted
+        signatures of synthetic data, which can be written again at this length; a real dataset cannot."""
         first = next((self.root / "audio").glob("*.wav"), None)
         if first is None:
             return
         info = soundfile.info(str(first))
         seconds = info.frames / info.samplerate
         if abs(seconds - self.hparams.duration) > 0.01:
-            log.warning("%s holds %.2f s clips but --data.duration is %.2f s: every clip is cut or padded (delete "
-                        "the folder to write the synthetic data again at this length)", self.root, seconds,
-                        self.hparams.duration)
+            advice = ("delete the folder to write the synthetic data again at this length" if is_synthetic(self.root)
+                      else f"--data.duration {seconds:g} uses them whole")
+            log.warning("%s holds %.2f s clips but --data.duration is %.2f s: every clip is cut or padded to that "
+                        "length (%s)", self.root, seconds, self.hparams.duration, advice)
 
     def _has_dataset(self) -> bool:
         return (self.root / "meta" / "esc50.csv").is_file()
 
     def prepare_data(self) -> None:
         if self._has_dataset():
-            if self.hparams.synthetic:
-                self._check_synthetic_duration()
+            self._check_duration()
             return
         if self.hparams.synthetic:
             write_synthetic_esc50(self.root, sample_rate=self.hparams.sample_rate, duration=self.hparams.duration,

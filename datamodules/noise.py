@@ -1,6 +1,7 @@
 """Background noise: the study's fixed test scenarios and random training augmentation."""
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,8 +61,8 @@ class TrainNoise:
         if not 0.0 <= self.p <= 1.0:
             raise UsageValueError(f"train_noise.p must be in [0, 1], got {self.p}")
         lo, hi = self.snr_db
-        if lo > hi:
-            raise UsageValueError(f"train_noise.snr_db must be (low, high), got {self.snr_db}")
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+            raise UsageValueError(f"train_noise.snr_db must be (low, high), two finite numbers, got {self.snr_db}")
         for f in self.files:
             if not Path(f).is_file():
                 raise UsageFileNotFoundError(f"train_noise.files: {f} not found; fix the path or remove it from the list")

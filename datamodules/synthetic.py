@@ -21,6 +21,12 @@ from errors import UsageFileExistsError
 PATTERNS = ("tone", "chirp_up", "noise_band", "pulses", "chirp_down")
 SIGNATURE_COLUMNS = ["filename", "t_start", "t_end", "f_low", "f_high"]
 ESC50_COLUMNS = ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
+MARKER = "meta/synthetic.txt"  # what tells a folder this writer made from a real dataset
+
+
+def is_synthetic(root: str | Path) -> bool:
+    """Whether ``write_synthetic_esc50`` wrote the dataset at ``root``."""
+    return (Path(root) / MARKER).is_file()
 
 
 def class_bands(num_classes: int, f_min: float = 300.0, f_max: float = 12000.0) -> np.ndarray:
@@ -97,6 +103,9 @@ def write_synthetic_esc50(root: str | Path, num_classes: int = 10, clips_per_fol
                 w = csv.writer(f)
                 w.writerow(cols)
                 w.writerows(rows)
+        (tmp / MARKER).write_text(f"Synthetic data written by audio-xai (datamodules/synthetic.py): {num_classes} "
+                                  f"classes, {duration:g} s clips at {sample_rate} Hz, seed {seed}. Delete this "
+                                  f"folder to write it again.\n")
         if root.exists():
             if any(root.iterdir()):
                 raise UsageFileExistsError(f"{root} exists and is not an ESC-50 dataset; choose an empty or new folder")

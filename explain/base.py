@@ -9,10 +9,10 @@ imports every module in it, so the new name works with ``--explain`` at once.
 """
 from __future__ import annotations
 
-import inspect
-import re
+import math
 import zlib
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -63,12 +63,76 @@ def clip_seed(seed: int, clip_id: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(clip_id.encode())) % (2**31 - 1)
 
 
+@dataclass(frozen=True)
+class Option:
+    """One option of a method: its name, default, help and the values it takes.
+
+    ``kind`` is int, float or str; a float option takes an int too, and a bool is neither. ``least`` and
+    ``most`` bound it (the bounds allowed), ``above`` bounds it from below with the bound itself refused;
+    ``choices`` lists the strings a str option takes; ``pair``: two such values; ``none``: null is allowed
+    too (its help says what it means). Numbers must be finite.
+    """
+
+    name: str
+    default: Any
+    help: str = ""
+    kind: type = int
+    least: float | None = None
+    above: float | None = None
+    most: float | None = None
+    choices: tuple[str, ...] = ()
+    pair: bool = False
+    none: bool = False
+
+    def allowed(self) -> str:
+        """What the option takes, in words: 'a whole number of at least 1', 'one of floor, background'."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        noun = {int: "whole number", float: "number", str: "string"}[self.kind]
+        bounds = " and ".join(f"{words} {bound:g}" for words, bound in
+                              (("at least", self.least), ("above", self.above), ("at most", self.most))
+                              if bound is not None)
+        if self.pair:
+            text = f"two {noun}s" + (f", each {bounds}" if bounds else "")
+        else:
+            text = f"a {noun}" + (" of " if bounds.startswith("at") else " ") + bounds
+        return text.strip() + (" (or null)" if self.none else "")
+
+    def check(self, method: str, value: Any) -> Any:
+        """``value`` if the option takes it (a pair as a list), else an error naming the method and option."""
+        if value is None and self.none:
+            return None
+        if self.pair:
+            fits = isinstance(value, (list, tuple)) and len(value) == 2 and all(map(self._fits, value))
+        else:
+            fits = self._fits(value)
+        if not fits:
+            raise UsageValueError(f"--explainer.options: {method} option {self.name} must be {self.allowed()}, "
+                                  f"got {value!r}")
+        return list(value) if self.pair else value
+
+    def _fits(self, value: Any) -> bool:
+        if self.kind is str:
+            return isinstance(value, str) and (not self.choices or value in self.choices)
+        if isinstance(value, bool) or not isinstance(value, (int, float) if self.kind is float else int):
+            return False
+        return (math.isfinite(value) and (self.least is None or value >= self.least)
+                and (self.above is None or value > self.above) and (self.most is None or value <= self.most))
+
+
+def background_options(note: str) -> tuple[Option, Option]:
+    """The two options of every method that uses training clips as a background; ``note`` ends their help."""
+    return (Option("background_per_class", 2, f"training clips of each class in the background {note}", least=1),
+            Option("background_size", 100, f"at most this many background clips in all {note}", least=1))
+
+
 class AttributionMethod:
     """Base class. ``batch_size`` caps how many spectrograms go through the model at once.
 
-    A method owns its options: the keyword arguments of its ``__init__`` after ``model``, ``batch_size``
-    and ``seed``, with their defaults, each described in an ``Options:`` section of the class docstring
-    (``option_help()`` reads both; ``main.py test --help`` lists them). Class attributes say the rest:
+    A method owns its options: ``declared_options`` lists them (``Option``: name, default, help and the
+    values each takes); the keyword arguments of ``__init__`` after ``model``, ``batch_size`` and ``seed``
+    set them, each checked there, before any map is made, and each becomes an attribute of the instance
+    (``main.py test --help`` lists them). Class attributes say the rest:
     ``label`` (its name in tables), ``random`` (its maps depend on ``seed``), ``needs_background``
     (``set_background`` gets training spectrograms before ``attribute``; the method then has the options
     ``background_per_class`` and ``background_size``), ``gradient_free`` (forward passes only: they may
@@ -87,19 +151,31 @@ class AttributionMethod:
     aliases: dict[str, str] = {}
     control = False
     cached = True
+    declared_options: tuple[Option, ...] = ()
 
-    def __init__(self, model: nn.Module, batch_size: int = 64, seed: int = 0):
+    def __init__(self, model: nn.Module, batch_size: int = 64, seed: int = 0, **options):
         self.model, self.batch_size, self.seed = model, batch_size, seed
+        for name, value in self.check_options(options).items():
+            setattr(self, name, value)
+
+    @classmethod
+    def check_options(cls, options: dict) -> dict:
+        """Every option's value: the one given, checked, or its default. An option the method does not have
+        is an error listing those it has. Needs no model: the callback checks the options of the command
+        line with it before anything is loaded."""
+        declared = {o.name: o for o in cls.declared_options}
+        unknown = sorted(set(options) - set(declared))
+        if unknown:
+            raise UsageValueError(f"{cls.name} has no option(s) {unknown}; its options: "
+                                  f"{', '.join(declared) or 'none'} (set with --explainer.options)")
+        return {name: o.check(cls.name, options[name]) if name in options else o.default
+                for name, o in declared.items()}
 
     @classmethod
     def option_help(cls) -> dict[str, tuple[object, str]]:
-        """Option name -> (default, help), in the order of ``__init__``."""
-        doc = inspect.getdoc(cls) or ""
-        helps = dict(re.findall(r"^\s*(\w+): (.+(?:\n\s{8,}.+)*)", doc.split("Options:", 1)[1], re.M)) \
-            if "Options:" in doc else {}
-        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
-        return {p.name: (p.default, " ".join(helps.get(p.name, "").split()))
-                for p in params if p.name not in ("model", "batch_size", "seed") and p.kind is p.POSITIONAL_OR_KEYWORD}
+        """Option name -> (default, help with the values it takes), in the declared order."""
+        return {o.name: (o.default, o.help + ("" if o.kind is str else f"; {o.allowed()}"))  # choices: in the help
+                for o in cls.declared_options}
 
     def set_background(self, background: torch.Tensor) -> None:
         raise NotImplementedError
@@ -126,12 +202,7 @@ def describe_methods() -> str:
 
 
 def make_method(name: str, model: nn.Module, **options) -> AttributionMethod:
-    """Build method ``name`` for ``model``; an option it does not have is an error listing those it has."""
+    """Build method ``name`` for ``model``; an option it does not have, or a value it does not take, is an
+    error naming the option."""
     parse_methods([name])
-    cls = METHODS[name]
-    known = {"batch_size", "seed", *cls.option_help()}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise UsageValueError(f"{name} has no option(s) {unknown}; its options: "
-                              f"{', '.join(cls.option_help()) or 'none'} (set with --explainer.options)")
-    return cls(model, **options)
+    return METHODS[name](model, **options)

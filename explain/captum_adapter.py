@@ -7,9 +7,9 @@ A method file declares its captum class (``captum_class``, a name in ``captum.at
   cell becomes, so a map explains the clip against silence, as the masks and metrics do), ``background_mean``
   the mean of the training background's dB spectrograms (a typical clip), ``background`` those clips
   themselves: the map is then the mean of the maps against each (``baselines_as = "each"``) or captum draws
-  from them (``baselines_as = "distribution"``: GradientSHAP). A background makes the method ask the
-  pipeline for one (``needs_background``, set per instance), with the options ``background_per_class``
-  and ``background_size`` as SHAP's;
+  from them (``baselines_as = "distribution"``: GradientSHAP). ``baseline_options`` declares the option,
+  with ``background_per_class`` and ``background_size`` as SHAP's; a background makes the method ask the
+  pipeline for one (``needs_background``, set per instance);
 - batches: at most ``batch_size`` spectrograms per model call (``rows_per_clip``: the rows one clip puts
   in a call, for the captum classes that do not batch by themselves);
 - seeds: a random method is called one clip at a time under that clip's seed (``clip_seed``) for torch's
@@ -23,11 +23,16 @@ import contextlib
 import numpy as np
 import torch
 
-from errors import UsageValueError
-from .base import AttributionMethod, clip_seed
+from .base import AttributionMethod, Option, background_options, clip_seed
 from .masks import SILENCE_DB
 
 BASELINES = ("floor", "background", "background_mean")
+
+
+def baseline_options(help: str, choices: tuple[str, ...] = BASELINES) -> tuple[Option, ...]:
+    """The ``baseline`` option and the background's two, which apply to the baselines other than floor."""
+    return (Option("baseline", "floor", help, str, choices=choices),
+            *background_options(f"(baseline {' or '.join(c for c in choices if c != 'floor')})"))
 
 
 @contextlib.contextmanager
@@ -55,19 +60,12 @@ class CaptumMethod(AttributionMethod):
     captum_class = ""
     rows_per_clip = 1
     baselines_as: str | None = None  # None: no baseline option; "each" or "distribution" (see above)
-    baseline_choices = BASELINES
 
-    def __init__(self, model, batch_size: int = 64, seed: int = 0):
-        super().__init__(model, batch_size, seed)
+    def __init__(self, model, batch_size: int = 64, seed: int = 0, **options):
+        super().__init__(model, batch_size, seed, **options)
         self._captum = None
         self.background: torch.Tensor | None = None
-
-    def init_baseline(self, baseline: str, background_per_class: int, background_size: int) -> None:
-        if baseline not in self.baseline_choices:
-            raise UsageValueError(f"{self.name}: option baseline must be one of {', '.join(self.baseline_choices)}, "
-                                  f"got {baseline!r}")
-        self.baseline, self.background_per_class, self.background_size = baseline, background_per_class, background_size
-        self.needs_background = baseline != "floor"
+        self.needs_background = self.baselines_as is not None and self.baseline != "floor"
 
     def captum(self, forward=None):
         """The captum object of ``forward`` (default: the model, built once)."""

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from errors import UsageValueError
-from .base import AttributionMethod, register
+from .base import AttributionMethod, Option, register
 from .batching import chunks, pad_rows
 
 RESIZES = ("aligned", "transposed")
@@ -21,25 +21,22 @@ RESIZES = ("aligned", "transposed")
 
 @register("gradcam")
 class GradCAM(AttributionMethod):
-    """Options:
-        layer: the convolution whose activations and gradients make the map
-        resize: aligned (each CAM axis over its own input axis) or transposed (the study's code)
-    """
-
     label = "Grad-CAM"
+    declared_options = (
+        Option("layer", "conv_block6.conv2", "the convolution whose activations and gradients make the map", str),
+        Option("resize", "aligned", "aligned (each CAM axis over its own input axis) or transposed (the study's code)",
+               str, choices=RESIZES),
+    )
 
-    def __init__(self, model, batch_size: int = 64, seed: int = 0, layer: str = "conv_block6.conv2",
-                 resize: str = "aligned"):
+    def __init__(self, model, batch_size: int = 64, seed: int = 0, **options):
         from captum.attr import LayerGradCam  # here: importing the registry stays cheap
 
-        super().__init__(model, batch_size, seed)
-        if resize not in RESIZES:
-            raise UsageValueError(f"gradcam: resize must be one of {', '.join(RESIZES)}, got {resize!r}")
-        self.layer, self.resize = layer, resize
+        super().__init__(model, batch_size, seed, **options)
         try:
-            self._cam = LayerGradCam(model, model.get_submodule(layer))
+            self._cam = LayerGradCam(model, model.get_submodule(self.layer))
         except AttributeError as err:
-            raise UsageValueError(f"gradcam: the model has no layer {layer!r}") from err
+            raise UsageValueError(f"--explainer.options: gradcam option layer: the model has no layer "
+                                  f"{self.layer!r}") from err
 
     def attribute(self, x, target, ids=None):
         t, f = x.shape[2:]

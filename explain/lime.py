@@ -23,8 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from errors import UsageValueError
-from .base import AttributionMethod, clip_seed, register
+from .base import AttributionMethod, Option, clip_seed, register
 from .batching import pad_rows
 
 # Superpixels depend on the image and quickshift's settings alone: kept here, so that a clip is segmented
@@ -58,32 +57,28 @@ def weighted_ridge(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: flo
 
 @register("lime")
 class Lime(AttributionMethod):
-    """Options:
-        num_samples: random on/off patterns of the superpixels per clip (the protocol's 1000)
-        kernel_width: width of the cosine-distance kernel that weights each pattern
-        alpha: ridge penalty of the weighted regression
-        kernel_size: quickshift's Gaussian kernel width (lime's default 4)
-        max_dist: quickshift's cut-off distance (lime's default 200)
-        ratio: quickshift's balance of colour and space (lime's default 0.2)
-        workers: threads segmenting clips while the model runs (default: up to 8, one per core)
-    """
-
     label = "LIME"
     gradient_free = True
     random = True
     runtime_options = ("workers",)
     aliases = {"lime_samples": "num_samples"}
+    declared_options = (
+        # fewer than 2 patterns leave the regression nothing to fit
+        Option("num_samples", 1000, "random on/off patterns of the superpixels per clip (the protocol's 1000)",
+               least=2),
+        Option("kernel_width", 0.25, "width of the cosine-distance kernel that weights each pattern", float, above=0),
+        Option("alpha", 1.0, "ridge penalty of the weighted regression", float, above=0),
+        Option("kernel_size", 4, "quickshift's Gaussian kernel width (lime's default 4)", float, above=0),
+        Option("max_dist", 200, "quickshift's cut-off distance (lime's default 200)", float, above=0),
+        Option("ratio", 0.2, "quickshift's balance of colour and space (lime's default 0.2)", float, least=0, most=1),
+        Option("workers", None, "threads segmenting clips while the model runs (null: up to 8, one per core)",
+               least=1, none=True),
+    )
 
-    def __init__(self, model, batch_size: int = 64, seed: int = 0, num_samples: int = 1000,
-                 kernel_width: float = 0.25, alpha: float = 1.0, kernel_size: float = 4, max_dist: float = 200,
-                 ratio: float = 0.2, workers: int | None = None):
-        super().__init__(model, batch_size, seed)
-        if num_samples < 2:
-            raise UsageValueError(f"lime: num_samples must be at least 2, got {num_samples}")
-        self.num_samples, self.kernel_width, self.alpha = num_samples, kernel_width, alpha
-        self.kernel_size, self.max_dist, self.ratio, self.workers = kernel_size, max_dist, ratio, workers
-        self.quickshift = {"kernel_size": kernel_size, "max_dist": max_dist, "ratio": ratio}
-        self._pool = ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1))
+    def __init__(self, model, batch_size: int = 64, seed: int = 0, **options):
+        super().__init__(model, batch_size, seed, **options)
+        self.quickshift = {"kernel_size": self.kernel_size, "max_dist": self.max_dist, "ratio": self.ratio}
+        self._pool = ThreadPoolExecutor(self.workers or min(8, os.cpu_count() or 1))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -6,41 +6,31 @@ forward pass per rectangle position: about (T / stride_t) x (F / stride_f) per c
 from __future__ import annotations
 
 from errors import UsageValueError
-from .base import register
+from .base import Option, register
 from .captum_adapter import CaptumMethod
 from .masks import FILLS, fill_values
 
 
-def _cells(name: str, value) -> tuple[int, int]:
-    if (not isinstance(value, (list, tuple)) or len(value) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
-        raise UsageValueError(f"occlusion: option {name} must be two positive integers [time frames, frequency bins], "
-                              f"got {value!r}")
-    return int(value[0]), int(value[1])
-
-
 @register("occlusion")
 class Occlusion(CaptumMethod):
-    """Options:
-        window: rectangle [time frames, frequency bins]; 32 x 8 is 0.32 s by 8 of 64 mel bands, about one
-                sound event's onset by one formant or harmonic band
-        stride: step [time frames, frequency bins] between rectangles (half a window in time)
-        fill: what occluded cells become, as masked cells: floor (-100 dB), clip_min or clip_mean
-    """
-
     label = "Occlusion"
     captum_class = "Occlusion"
     gradient_free = True
+    declared_options = (
+        Option("window", (32, 8), "rectangle [time frames, frequency bins]; 32 x 8 is 0.32 s by 8 of 64 mel bands, "
+               "about one sound event's onset by one formant or harmonic band", least=1, pair=True),
+        Option("stride", (16, 8), "step [time frames, frequency bins] between rectangles (half a window in time)",
+               least=1, pair=True),
+        Option("fill", "floor", "what occluded cells become, as masked cells: floor (-100 dB), clip_min or clip_mean",
+               str, choices=FILLS),
+    )
 
-    def __init__(self, model, batch_size: int = 64, seed: int = 0, window: tuple = (32, 8), stride: tuple = (16, 8),
-                 fill: str = "floor"):
-        super().__init__(model, batch_size, seed)
-        if fill not in FILLS:
-            raise UsageValueError(f"occlusion: option fill must be one of {', '.join(FILLS)}, got {fill!r}")
-        self.window, self.stride, self.fill = list(_cells("window", window)), list(_cells("stride", stride)), fill
+    def __init__(self, model, batch_size: int = 64, seed: int = 0, **options):
+        super().__init__(model, batch_size, seed, **options)
+        self.window, self.stride = list(self.window), list(self.stride)
         if any(s > w for s, w in zip(self.stride, self.window)):
-            raise UsageValueError(f"occlusion: option stride {self.stride} must not exceed the window {self.window} "
-                                  "(cells between rectangles would never be occluded)")
+            raise UsageValueError(f"--explainer.options: occlusion option stride {self.stride} must not exceed the "
+                                  f"window {self.window} (cells between rectangles would never be occluded)")
 
     def call(self, x, target, baseline):
         window = tuple(min(w, n) for w, n in zip(self.window, x.shape[2:]))  # no larger than the spectrogram

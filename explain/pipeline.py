@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,8 +247,11 @@ class ExplanationPipeline(nn.Module):
                 if method is not self.methods[name]:
                     method.close()
 
+        # to stderr, line by line: the test bar stands at 100 % meanwhile, and a log file keeps every step
         with tf32(self.tf32):
-            return sanity_rows(randomisation_test(self.model, explain, list(self.methods), layers, seed), seed)
+            result = randomisation_test(self.model, explain, list(self.methods), layers, seed,
+                                        progress=lambda line: print(line, file=sys.stderr, flush=True))
+        return sanity_rows(result, seed)
 
     def _method_for(self, name: str, model: nn.Module):
         method = make_method(name, model, seed=self.seed, batch_size=self.methods[name].batch_size,

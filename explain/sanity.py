@@ -89,14 +89,22 @@ def mean_interval(values: Sequence[float], n_boot: int = 2000, seed: int = 0) ->
 
 def randomisation_test(model: nn.Module, explain: Callable[[nn.Module, str], torch.Tensor], methods: Sequence[str],
                        layers: Sequence[str] = LAYERS, seed: int = 0,
-                       reinit: Callable[[nn.Module, int], None] = reinitialise) -> dict:
+                       reinit: Callable[[nn.Module, int], None] = reinitialise,
+                       progress: Callable[[str], None] = lambda line: None) -> dict:
     """Per method, layer and similarity: the per-clip similarities of the maps after randomising up to that
     layer with the trained model's maps. ``explain(model, method)`` returns that method's maps (N, 1, T, F)
-    of the clips under test for the given model (the same clips and targets every time)."""
-    original = {m: explain(model, m).detach().cpu().numpy() for m in methods}
+    of the clips under test for the given model (the same clips and targets every time). ``progress`` gets
+    a line before each method's maps of each model: the whole test can take as long as the explanations."""
+    total = (len(layers) + 1) * len(methods)
+    steps = iter(range(1, total + 1))
+    original = {}
+    for m in methods:
+        progress(f"sanity check {next(steps)}/{total}: {m}, trained model")
+        original[m] = explain(model, m).detach().cpu().numpy()
     out: dict = {m: {} for m in methods}
-    for layer, randomised in cascade(model, layers, seed, reinit):
+    for i, (layer, randomised) in enumerate(cascade(model, layers, seed, reinit), 1):
         for m in methods:
+            progress(f"sanity check {next(steps)}/{total}: {m}, layers down to {layer} random ({i} of {len(layers)})")
             maps = explain(randomised, m).detach().cpu().numpy()
             out[m][layer] = {k: [similarity(a, b, k) for a, b in zip(original[m], maps)] for k in SIMILARITIES}
     return out

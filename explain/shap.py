@@ -20,8 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from errors import UsageValueError
-from .base import AttributionMethod, register
+from .base import AttributionMethod, Option, background_options, register
 
 RULES = ("deeplift", "gradient")
 
@@ -51,22 +50,17 @@ class _Rescale(torch.autograd.Function):
 
 @register("shap")
 class DeepShap(AttributionMethod):
-    """Options:
-        background_per_class: training clips of each class in the background (the protocol's 2)
-        background_size: at most this many background clips in all (the protocol's 100)
-        rule: deeplift (Deep SHAP) or gradient (the study's code: mean of grad f_c(b) * (x - b))
-    """
-
     label = "SHAP"
     needs_background = True
     aliases = {"shap_background_per_class": "background_per_class", "shap_background_size": "background_size"}
+    declared_options = (
+        *background_options("(the protocol's 2 per class, 100 in all)"),
+        Option("rule", "deeplift", "deeplift (Deep SHAP) or gradient (the study's code: mean of grad f_c(b) * (x - b))",
+               str, choices=RULES),
+    )
 
-    def __init__(self, model, batch_size: int = 64, seed: int = 0, background_per_class: int = 2,
-                 background_size: int = 100, rule: str = "deeplift"):
-        super().__init__(model, batch_size, seed)
-        if rule not in RULES:
-            raise UsageValueError(f"shap: rule must be one of {', '.join(RULES)}, got {rule!r}")
-        self.background_per_class, self.background_size, self.rule = background_per_class, background_size, rule
+    def __init__(self, model, batch_size: int = 64, seed: int = 0, **options):
+        super().__init__(model, batch_size, seed, **options)
         self._grad_terms: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.background: torch.Tensor | None = None
         self._relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]

@@ -4,24 +4,20 @@ target logit over ``samples`` copies of the clip with Gaussian noise added. The 
 scale it to the input's range (10 to 20 %). Cost: ``samples`` forward and backward passes per clip."""
 from __future__ import annotations
 
-from .base import register
+from .base import Option, register
 from .captum_adapter import CaptumMethod, clip_range
 
 
 @register("smoothgrad")
 class SmoothGrad(CaptumMethod):
-    """Options:
-        samples: noisy copies per clip (50, the method's authors' choice)
-        noise_level: noise standard deviation as a fraction of each clip's dB range (max - min)
-    """
-
     label = "SmoothGrad"
     captum_class = "Saliency"
     random = True
-
-    def __init__(self, model, batch_size: int = 64, seed: int = 0, samples: int = 50, noise_level: float = 0.15):
-        super().__init__(model, batch_size, seed)
-        self.samples, self.noise_level = samples, noise_level
+    declared_options = (
+        Option("samples", 50, "noisy copies per clip (50, the method's authors' choice)", least=1),
+        Option("noise_level", 0.15, "noise standard deviation as a fraction of each clip's dB range (max - min)",
+               float, least=0),
+    )
 
     def call(self, x, target, baseline):
         from captum.attr import NoiseTunnel

@@ -2,6 +2,7 @@
 folder belongs to one run at a time."""
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 import pytest
 import torch
 
+from errors import UsageError
 from explain.cache import AttributionCache
 from files import claim_folder
 from tests.helpers import ROOT, read_csv, run_here
@@ -100,6 +102,15 @@ def test_a_claimed_folder_is_refused_to_another_process(tmp_path):
     (tmp_path / "results.csv").write_text("done\n")
     with pytest.raises(FileExistsError, match="already holds the results"):
         claim_folder(tmp_path)
+
+
+@pytest.mark.parametrize("below", ["", "explain"])
+def test_an_output_folder_that_is_a_file_is_refused_in_one_line(tmp_path, below):
+    (tmp_path / "results").write_text("not a folder\n")
+    folder = tmp_path / "results" / below
+    with pytest.raises(UsageError, match=rf"^{re.escape(str(folder))} cannot be an output folder: .* is a file; "
+                                         r"choose another --explainer.output_dir"):
+        claim_folder(folder)
 
 
 def test_a_second_run_into_the_same_output_folder_stops_at_once(quickstart_run, small_test_root, tmp_path):

@@ -26,3 +26,19 @@ def test_a_bad_option_through_the_cli_is_one_line(tmp_path):
                  "--explainer.batch_size", "-3", "--trainer.logger", "false", cwd=tmp_path)
     assert "failed (2)" in str(err.value) and "--explainer.batch_size must be a whole number" in str(err.value)
     assert "Traceback" not in str(err.value)
+
+
+@pytest.mark.parametrize("fractions", [[0.3], [0.0, 0.5], [0.5, 1.0], [0.0, 1.0, 0.5]])
+def test_fractions_must_span_the_whole_curve(fractions):
+    """A curve's area over part of the range would read as a perfect (deletion) or a useless map."""
+    with pytest.raises(UsageError, match=r"--explainer.fractions must be increasing fractions from 0 to 1"):
+        ExplainCallback("saliency", fractions=fractions)
+
+
+def test_the_least_fractions_are_0_and_1():
+    assert ExplainCallback("saliency", fractions=[0, 1]).fractions == (0, 1)
+
+
+def test_an_empty_list_of_sanity_layers_is_refused():
+    with pytest.raises(UsageError, match=r"--explainer.sanity_layers is empty.*head, fc1"):
+        ExplainCallback("saliency", sanity=True, sanity_layers=[])

@@ -177,7 +177,7 @@ def test_occlusion_fills_like_masked_cells(model, clips):
     ("occlusion", {"window": [8, 8], "stride": [16, 8]}, "stride"),
     ("occlusion", {"fill": "zeros"}, "fill")])
 def test_bad_options_are_named(model, name, options, word):
-    with pytest.raises(UsageValueError, match=f"{name}: option {word}"):
+    with pytest.raises(UsageValueError, match=f"{name} option {word}"):
         make_method(name, model, **options)
 
 

@@ -143,6 +143,33 @@ def test_stft_model_trains_and_explains(quickstart_run, small_test_root):
     assert rate == 32000 and len(original) == quickstart_samples()
 
 
+@pytest.mark.parametrize("methods", ["", " , "])
+def test_an_empty_explain_is_refused_not_a_plain_test(tmp_path, methods):
+    """Refused while the command line is read: nothing is loaded or run."""
+    with pytest.raises(AssertionError, match=r"failed \(2\)[\s\S]*--explain is empty: name the methods"):
+        run_here("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--explain", methods,
+                 "--trainer.logger", "false", cwd=tmp_path)
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.slow
+def test_every_fit_and_test_run_folder_keeps_its_own_config(tmp_path):
+    """With W&B on (offline), Lightning would write every run's config to the logger's folder, runs/."""
+    import yaml
+    from datamodules import write_synthetic_esc50
+    data = write_synthetic_esc50(tmp_path / "data", num_classes=2, clips_per_fold=2, duration=1.0)
+    common = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--data.root", str(data),
+              "--data.duration", "1.0", "--model.num_classes", "2"]
+    run_here("fit", *common, "--trainer.max_epochs", "1", cwd=tmp_path)
+    run_here("test", *common, "--ckpt_path", "runs/quickstart/best.ckpt", cwd=tmp_path)
+    assert (tmp_path / "runs" / "wandb").is_dir()  # W&B was on
+    configs = sorted((tmp_path / "runs" / "quickstart").glob("*-*/config.yaml"))
+    assert [c.parent.name.split("-")[0] for c in configs] == ["fit", "test"]
+    for path in configs:
+        assert yaml.safe_load(path.read_text())["trainer"]["default_root_dir"] == f"runs/quickstart/{path.parent.name}"
+    assert not (tmp_path / "runs" / "config.yaml").exists()
+
+
 def run_main(*args: str, cwd, env: dict | None = None, code: str | None = None):
     """``python main.py ...`` (or ``python -c code ...``) without failing on a non-zero exit."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT), **(env or {})}

@@ -7,7 +7,9 @@ import soundfile as sf
 import torch
 
 from datamodules import ESC50DataModule, read_signatures, write_synthetic_esc50
+from errors import UsageValueError
 from datamodules.synthetic import ESC50_COLUMNS, class_bands
+from tests.helpers import ROOT, run_here
 
 
 def copy_mini(mini_root, tmp_path):
@@ -142,7 +144,48 @@ def test_synthetic_data_of_another_clip_length_is_reused_with_a_warning(tmp_path
         longer.prepare_data()
     said = caplog.text
     assert str(root) in said and "2.50 s clips" in said and "--data.duration is 5.00 s" in said
+    assert "delete the folder to write the synthetic data again" in said
     assert (root / "meta" / "esc50.csv").is_file()  # reused, not rewritten
+
+
+@pytest.mark.parametrize("synthetic", [True, False])
+def test_a_real_dataset_of_another_clip_length_is_cut_and_never_called_synthetic(tmp_path, caplog, synthetic):
+    """A folder the tool did not write (here two 5 s clips in the ESC-50 layout) is not advised deleted."""
+    root = tmp_path / "real"
+    (root / "audio").mkdir(parents=True)
+    (root / "meta").mkdir()
+    rows = [[f"1-{i}-A-{i}.wav", 1, i, f"class{i}", "False", f"{i}.wav", "A"] for i in range(2)]
+    for row in rows:
+        sf.write(root / "audio" / row[0], np.zeros(5 * 32000, dtype=np.float32), 32000)
+    with open(root / "meta" / "esc50.csv", "w", newline="") as f:
+        csv.writer(f).writerows([ESC50_COLUMNS, *rows])
+    dm = ESC50DataModule(root=str(root), synthetic=synthetic, duration=2.5)
+    with caplog.at_level("WARNING"):
+        dm.prepare_data()
+    assert len(caplog.records) == 1
+    said = caplog.records[0].getMessage()
+    assert "5.00 s clips but --data.duration is 2.50 s: every clip is cut or padded" in said
+    assert "--data.duration 5 uses them whole" in said and "delete" not in said and "synthetic" not in said
+
+
+@pytest.mark.parametrize("option, value", [("mixture_snr", float("nan")), ("mixture_snr", float("inf")),
+                                           ("mixture_snr", True), ("duration", float("nan")), ("duration", 0)])
+def test_a_data_number_that_is_not_finite_or_not_a_number_is_refused(tmp_path, option, value):
+    with pytest.raises(UsageValueError, match=rf"^--data.{option} must be"):
+        ESC50DataModule(root=str(tmp_path), **{option: value})
+
+
+def test_a_nan_snr_from_yaml_is_refused_on_the_command_line(tmp_path):
+    """YAML's .nan is a float, so the parser lets it through; the data module refuses it."""
+    with pytest.raises(AssertionError, match=r"failed \(2\)[\s\S]*--data.mixture_snr must be a finite number"):
+        run_here("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--data.test_noise", "mixture",
+                 "--data.mixture_snr", ".nan", "--trainer.logger", "false", cwd=tmp_path)
+
+
+def test_training_noise_snr_must_be_finite():
+    from datamodules import TrainNoise
+    with pytest.raises(UsageValueError, match="train_noise.snr_db must be"):
+        TrainNoise(snr_db=(float("nan"), 5.0))
 
 
 def test_background_takes_two_training_clips_per_class(synthetic_root):

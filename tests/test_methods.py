@@ -168,24 +168,20 @@ def test_deep_shap_equals_captums_deeplift_shap():
 
 NEW_METHOD = """
 import torch
-from .base import AttributionMethod, register
+from .base import AttributionMethod, Option, register
 
 
 @register("meanshift")
 class MeanShift(AttributionMethod):
-    \"\"\"The clip minus the background's mean, scaled.
-
-    Options:
-        scale: factor of the difference
-        background_per_class: training clips of each class in the background
-        background_size: at most this many background clips
-    \"\"\"
+    \"\"\"The clip minus the background's mean, scaled.\"\"\"
 
     needs_background = True
+    declared_options = (Option("scale", 1.0, "factor of the difference", float),
+                        Option("background_per_class", 1, "training clips of each class in the background", least=1),
+                        Option("background_size", 4, "at most this many background clips", least=1))
 
-    def __init__(self, model, batch_size=64, seed=0, scale=1.0, background_per_class=1, background_size=4):
-        super().__init__(model, batch_size, seed)
-        self.scale, self.background_per_class, self.background_size = scale, background_per_class, background_size
+    def __init__(self, model, batch_size=64, seed=0, **options):
+        super().__init__(model, batch_size, seed, **options)
         self.background = None
 
     def set_background(self, background):
@@ -213,7 +209,7 @@ def test_a_new_method_with_options_and_a_background_is_one_file(quickstart_run, 
     def cli(*args):
         return run_cli(*args, cwd=quickstart_run, env=env, main=project / "main.py")
 
-    assert "meanshift: scale=1.0 (factor of the difference)" in " ".join(cli("test", "--help").stdout.split())
+    assert "meanshift: scale=1.0 (factor of the difference; a number)" in " ".join(cli("test", "--help").stdout.split())
     cli("test", "--config", str(project / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
         "--explain", "meanshift", "--explainer.options", '{"meanshift": {"scale": 2.5, "background_size": 3}}',
         "--trainer.limit_test_batches", "2", "--data.batch_size", "3", "--explainer.examples", "0",

@@ -110,3 +110,21 @@ def test_randomisation_test_equals_quantus_mprt():
     assert list(theirs)[1:] == layers
     for layer in layers:
         np.testing.assert_allclose(ours[layer]["spearman"], theirs[layer], rtol=1e-6, atol=1e-8)
+
+
+def test_the_pipeline_says_each_step_of_the_check_as_it_goes(capsys):
+    """The check can take as long as the explanations, with the test bar at 100 %: each step is a line."""
+    from explain.pipeline import ExplanationPipeline
+    model = tiny_cnn(num_bins=32, num_classes=3, width=4)
+    x = spectrograms()
+    ExplanationPipeline(model, ["saliency", "random"], batch_size=8).sanity(
+        x, torch.zeros(len(x), dtype=torch.long), [str(i) for i in range(len(x))], LAYERS)
+    lines = capsys.readouterr().err.splitlines()
+    total = 2 * (len(LAYERS) + 1)
+    assert lines[:2] == [f"sanity check 1/{total}: saliency, trained model",
+                         f"sanity check 2/{total}: random, trained model"]
+    for i, layer in enumerate(LAYERS, 1):
+        for j, method in enumerate(["saliency", "random"]):
+            assert lines[2 * i + j] == (f"sanity check {2 * i + j + 1}/{total}: {method}, layers down to {layer} "
+                                        f"random ({i} of {len(LAYERS)})")
+    assert len(lines) == total
