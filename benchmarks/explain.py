@@ -17,9 +17,14 @@ dataset), per method it measures seconds per clip and peak memory:
   forwards; SHAP: clip x background forward and backward; metrics: 1 + 2 x 14 forwards per clip;
   Saliency, Grad-CAM and Input x Gradient: one forward and backward per clip; IG: steps, SmoothGrad and
   GradientSHAP: samples forwards and backwards per clip; DeepLIFT: the clip and its baseline forward and
-  backward; Occlusion: one forward per rectangle).
+  backward; Occlusion: one forward per rectangle; curves: 1 + 2 forwards per inner fraction), forward-only
+  passes under the same autocast as ours.
 
-Speed-up = reference / ours; efficiency = bound / ours (1 means nothing but the model passes).
+Each figure is the median of ``--repeat`` runs after a warm-up run of the same step on two clips (the
+reference: one run). Speed-up = reference / ours; efficiency = bound / ours (1 means nothing but the model
+passes). With the study's four methods, ``metrics`` and ``curves`` measured, it also estimates the full
+study from its own figures (``study_estimate``: 5 runs x 400 clips, 4 methods and 2 controls each scored
+and curved). ``--tf32`` allows TF32 on CUDA, as ``--explainer.tf32 true`` does.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import contextlib
 import io
 import json
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -42,11 +48,15 @@ from explain import MASK_NAMES, make_masks
 from explain.lime import scale01
 from explain.masks import SILENCE_DB, apply_mask
 from explain.metrics import average_drop, average_gain, average_increase, faithfulness_of_features, fidelity_in
+from explain.batching import autocast, tf32
+from explain.curves import cells_at
 from explain.pipeline import ExplanationPipeline
 from lightning_modules import AudioClassifier, Cnn14, make_features
 
 CAPTUM = ("ig", "smoothgrad", "occlusion", "gradshap", "deeplift", "inputxgrad")
-METHODS = ("saliency", "gradcam", "lime", "shap", *CAPTUM, "metrics")
+STUDY = ("saliency", "gradcam", "lime", "shap")
+METHODS = (*STUDY, *CAPTUM, "metrics", "curves")
+STUDY_CLIPS, STUDY_RUNS, STUDY_SCORED = 400, 5, len(STUDY) + 2  # ESC-50's test fold; 5 runs; 4 methods + 2 controls
 
 
 class Meter:
@@ -111,11 +121,14 @@ def load_model(args, device):
 
 def load_inputs(args, features, device):
     root = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="bench-")) / "synthetic"
-    if not (root / "meta" / "esc50.csv").is_file():
-        write_synthetic_esc50(root, num_classes=10, clips_per_fold=4)
+    if not (root / "meta" / "esc50.csv").is_file():  # enough synthetic clips for --clips in the test fold
+        write_synthetic_esc50(root, num_classes=10, clips_per_fold=max(4, -(-args.clips // 10)))
     dm = ESC50DataModule(root=str(root), batch_size=max(args.clips, 1), sample_rate=features.sample_rate)
     dm.setup("test")
     test = next(iter(dm.test_dataloader()))
+    if len(test["waveform"]) < args.clips:
+        raise SystemExit(f"--clips {args.clips}: the test folds of {root} hold {len(test['waveform'])} clips; "
+                         "ask for fewer or point --data at a larger dataset")
     train = dm.train_set
     bg_wave = torch.stack([train[i]["waveform"] for i in range(min(args.background, len(train)))])
     with torch.no_grad():
@@ -240,88 +253,143 @@ def bound_backward(model, x, repeats, batch):
             torch.autograd.grad(model(chunk)[:, 0].sum(), chunk)
 
 
+def measure(device, fn, x, repeat: int) -> tuple[float, float]:
+    """Median seconds and largest peak memory (MB) of ``fn(x)`` over ``repeat`` runs, after one warm-up run
+    on the first two clips (cuDNN's algorithm choice, the allocator, lazy imports, worker threads)."""
+    fn(x[:2])
+    seconds, peaks = [], []
+    for _ in range(repeat):
+        with Meter(device) as m:
+            fn(x)
+        seconds.append(m.seconds)
+        peaks.append(m.peak_mb)
+    return float(statistics.median(seconds)), max(peaks)
+
+
+def study_estimate(methods: dict, clips: int = STUDY_CLIPS, runs: int = STUDY_RUNS) -> dict | None:
+    """Seconds of the full study from this run's per-clip figures: ``runs`` test runs (mel clean, its three
+    noise scenarios, STFT clean) of ``clips`` clips, each explaining the study's four methods and the two
+    controls (whose maps cost nothing beside the rest) and scoring every one of the six with the metric
+    stage and the deletion/insertion curves. None when a stage it needs was not measured."""
+    needed = (*STUDY, "metrics", "curves")
+    if any(n not in methods for n in needed):
+        return None
+    per_clip = {k: sum(methods[n][k] for n in STUDY) + STUDY_SCORED * (methods["metrics"][k] + methods["curves"][k])
+                for k in ("ours_s", "bound_s")}
+    return {"clips": clips, "runs": runs, "scored_maps": STUDY_SCORED,
+            **{k.replace("_s", "_hours"): v * clips * runs / 3600 for k, v in per_clip.items()}}
+
+
 def run(args) -> dict:
     warnings.filterwarnings("ignore")
     device = torch.device(args.device)
     torch.manual_seed(0)
+    with tf32(args.tf32):
+        return _run(args, device)
+
+
+def _run(args, device) -> dict:
     model, features = load_model(args, device)
     x, bg, ids = load_inputs(args, features, device)
-    explained = [m for m in args.methods if m != "metrics"] or ["saliency"]  # the metric stage scores saliency's maps
+    stages = {"metrics", "curves"}
+    explained = [m for m in args.methods if m not in stages] or ["saliency"]  # scored stages use saliency's maps
     options = {"lime": {"num_samples": args.lime_samples}, "shap": {"background_size": len(bg)},
                "ig": {"steps": args.steps} if args.steps else {},
                **{n: {"samples": args.samples} if args.samples else {} for n in ("smoothgrad", "gradshap")}}
     pipe = ExplanationPipeline(model, explained, {n: options.get(n, {}) for n in explained}, batch_size=args.batch,
-                               precision=args.precision).to(device)
+                               precision=args.precision, curves="curves" in args.methods,
+                               tf32=args.tf32).to(device)
     for name in pipe.backgrounds_needed():
         pipe.set_background(name, bg)
     probs = pipe.predict(x)  # also sizes the batches
     target = probs.argmax(1)
     fwd_bs, bwd_bs = pipe.batch_sizes["forward"], pipe.batch_sizes["backward"]
-    bound_forward(model, x, 1, fwd_bs)  # warm-up (cuDNN autotuning, allocator)
+    amp = lambda: autocast(device, args.precision)  # what ours runs forward-only passes under  # noqa: E731
+
+    def clip_ids(xs):  # the warm-up runs on the first clips: their ids
+        return ids[:len(xs)]
+
     results, maps = {}, {}
     for name in METHODS:
         if name not in args.methods:
             continue
         entry = {}
-        if name == "metrics":
-            attr = maps.get(explained[0])
-            if attr is None:
-                attr = pipe.attribute(explained[0], x, target, ids)
-            with Meter(device) as m:
-                pipe.score(explained[0], x, pipe.predict(x), target, attr)
-            entry.update(ours_s=m.seconds, peak_mem_mb=m.peak_mb)
-            if not args.skip_reference:
-                with Meter(device) as m:
-                    reference_metrics(model, x, target, attr)
-                entry["reference_s"] = m.seconds
-            with Meter(device) as m:
-                bound_forward(model, x, 1 + 2 * len(MASK_NAMES), fwd_bs)
-            entry["bound_s"] = m.seconds
+        scored = explained[0]
+        if name in stages:
+            if scored not in maps:
+                maps[scored] = pipe.attribute(scored, x, target, ids)
+            attr = maps[scored]
+            if name == "metrics":
+                ours = lambda xs: pipe.score(scored, xs, pipe.predict(xs), target[:len(xs)], attr[:len(xs)])  # noqa: E731
+                reference = lambda xs: reference_metrics(model, xs, target[:len(xs)], attr[:len(xs)])  # noqa: E731
+                passes = 1 + 2 * len(MASK_NAMES)
+            else:
+                ours = lambda xs: pipe.curve(scored, xs, probs[:len(xs)], target[:len(xs)], attr[:len(xs)],  # noqa: E731
+                                             clip_ids(xs))
+                reference = None  # the study computed no curves
+                passes = 1 + 2 * sum(0 < cells_at(f, x[0].numel()) < x[0].numel() for f in pipe.fractions)
+
+            def bound(xs, passes=passes):
+                with amp():
+                    bound_forward(model, xs, passes, fwd_bs)
         else:
-            with Meter(device) as m:
-                maps[name] = pipe.attribute(name, x, target, ids)
-            entry.update(ours_s=m.seconds, peak_mem_mb=m.peak_mb)
-            if not args.skip_reference:
-                with Meter(device) as m:
-                    if name == "lime":
-                        reference_lime(model, x, target, args.lime_samples)
-                    elif name == "shap":
-                        reference_shap(model, x, bg)
-                    elif name in CAPTUM:
-                        reference_captum(name, pipe.methods[name], model, x, target)
-                    else:
-                        reference_gradient(name, model, x, target)
-                entry["reference_s"] = m.seconds
-            with Meter(device) as m:
+            method = pipe.methods[name]
+            ours = lambda xs, name=name: pipe.attribute(name, xs, target[:len(xs)], clip_ids(xs))  # noqa: E731
+            if name == "lime":
+                reference = lambda xs: reference_lime(model, xs, target, args.lime_samples)  # noqa: E731
+            elif name == "shap":
+                reference = lambda xs: reference_shap(model, xs, bg)  # noqa: E731
+            elif name in CAPTUM:
+                reference = lambda xs, name=name, m=method: reference_captum(name, m, model, xs, target)  # noqa: E731
+            else:
+                reference = lambda xs, name=name: reference_gradient(name, model, xs, target)  # noqa: E731
+
+            def bound(xs, name=name, method=method):
                 if name == "lime":
-                    bound_forward(model, x, args.lime_samples, fwd_bs)
+                    with amp():
+                        bound_forward(model, xs, args.lime_samples, fwd_bs)
                 elif name == "shap":
-                    bound_backward(model, x, len(bg), bwd_bs)
+                    bound_backward(model, xs, len(bg), bwd_bs)
                 elif name in CAPTUM:
-                    bound_captum(name, pipe.methods[name], model, x, fwd_bs, bwd_bs)
+                    if method.gradient_free:
+                        with amp():
+                            bound_captum(name, method, model, xs, fwd_bs, bwd_bs)
+                    else:
+                        bound_captum(name, method, model, xs, fwd_bs, bwd_bs)
                 else:
-                    bound_backward(model, x, 1, bwd_bs)
-            entry["bound_s"] = m.seconds
+                    bound_backward(model, xs, 1, bwd_bs)
+        entry["ours_s"], entry["peak_mem_mb"] = measure(device, ours, x, args.repeat)
+        if name in explained:
+            maps[name] = pipe.attribute(name, x, target, ids)
+        if reference is not None and not args.skip_reference:
+            entry["reference_s"] = measure(device, reference, x, 1)[0]
+        entry["bound_s"] = measure(device, bound, x, args.repeat)[0]
         # per clip, as the table and JSON report them
         results[name] = {k: (v / len(x) if k.endswith("_s") else v) for k, v in entry.items()}
         results[name].setdefault("reference_s", float("nan"))
     pipe.close()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     width = getattr(model, "width", args.width)
-    return {"device": name, "width": width, "features": features.kind, "clips": len(x),
+    return {"device": name, "torch": torch.__version__, "width": width, "features": features.kind, "clips": len(x),
             "lime_samples": args.lime_samples, "background": len(bg), "precision": args.precision,
-            "batch": pipe.batch_sizes, "methods": results}
+            "tf32": args.tf32, "repeat": args.repeat, "batch": pipe.batch_sizes, "methods": results,
+            "study": study_estimate(results)}
 
 
 def table(report: dict) -> str:
     lines = [f"device: {report['device']}, Cnn14 width {report['width']}, {report['clips']} clips, "
              f"LIME {report['lime_samples']} samples, SHAP background {report['background']}, "
-             f"precision {report['precision']}, batch {report['batch']}",
+             f"precision {report['precision']}, TF32 {'on' if report['tf32'] else 'off'}, batch {report['batch']}, "
+             f"median of {report['repeat']}",
              f"{'method':<10} {'ours s/clip':>12} {'reference':>10} {'bound':>9} {'speed-up':>9} {'efficiency':>10} "
              f"{'peak MB':>9}"]
     for name, r in report["methods"].items():
         lines.append(f"{name:<10} {r['ours_s']:>12.4f} {r['reference_s']:>10.4f} {r['bound_s']:>9.4f} "
                      f"{r['reference_s'] / r['ours_s']:>9.2f} {r['bound_s'] / r['ours_s']:>10.2f} {r['peak_mem_mb']:>9.0f}")
+    study = report.get("study")
+    if study:
+        lines.append(f"full study ({study['runs']} runs x {study['clips']} clips; 4 methods + 2 controls, each "
+                     f"scored and curved): ours {study['ours_hours']:.2f} h, bound {study['bound_hours']:.2f} h")
     return "\n".join(lines)
 
 
@@ -336,6 +404,8 @@ def parse(argv=None):
     p.add_argument("--samples", type=int, default=None, help="SmoothGrad and GradientSHAP samples (default: theirs)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", default="32", choices=["32", "bf16"])
+    p.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA (as --explainer.tf32 true)")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per figure after a warm-up; the median counts")
     p.add_argument("--features", default="mel", choices=["mel", "stft"])
     p.add_argument("--batch", type=int, default=None, help="model batch (default: automatic)")
     p.add_argument("--methods", default=",".join(METHODS))
@@ -348,6 +418,8 @@ def parse(argv=None):
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         p.error(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+    if args.repeat < 1 or args.clips < 1:
+        p.error("--repeat and --clips must be at least 1")
     return args
 
 
