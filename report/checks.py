@@ -173,13 +173,13 @@ def read_curves(rows: list[Row]) -> list[Curve]:
     """The deletion and insertion curves of the runs that gave ``rows`` (a curve in several runs: the newest)."""
     points: dict[tuple, list] = {}
     counts: dict[tuple, int] = {}
-    for path, _ in _sources(rows, "curves.csv"):
+    for path, group in _sources(rows, "curves.csv"):
         mine: dict[tuple, list] = {}
         for line, rec in _records(path, CURVE_COLUMNS):
             if rec["curve"] not in CURVES:
                 raise ReportInputError(f"{path}, line {line}: curve is {rec['curve']!r}, "
                                        f"expected {' or '.join(CURVES)}")
-            key = ((rec["model"], rec["scenario"], rec["protocol"], rec["fill"]), rec["method"], rec["curve"])
+            key = (group, rec["method"], rec["curve"])  # the group of its run's rows: their model label if split
             mine.setdefault(key, []).append((_number(path, line, rec, "fraction"), _number(path, line, rec, "prob")))
             counts.setdefault(key, int(_number(path, line, rec, "n")))
         for key, pts in mine.items():
@@ -242,7 +242,7 @@ def read_localisation(rows: list[Row]) -> list[list]:
     for path, group in _sources(rows, "localisation.csv"):
         for line, rec in _records(path, LOCALISATION_COLUMNS):
             value = _number(path, line, rec, "value")
-            row = [rec["model"], rec["scenario"], rec["method"], rec["mask"], rec["metric"], value,
-                   int(_number(path, line, rec, "n")), rec["protocol"], group[3]]
+            row = [group[0], rec["scenario"], rec["method"], rec["mask"], rec["metric"], value,
+                   int(_number(path, line, rec, "n")), rec["protocol"], group[3]]  # its run's model label if split
             out.setdefault((*row[:5], row[7], row[8]), row)
     return sorted(out.values(), key=lambda r: (r[0], r[1], r[7], r[8], method_rank(r[2]), r[2]))

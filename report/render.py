@@ -36,12 +36,12 @@ def title(key: tuple) -> str:
 def markdown_table(rows: list[Row], label, with_score: bool = True) -> str:
     """Rows as a Markdown table; each column's best value in bold, worst in italics."""
     metrics = metrics_of(rows)
-    head = ["", *(["score"] if with_score else []), *(HEADERS[m] for m in metrics)]
+    head = ["", *(["score"] if with_score else []), "n", *(HEADERS[m] for m in metrics)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     style = {"best": "**{}**", "worst": "_{}_"}
     for r, marks in zip(rows, column_marks(rows)):
         cells = [style.get(marks.get(m), "{}").format(fmt_ci(r, m)) for m in metrics]
-        lines.append("| " + " | ".join([label(r), *([f"{r.score:.4f}"] if with_score else []), *cells]) + " |")
+        lines.append("| " + " | ".join([label(r), *([f"{r.score:.4f}"] if with_score else []), str(r.n), *cells]) + " |")
     return "\n".join(lines)
 
 
@@ -221,11 +221,12 @@ tr.flag td{background:#ffd0d0}
 
 def html_table(rows: list[Row], label, with_score: bool = True) -> str:
     metrics = metrics_of(rows)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["", *(["score"] if with_score else []),
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["", *(["score"] if with_score else []), "n",
                                                           *(HEADERS[m] for m in metrics)])
     body = []
     for r, marks in zip(rows, column_marks(rows)):
-        cells = [f"<td>{html.escape(label(r))}</td>"] + ([f"<td>{r.score:.4f}</td>"] if with_score else [])
+        cells = ([f"<td>{html.escape(label(r))}</td>"] + ([f"<td>{r.score:.4f}</td>"] if with_score else [])
+                 + [f"<td>{r.n}</td>"])
         for m in metrics:
             cls = [marks[m]] if m in marks else []
             if cls and m in CONCISENESS_METRICS:
@@ -272,8 +273,9 @@ def examples_html(results_csv: Path, best: list[Row], max_clips: int) -> str:
 
 
 def report_html(rows: list[Row], summary: dict, full: dict, max_clips: int = 4,
-                comparison: Comparison | None = None, checks: dict | None = None) -> str:
-    """The page; ``checks`` (``cli.read_checks``): margins over the controls, curves, sanity and localisation."""
+                comparison: Comparison | None = None, checks: dict | None = None, notes: list[str] = ()) -> str:
+    """The page; ``checks`` (``cli.read_checks``): margins over the controls, curves, sanity and localisation;
+    ``notes``: what reading the rows left out or split (``read_results``)."""
     from . import checks_render as cr
     checks = checks or {}
     norms = {id(r): n for r, n in zip(rows, normalised(rows))}
@@ -284,7 +286,8 @@ def report_html(rows: list[Row], summary: dict, full: dict, max_clips: int = 4,
            f"<p class='note'>{len(rows)} result rows; for each (model, scenario) the best mask of every method by "
            "the study's rule (metrics min-max scaled over all rows, AD and COMP flipped, geometric mean). Green: "
            "best in a column, orange: worst (blue and yellow for the conciseness metrics SPS and COMP). Grey "
-           "brackets: 95 % bootstrap intervals over clips.</p>"]
+           "brackets: 95 % bootstrap intervals over clips; n: the clips a row's means are over.</p>",
+           *(f"<p class='note'><b>Note:</b> {html.escape(note)}</p>" for note in notes)]
     for key, best in summary.items():
         group = [r for method_key, table in full.items() if method_key[:-1] == key for r in table]
         out.append(f"<h2>{html.escape(title(key))}</h2>")

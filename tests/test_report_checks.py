@@ -150,7 +150,7 @@ def test_a_report_without_controls_or_check_files_writes_none_of_them(tmp_path):
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["report.html", "summary.csv", "summary.md", "tables"]
     assert list(read_csv(tmp_path / "out" / "summary.csv")[0]) == \
-        "model,scenario,method,mask,score,FF,AI,AD,AG,FidIn,SPS,COMP,COMPn".split(",")
+        "model,scenario,method,mask,score,n,FF,AI,AD,AG,FidIn,SPS,COMP,COMPn".split(",")
 
 
 # -- fill ----------------------------------------------------------------------------------------------
