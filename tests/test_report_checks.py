@@ -35,16 +35,18 @@ def base_values(seed: int) -> dict[str, np.ndarray]:
     return {m: rng.integers(0, 64, len(CLIPS)) / 64 for m in METRIC_NAMES}
 
 
-def make_run(folder: Path, per_clip: dict, protocol="corrected", fill="floor", scenario="clean") -> Path:
-    """A run folder: results.csv (the means) and per_clip.csv from ``per_clip`` {(method, mask): {metric: values}}."""
+def make_run(folder: Path, per_clip: dict, protocol="corrected", fill="floor", scenario="clean",
+             clips: list[str] = CLIPS) -> Path:
+    """A run folder: results.csv (the means) and per_clip.csv from ``per_clip`` {(method, mask): {metric: values
+    over ``clips``}}."""
     folder.mkdir(parents=True)
-    results, clips = [], []
+    results, lines = [], []
     for (method, mask), values in per_clip.items():
-        results.append(["mel", scenario, method, mask, len(CLIPS), *(values[m].mean() for m in METRIC_NAMES),
+        results.append(["mel", scenario, method, mask, len(clips), *(values[m].mean() for m in METRIC_NAMES),
                         protocol, fill])
-        clips += [[c, 0, 0, 1, method, mask, *(values[m][i] for m in METRIC_NAMES)] for i, c in enumerate(CLIPS)]
+        lines += [[c, 0, 0, 1, method, mask, *(values[m][i] for m in METRIC_NAMES)] for i, c in enumerate(clips)]
     write_table(folder / "results.csv", RESULT_COLUMNS, results)
-    write_table(folder / "per_clip.csv", CLIP_COLUMNS, clips)
+    write_table(folder / "per_clip.csv", CLIP_COLUMNS, lines)
     return folder
 
 
@@ -98,6 +100,20 @@ def test_a_method_shifted_by_d_over_random_gives_d(tmp_path):
     for m in found:
         assert (m.margin, m.ci) == (d, (d, d)), m.metric
         assert m.beats is HIGHER_IS_BETTER[m.metric]  # + d is better only where higher is better
+
+
+@pytest.mark.parametrize("margin,beats", [(1.5e-8, False), (-1.5e-8, False), (1e-3, True)])
+def test_a_margin_within_float_noise_is_a_tie(tmp_path, margin, beats):
+    """Over two clips, a method better than energy by 1.5e-8 on every clip (float32 rounding, once reported as
+    "beats energy") beats nothing; a margin of 1e-3 still does."""
+    energy = {m: np.array([0.6, 0.4]) for m in METRIC_NAMES}
+    method = {m: v + (margin if HIGHER_IS_BETTER[m] else -margin) for m, v in energy.items()}
+    run = make_run(tmp_path / "run", {("energy", "bin"): energy, ("saliency", "bin"): method}, clips=CLIPS[:2])
+    rows = rows_of(run)
+    for m in margin_of(row(rows, "saliency", "bin"), row(rows, "energy", "bin"), n_boot=200):
+        better = margin if HIGHER_IS_BETTER[m.metric] else -margin
+        assert m.ci == pytest.approx((better, better), rel=1e-6)  # the interval is clear of 0 ...
+        assert m.beats is beats, m.metric  # ... and is a tie all the same where it is noise
 
 
 def test_a_pick_not_above_random_is_flagged_and_one_above_is_not(flagged_run, tmp_path, capsys):
