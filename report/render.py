@@ -141,7 +141,7 @@ def comparison_html(comparison: Comparison) -> str:
             body = "".join(f"<tr><td>{html.escape(mask)}</td>{''.join(cells.get(m, '<td></td>') for m in metrics)}"
                            f"</tr>" for mask, cells in rows.items())
             out.append(f"<details><summary>Differences, all masks: {html.escape(method_label(method))}</summary>"
-                       f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></details>")
+                       f"{scrolling(f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')}</details>")
     return "".join(out)
 
 
@@ -179,7 +179,9 @@ def metrics_plot(rows: list[Row], norm: dict[int, dict]) -> str:
 
 
 def scatter_plot(group: list[Row], best: list[Row], x_metric: str = "SPS", y_metric: str = "FF") -> str:
-    """Faithfulness against conciseness for every method and mask; best masks ringed and named."""
+    """Faithfulness against conciseness for every method and mask; best masks ringed and named in a column
+    beside the axes, in the order of their heights, each joined to its point (picks close together would
+    print their names over each other on the points)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     methods = list(dict.fromkeys(r.method for r in group))
@@ -187,13 +189,16 @@ def scatter_plot(group: list[Row], best: list[Row], x_metric: str = "SPS", y_met
         pts = [r for r in group if r.method == method]
         ax.scatter([r.values[x_metric] for r in pts], [r.values[y_metric] for r in pts], s=22, color=f"C{i}",
                    label=method_label(method), alpha=0.8)
-    for r in best:
-        ax.scatter([r.values[x_metric]], [r.values[y_metric]], s=110, facecolors="none", edgecolors="black")
-        ax.annotate(r.mask, (r.values[x_metric], r.values[y_metric]), fontsize=7, xytext=(4, 4),
-                    textcoords="offset points")
+    ordered = sorted(best, key=lambda r: (r.values[y_metric], r.values[x_metric]))
+    for k, r in enumerate(ordered):
+        point = (r.values[x_metric], r.values[y_metric])
+        ax.scatter(*point, s=110, facecolors="none", edgecolors="black")
+        ax.annotate(f"{method_label(r.method)} + {r.mask}", point, xytext=(1.04, (k + 0.5) / len(ordered)),
+                    textcoords="axes fraction", fontsize=7, va="center",
+                    arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.6})
     ax.set_xlabel(f"{HEADERS[x_metric]} (conciseness)")
     ax.set_ylabel(f"{HEADERS[y_metric]} (faithfulness)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(4, len(methods)))
     ax.grid(alpha=0.3)
     return _png(fig)
 
@@ -210,6 +215,7 @@ td.best{background:#c8f0c8} td.worst{background:#ffd8b0}
 td.best.concise{background:#cde6ff} td.worst.concise{background:#fff3a8}
 .ci{color:#666;font-size:11px}
 img{max-width:100%;height:auto}
+.wide{overflow-x:auto;max-width:100%;margin:8px 0} .wide table{margin:0}
 .clip{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:12px 0}
 .method{display:grid;grid-template-columns:minmax(0,3fr) minmax(0,1fr);gap:10px;align-items:center;margin:8px 0}
 .players audio{width:100%;height:32px} .players div{font-size:12px;color:#444;margin-top:4px}
@@ -234,7 +240,12 @@ def html_table(rows: list[Row], label, with_score: bool = True) -> str:
             ci = (f"<br><span class='ci'>[{r.ci[m][0]:.3g}, {r.ci[m][1]:.3g}]</span>" if m in r.ci else "")
             cells.append(f"<td class='{' '.join(cls)}'>{fmt(r.values[m])}{ci}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return scrolling(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def scrolling(table: str) -> str:
+    """A table in a box of the page's width that scrolls sideways: a wide table is never cut off."""
+    return f"<div class='wide'>{table}</div>"
 
 
 def _data_uri(path: Path, mime: str) -> str:
