@@ -120,27 +120,23 @@ def _html_table(head: list[str], body: list[list[str]], classes: list[str] | Non
 
 
 def curves_plot(curves: list[Curve]) -> str:
-    """Deletion and insertion side by side, one line per method; controls dashed."""
+    """Deletion and insertion side by side, one line per method; controls dashed. The fractions are evenly
+    spaced steps on the x-axis: deletion changes most in its first few per cent and insertion in its last
+    ones, which a linear axis squeezes into its ends."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
     methods = list(dict.fromkeys(c.method for c in curves))
+    steps = sorted({float(f) for c in curves for f in c.fractions})
     for ax, name in zip(axes, CURVES):
         for i, method in enumerate(methods):
             for c in curves:
                 if c.method == method and c.curve == name:
-                    ax.plot(c.fractions, c.probs, marker=".", color=f"C{i}", label=method_label(method),
-                            linestyle="--" if is_control(method) else "-")
-        # most of a curve's change comes in the first few per cent: a log axis above the first fraction
-        # after 0 (linear below it, so that 0 is drawn) spreads those out
-        first = min((f for c in curves for f in c.fractions if f > 0), default=None)
-        if first is not None and first < 0.1:
-            ax.set_xscale("symlog", linthresh=first, linscale=0.5)
-            ticks = sorted({float(f) for c in curves for f in c.fractions})
-            ax.set_xticks(ticks)
-            ax.set_xticklabels([f"{f:g}" for f in ticks], fontsize=7, rotation=60)
-            ax.minorticks_off()
+                    ax.plot([steps.index(float(f)) for f in c.fractions], c.probs, marker=".", color=f"C{i}",
+                            label=method_label(method), linestyle="--" if is_control(method) else "-")
         ax.set_title(f"{name} ({'lower' if name == 'deletion' else 'higher'} area is better)", fontsize=9)
-        ax.set_xlabel("fraction of cells removed" if name == "deletion" else "fraction of cells put back")
+        ax.set_xticks(range(len(steps)))
+        ax.set_xticklabels([f"{f:g}" for f in steps], fontsize=7)
+        ax.set_xlabel(f"fraction of cells {'removed' if name == 'deletion' else 'put back'} (steps evenly spaced)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("p(explained class)")
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -157,7 +153,8 @@ def curves_html(curves: list[Curve], split: list[str]) -> str:
     return _section("Deletion and insertion curves",
                     "The model's probability of the explained class as the most relevant cells are removed "
                     "(deletion) or put back into a filled spectrogram (insertion); areas by the trapezoid rule over "
-                    "the fractions. Dashed: controls.", parts)
+                    "the fractions (the plots space the fractions evenly; the areas use their true spacing). Dashed: "
+                    "controls.", parts)
 
 
 def _section(heading: str, note: str, parts: list[str]) -> str:

@@ -189,18 +189,39 @@ def scatter_plot(group: list[Row], best: list[Row], x_metric: str = "SPS", y_met
         pts = [r for r in group if r.method == method]
         ax.scatter([r.values[x_metric] for r in pts], [r.values[y_metric] for r in pts], s=22, color=f"C{i}",
                    label=method_label(method), alpha=0.8)
-    ordered = sorted(best, key=lambda r: (r.values[y_metric], r.values[x_metric]))
-    for k, r in enumerate(ordered):
-        point = (r.values[x_metric], r.values[y_metric])
+    points = [(r.values[x_metric], r.values[y_metric]) for r in best]
+    for point in points:
         ax.scatter(*point, s=110, facecolors="none", edgecolors="black")
-        ax.annotate(f"{method_label(r.method)} + {r.mask}", point, xytext=(1.04, (k + 0.5) / len(ordered)),
-                    textcoords="axes fraction", fontsize=7, va="center",
-                    arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.6})
+    heights = [ax.transAxes.inverted().transform(ax.transData.transform(p))[1] for p in points]
+    for r, point, y in zip(best, points, label_heights(heights)):
+        ax.annotate(f"{method_label(r.method)} + {r.mask}", point, xytext=(1.04, y), textcoords="axes fraction",
+                    fontsize=7, va="center", arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.6})
     ax.set_xlabel(f"{HEADERS[x_metric]} (conciseness)")
     ax.set_ylabel(f"{HEADERS[y_metric]} (faithfulness)")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(4, len(methods)))
     ax.grid(alpha=0.3)
     return _png(fig)
+
+
+def label_heights(wanted: list[float], gap: float = 0.07) -> list[float]:
+    """Heights (axes fraction, within [0, 1]) as near ``wanted`` as labels ``gap`` apart allow, in the same order.
+
+    Example:
+        >>> [round(h, 2) for h in label_heights([0.5, 0.5, 0.9, 1.0], gap=0.1)]
+        [0.5, 0.6, 0.9, 1.0]
+    """
+    order = sorted(range(len(wanted)), key=lambda i: wanted[i])
+    placed = [min(max(wanted[i], 0.0), 1.0) for i in order]
+    for k in range(1, len(placed)):  # up, apart
+        placed[k] = max(placed[k], placed[k - 1] + gap)
+    if placed and placed[-1] > 1.0:  # then down from the top where that ran over it
+        placed[-1] = 1.0
+        for k in range(len(placed) - 2, -1, -1):
+            placed[k] = min(placed[k], placed[k + 1] - gap)
+    out = [0.0] * len(wanted)
+    for i, h in zip(order, placed):
+        out[i] = h
+    return out
 
 
 # -- HTML --------------------------------------------------------------------------------------------
