@@ -33,7 +33,7 @@ def spectrogram_figure(panels: Sequence[tuple[str, torch.Tensor]], freqs: torch.
     # fixed margins in inches, room for the title above the panels' titles and for the axis labels (a layout
     # engine would place a redrawn figure differently from a fresh one)
     fig.subplots_adjust(left=0.85 / width, right=1 - 0.2 / width, bottom=0.55 / height, top=1 - 0.65 / height,
-                        wspace=0.08)
+                        wspace=0.2)
     freqs = freqs.cpu().numpy()
     vmin, vmax = _colour_range(panels)
     for ax, (name, spec) in zip(axes[0], panels):

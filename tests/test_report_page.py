@@ -123,9 +123,10 @@ def test_a_spectrogram_figures_texts_neither_overlap_nor_leave_the_figure():
     import torch
     from report.media import _close, spectrogram_figure
     g = torch.Generator().manual_seed(0)
-    panels = [(name, torch.rand(501, 64, generator=g) * 60 - 90) for name in ("original", "masked in (topK_50_pos)",
+    panels = [(name, torch.rand(251, 64, generator=g) * 60 - 90) for name in ("original", "masked in (topK_50_pos)",
                                                                              "masked out")]
-    fig = spectrogram_figure(panels, torch.linspace(50, 14000, 64), 5.0, "1-100038-A-14.wav: saliency, topK_50_pos")
+    # the quickstart's 2.5 s clips: time labels 0.0 ... 2.5, the widest a panel's edges get
+    fig = spectrogram_figure(panels, torch.linspace(94, 13344, 64), 2.5, "5-100321-A-0.wav: saliency, topK_50_pos")
     try:
         fig.canvas.draw()
         renderer = fig.canvas.get_renderer()
@@ -137,5 +138,9 @@ def test_a_spectrogram_figures_texts_neither_overlap_nor_leave_the_figure():
             assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1, text.get_text()
         for ax in axes:
             assert not title.overlaps(ax.title.get_window_extent(renderer)), ax.title.get_text()
+        for left, right in zip(axes, axes[1:]):  # one panel's last time label and the next one's first
+            last = [t for t in left.get_xticklabels() if t.get_text()][-1].get_window_extent(renderer)
+            first = [t for t in right.get_xticklabels() if t.get_text()][0].get_window_extent(renderer)
+            assert first.x0 - last.x1 > first.height / 2  # a gap, not two labels that read as one
     finally:
         _close(fig)
