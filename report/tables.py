@@ -130,13 +130,17 @@ def _weights(r: Row) -> str:
     return r.identity.get("weights", "")
 
 
+def _clips(r: Row) -> str:
+    """The clip set: its hash where known, and the count (which tells unknown sets apart where it differs)."""
+    return f"{r.identity.get('clips', '')[:8] or 'unknown'}-n{r.n}"
+
+
 # what may differ between runs whose rows share a scaling: (name, what it is, the rows among which it must be
 # one (those of one model: a row of another model is split already), its value for a row, the value as a
 # model label's suffix)
 IDENTITIES = (
     ("weights", "models", lambda r: (r.label,), _weights, lambda v: (v or "unknown")[:8]),
-    ("clips", "clip sets", lambda r: (r.label, r.scenario, _weights(r)),
-     lambda r: f"{r.identity.get('clips', '')[:8] or 'unknown'}-n{r.n}", lambda v: v),
+    ("clips", "clip sets", lambda r: (r.label, r.scenario, _weights(r)), _clips, lambda v: v),
     ("options", "method options", lambda r: (r.label, r.method, _weights(r)),
      lambda r: r.identity.get(f"options:{r.method}", ""), _short),
 )
@@ -293,7 +297,7 @@ def read_results(paths: list[str | Path], skipped: list[str] | None = None) -> l
 
 def _same(row: Row) -> tuple:
     """What makes two rows one: their ident, of one model on one clip set (a run explained again)."""
-    return (*row.ident, row.identity.get("weights", ""), IDENTITIES[1][3](row))
+    return (*row.ident, _weights(row), _clips(row))
 
 
 def scaled_with(row: Row) -> tuple[str, str, str]:
