@@ -19,6 +19,7 @@ from explain.batching import PRECISIONS
 from explain.curves import CURVE_COLUMNS, CURVES, FRACTIONS
 from explain.masks import check_fill
 from explain.localisation import LOCALISATION_COLUMNS, ground_truth
+from explain.cache import clips_hash
 from explain.pipeline import ExplanationPipeline
 from explain.sanity import LAYERS as SANITY_LAYERS, SANITY_COLUMNS, still_similar
 from explain.protocol import check_protocol
@@ -345,6 +346,7 @@ class ExplainCallback(Callback):
         if curves:
             write_csv(self.out / "curves.csv", CURVE_COLUMNS, self.curve_rows(curves, len(records)))
         write_csv(self.out / "results.csv", RESULT_COLUMNS, results)
+        ckpt = getattr(trainer, "ckpt_path", None)
         write_json(self.out / "run.json", {
             "model": self.model_label, "scenario": self._scenario, "protocol": self.protocol, "fill": self.fill,
             "curve_fractions": list(self.fractions) if curves else None,
@@ -356,7 +358,11 @@ class ExplainCallback(Callback):
             "options": self.pipeline.options(), "conciseness_on": self.conciseness_on,
             "precision": self.precision, "tf32": self.tf32, "batch_sizes": self.pipeline.batch_sizes,
             "device": str(trainer.strategy.root_device.type),
-            "ckpt_path": getattr(trainer, "ckpt_path", None), "clips": len(records), "world_size": trainer.world_size,
+            # what identifies the model and the data: the report keeps runs of different ones apart. The path
+            # given may be a link the next fit re-points (best.ckpt), so the file it resolved to is kept too
+            "ckpt_path": ckpt, "checkpoint": str(Path(ckpt).resolve()) if ckpt else None,
+            "weights_hash": self.pipeline.weights(), "clips_hash": clips_hash(r[1] for r in records),
+            "clips": len(records), "world_size": trainer.world_size,
             "attributions": counts, "cache": str(self._cache_root) if self.cache else None,
         })
         done = ", ".join(f"{m} {c['computed']} computed, {c['cached']} from cache" for m, c in counts.items())

@@ -42,6 +42,11 @@ def weights_hash(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def clips_hash(clips) -> str:
+    """Hash of a set of clip names (order and repeats do not count): what identifies the data a run explained."""
+    return hashlib.sha1("\n".join(sorted(set(map(str, clips)))).encode()).hexdigest()
+
+
 class AttributionCache:
     """``get(clip, x, target)`` -> the cached map of spectrogram ``x`` (1, T, F) for ``target``, or None;
     ``put(clip, x, target, map)`` stores it. ``key`` holds what is common to every entry."""

@@ -135,17 +135,22 @@ class ExplanationPipeline(nn.Module):
         for method in self.methods.values():
             method.batch_size = self.batch_sizes["forward" if method.gradient_free else "backward"]
 
+    def weights(self) -> str:
+        """The hash of the model's weights: what identifies the model explained (computed once: it reads
+        every weight)."""
+        if not hasattr(self, "_weights"):
+            self._weights = weights_hash(self.model)
+        return self._weights
+
     def _cache(self, name: str) -> AttributionCache | None:
         if self.cache_dir is None or not self.methods[name].cached:
             return None
         if name not in self._caches:
             method = self.methods[name]
-            if not hasattr(self, "_weights"):
-                self._weights = weights_hash(self.model)
             # the input, its target and clip id key each entry; the precision changes the maps of the
             # forward-only methods, and the background those of the methods that use one. The protocol
             # keys the methods it changes (the others' maps are shared by both protocols)
-            key = {"weights": self._weights, "method": name, "options": method.options(), "precision": self.precision,
+            key = {"weights": self.weights(), "method": name, "options": method.options(), "precision": self.precision,
                    "background": tensor_hash(method.background) if method.needs_background else None,
                    "protocol": self.protocol if name in self._by_protocol else None}
             if next(self.model.parameters()).device.type == "cuda":  # CPU keys stay as they were

@@ -5,7 +5,7 @@ folder holds beside its ``results.csv``.
 Margins: every row's metric minus the same mask's value under each control (``random``, ``energy``) of the
 same model, scenario, protocol and fill, with a paired 95 % bootstrap interval over the clips both explained
 (``compare.paired_differences``). A row beats a control on a metric when the interval lies wholly on the
-metric's better side of 0. A best-mask pick is flagged for each control present that it does not beat on FF
+metric's better side of 0 by more than float noise (``NOISE``: a smaller margin is a tie). A best-mask pick is flagged for each control present that it does not beat on FF
 (the study's headline, faithfulness); without an interval (no per-clip values, ``--bootstrap 0``) there is
 no verdict and no flag.
 """
@@ -26,6 +26,10 @@ from .compare import _clip_values, paired_differences
 from .tables import ReportInputError, Row, csv_records, method_rank, metrics_of
 
 FLAG_METRIC = "FF"
+# The metrics are computed in float32 (a relative step of 1.2e-7), and a mean over clips adds rounding of its
+# own: a margin within 1e-6 of the values' scale (1 for values below 1) is rounding, not a difference, and
+# beats nothing (a margin of 1.5e-8 over two clips once did).
+NOISE = 1e-6
 MARGIN_COLUMNS = ["model", "scenario", "protocol", "fill", "method", "mask", "control", "metric", "value",
                   "control_value", "margin", "ci_low", "ci_high", "n_paired", "beats", "pick"]
 CURVE_AREA_COLUMNS = ["model", "scenario", "protocol", "fill", "method", "deletion_auc", "insertion_auc", "n"]
@@ -44,11 +48,17 @@ class Margin:
     n_paired: int
 
     @property
+    def noise(self) -> float:
+        """The largest margin that is float noise (``NOISE``) at the scale of the two values compared."""
+        return NOISE * max(1.0, abs(self.row.values[self.metric]), abs(self.control.values[self.metric]))
+
+    @property
     def beats(self) -> bool | None:
-        """Whether the row beats the control on this metric (interval clear of 0 on the better side)."""
+        """Whether the row beats the control on this metric (interval clear of 0 on the better side by more
+        than float noise)."""
         if self.ci is None:
             return None
-        return self.ci[0] > 0 if HIGHER_IS_BETTER[self.metric] else self.ci[1] < 0
+        return self.ci[0] > self.noise if HIGHER_IS_BETTER[self.metric] else self.ci[1] < -self.noise
 
 
 def margin_of(row: Row, control: Row, n_boot: int = 2000, seed: int = 0, cache: dict | None = None) -> list[Margin]:
@@ -173,13 +183,13 @@ def read_curves(rows: list[Row]) -> list[Curve]:
     """The deletion and insertion curves of the runs that gave ``rows`` (a curve in several runs: the newest)."""
     points: dict[tuple, list] = {}
     counts: dict[tuple, int] = {}
-    for path, _ in _sources(rows, "curves.csv"):
+    for path, group in _sources(rows, "curves.csv"):
         mine: dict[tuple, list] = {}
         for line, rec in _records(path, CURVE_COLUMNS):
             if rec["curve"] not in CURVES:
                 raise ReportInputError(f"{path}, line {line}: curve is {rec['curve']!r}, "
                                        f"expected {' or '.join(CURVES)}")
-            key = ((rec["model"], rec["scenario"], rec["protocol"], rec["fill"]), rec["method"], rec["curve"])
+            key = (group, rec["method"], rec["curve"])  # the group of its run's rows: their model label if split
             mine.setdefault(key, []).append((_number(path, line, rec, "fraction"), _number(path, line, rec, "prob")))
             counts.setdefault(key, int(_number(path, line, rec, "n")))
         for key, pts in mine.items():
@@ -242,7 +252,7 @@ def read_localisation(rows: list[Row]) -> list[list]:
     for path, group in _sources(rows, "localisation.csv"):
         for line, rec in _records(path, LOCALISATION_COLUMNS):
             value = _number(path, line, rec, "value")
-            row = [rec["model"], rec["scenario"], rec["method"], rec["mask"], rec["metric"], value,
-                   int(_number(path, line, rec, "n")), rec["protocol"], group[3]]
+            row = [group[0], rec["scenario"], rec["method"], rec["mask"], rec["metric"], value,
+                   int(_number(path, line, rec, "n")), rec["protocol"], group[3]]  # its run's model label if split
             out.setdefault((*row[:5], row[7], row[8]), row)
     return sorted(out.values(), key=lambda r: (r[0], r[1], r[7], r[8], method_rank(r[2]), r[2]))

@@ -10,8 +10,8 @@ from explain.localisation import MAP_METRICS, MASK_METRICS
 from explain.metrics import METRIC_NAMES
 from explain.sanity import STILL_SIMILAR
 
-from .checks import FLAG_METRIC, Curve, Sanity, not_beaten
-from .render import HEADERS, _plt, _png
+from .checks import FLAG_METRIC, NOISE, Curve, Sanity, not_beaten
+from .render import HEADERS, _plt, _png, scrolling
 from .tables import Row, is_control, method_label
 
 CURVE_HEADERS = {"deletion": "deletion AUC ↓", "insertion": "insertion AUC ↑"}
@@ -28,6 +28,12 @@ def group_title(group: tuple, split: list[str]) -> str:
 def fmt_margin(m) -> str:
     ci = f" [{m.ci[0]:.3g}, {m.ci[1]:.3g}]" if m.ci else ""
     return f"{m.margin:+.4g}{ci}"
+
+
+def margin_cell(m) -> str:
+    """A margin as an HTML cell: the interval on a line of its own, as in the other tables (narrower)."""
+    ci = f"<br><span class='ci'>[{m.ci[0]:.3g}, {m.ci[1]:.3g}]</span>" if m.ci else ""
+    return f"{m.margin:+.4g}{' ✓' if m.beats else ''}{ci}"
 
 
 # -- margins -----------------------------------------------------------------------------------------
@@ -60,8 +66,7 @@ def margins_html(best: list[Row], index: dict, controls: list[str]) -> str:
             cells = []
             for m in metrics:
                 found = index.get((r.ident, c, m))
-                mark = {True: " ✓", False: "", None: ""}[found.beats] if found else ""
-                cells.append(f"<td>{html.escape(fmt_margin(found)) + mark if found else ''}</td>")
+                cells.append(f"<td>{margin_cell(found) if found else ''}</td>")
             name = f"{method_label(r.method)} + {r.mask}" if i == 0 else ""
             cls = " class='flag'" if c in flag else ""
             body.append(f"<tr{cls}><td>{html.escape(name)}</td><td>{html.escape(c)}</td>{''.join(cells)}</tr>")
@@ -71,9 +76,10 @@ def margins_html(best: list[Row], index: dict, controls: list[str]) -> str:
             if flagged else "<p class='note'>Every pick is above every control on FF.</p>")
     return ("<h3>Margins over the controls</h3><p class='note'>Each pick's metric minus the same mask's value "
             "under the control (same model, scenario, protocol and fill); brackets: 95 % paired bootstrap "
-            "interval over the clips both explained; ✓: better than the control with the interval clear of 0. "
+            "interval over the clips both explained; ✓: better than the control with the interval clear of 0 "
+            f"by more than float noise ({NOISE:g} of the values' scale). "
             "Red: the pick is not above that control on FF.</p>"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}")
+            + scrolling(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>") + note)
 
 
 # -- curves ------------------------------------------------------------------------------------------
@@ -110,22 +116,27 @@ def _html_table(head: list[str], body: list[list[str]], classes: list[str] | Non
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     rows = "".join(f"<tr{f' class={chr(39)}{classes[i]}{chr(39)}' if classes and classes[i] else ''}>"
                    + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for i, row in enumerate(body))
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{rows}</tbody></table>"
+    return scrolling(f"<table><thead><tr>{th}</tr></thead><tbody>{rows}</tbody></table>")
 
 
 def curves_plot(curves: list[Curve]) -> str:
-    """Deletion and insertion side by side, one line per method; controls dashed."""
+    """Deletion and insertion side by side, one line per method; controls dashed. The fractions are evenly
+    spaced steps on the x-axis: deletion changes most in its first few per cent and insertion in its last
+    ones, which a linear axis squeezes into its ends."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
     methods = list(dict.fromkeys(c.method for c in curves))
+    steps = sorted({float(f) for c in curves for f in c.fractions})
     for ax, name in zip(axes, CURVES):
         for i, method in enumerate(methods):
             for c in curves:
                 if c.method == method and c.curve == name:
-                    ax.plot(c.fractions, c.probs, marker=".", color=f"C{i}", label=method_label(method),
-                            linestyle="--" if is_control(method) else "-")
+                    ax.plot([steps.index(float(f)) for f in c.fractions], c.probs, marker=".", color=f"C{i}",
+                            label=method_label(method), linestyle="--" if is_control(method) else "-")
         ax.set_title(f"{name} ({'lower' if name == 'deletion' else 'higher'} area is better)", fontsize=9)
-        ax.set_xlabel("fraction of cells removed" if name == "deletion" else "fraction of cells put back")
+        ax.set_xticks(range(len(steps)))
+        ax.set_xticklabels([f"{f:g}" for f in steps], fontsize=7)
+        ax.set_xlabel(f"fraction of cells {'removed' if name == 'deletion' else 'put back'} (steps evenly spaced)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("p(explained class)")
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -142,7 +153,8 @@ def curves_html(curves: list[Curve], split: list[str]) -> str:
     return _section("Deletion and insertion curves",
                     "The model's probability of the explained class as the most relevant cells are removed "
                     "(deletion) or put back into a filled spectrogram (insertion); areas by the trapezoid rule over "
-                    "the fractions. Dashed: controls.", parts)
+                    "the fractions (the plots space the fractions evenly; the areas use their true spacing). Dashed: "
+                    "controls.", parts)
 
 
 def _section(heading: str, note: str, parts: list[str]) -> str:
@@ -251,7 +263,13 @@ def localisation_markdown(rows: list[list], picks: dict, split: list[str]) -> st
 def localisation_html(rows: list[list], picks: dict, split: list[str]) -> str:
     parts = [f"<h3>{html.escape(group_title(group, split))}</h3>{_html_table(head, body)}"
              for group, (head, body) in _localisation_tables(rows, picks).items()]
-    return _section("Localisation against the ground truth",
-                    "Per map: relevance mass and rank accuracy, the pointing game and the share of cells inside the "
-                    "truth (what a random map scores on the first two); per mask: precision and recall of each "
-                    "method's picked mask. Every mask: localisation.csv.", parts)
+    note = ("Per map: relevance mass and rank accuracy, the pointing game and the share of cells inside the "
+            "truth (what a random map scores on the first two); per mask: precision and recall of each "
+            "method's picked mask. Every mask: localisation.csv.")
+    if any(r[4] == "pointing_game" for r in rows):
+        note += (" The pointing game scores a hit when any cell tied at the map's maximum lies in the truth "
+                 "(as Quantus): a map constant over large regions wins it easily.")
+    if any(r[4] == "pointing_game" and r[2] == "lime" for r in rows):
+        note += (" LIME's maps are constant over each superpixel, so its maximum is a whole segment and a "
+                 "segment touching the truth scores 1: its pointing game says little; read its rank accuracy.")
+    return _section("Localisation against the ground truth", note, parts)

@@ -18,7 +18,7 @@ from .tables import (ReportInputError, best_rows, full_tables, method_label, met
                      split_fields)
 from .uncertainty import attach_intervals
 
-SUMMARY_COLUMNS = ["model", "scenario", "method", "mask", "score", *METRIC_NAMES]
+SUMMARY_COLUMNS = ["model", "scenario", "method", "mask", "score", "n", *METRIC_NAMES]
 
 
 def summary_table(summary: dict, split: list[str], checks: dict | None = None) -> tuple[list[str], list[list]]:
@@ -33,7 +33,7 @@ def summary_table(summary: dict, split: list[str], checks: dict | None = None) -
         columns += [f"{FLAG_METRIC}_vs_{c}{end}" for c in controls for end in ("", "_low", "_high")] + ["not_above"]
     table = []
     for r in rows:
-        line = [r.model, r.scenario, r.method, r.mask, r.score, *(r.values[m] for m in metrics),
+        line = [r.model, r.scenario, r.method, r.mask, r.score, r.n, *(r.values[m] for m in metrics),
                 *(getattr(r, f) for f in split)]
         for c in controls:
             found = index.get((r.ident, c, FLAG_METRIC))
@@ -106,13 +106,13 @@ def build(args: argparse.Namespace) -> dict:
     for key, table in full.items():
         stem = "_".join(key)
         metrics = metrics_of(table)
-        write_csv(out / "tables" / f"{stem}.csv", ["mask", "score", *metrics],
-                  [[r.mask, f"{r.score:.6f}", *(r.values[m] for m in metrics)] for r in table])
+        write_csv(out / "tables" / f"{stem}.csv", ["mask", "score", "n", *metrics],
+                  [[r.mask, f"{r.score:.6f}", r.n, *(r.values[m] for m in metrics)] for r in table])
         atomic_write(out / "tables" / f"{stem}.md",
                      lambda f, t=table, k=key: f.write(f"# {' / '.join(k)}\n\n{markdown_table(t, lambda r: r.mask)}\n"))
     atomic_write(out / "summary.md", lambda f: f.write(summary_markdown(summary, full, checks)))
     atomic_write(out / "report.html",
-                 lambda f: f.write(report_html(rows, summary, full, args.examples, comparison, checks)))
+                 lambda f: f.write(report_html(rows, summary, full, args.examples, comparison, checks, skipped)))
     return {"rows": rows, "summary": summary, "full": full, "out": out, "skipped": skipped,
             "comparison": comparison, "checks": checks}
 

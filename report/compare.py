@@ -96,15 +96,45 @@ def _order(row: Row) -> tuple:
 def _clip_values(row: Row, cache: dict) -> tuple | None:
     if row.source not in cache:
         cache[row.source] = read_clip_values(Path(row.source))
-    found = cache[row.source].get(row.key)
+    found = cache[row.source].get(row.file_key)
     if found and len(set(found[0])) != len(found[0]):
         raise ReportInputError(f"{Path(row.source).with_name('per_clip.csv')}: a clip is listed twice for "
                                f"{row.method} {row.mask}; give the per_clip.csv written by `main.py test --explain`")
     return found
 
 
+def same_model(rows: list[Row]) -> list[str]:
+    """Check that runs compared explained one model: a model label and scenario whose rows under the two
+    protocols come from different weights is an error naming both sides' runs and checkpoints. Returns a note
+    per pair compared where a run does not record its weights (written before run.json held them)."""
+    sides: dict[tuple, dict[str, dict[str, dict[str, str]]]] = {}  # -> protocol -> weights -> run -> checkpoint
+    for r in rows:
+        if r.protocol in (STUDY, CORRECTED):
+            side = sides.setdefault((r.label, r.scenario, r.fill), {}).setdefault(r.protocol, {})
+            side.setdefault(r.identity.get("weights", ""), {})[str(Path(r.source).parent)] = \
+                r.identity.get("checkpoint") or "unknown"
+    notes = []
+    for (label, scenario, fill), side in sorted(sides.items()):
+        if len(side) < 2:
+            continue
+        weights = {p: set(side[p]) - {""} for p in (STUDY, CORRECTED)}
+        if weights[STUDY] and weights[CORRECTED] and weights[STUDY] != weights[CORRECTED]:
+            def runs(p: str) -> str:
+                return "; ".join(f"{run} (checkpoint {ckpt}, weights {w[:8] or 'unknown'})"
+                                 for w in sorted(side[p]) for run, ckpt in sorted(side[p][w].items()))
+            raise ReportInputError(f"{label} / {scenario}: the {STUDY} run {runs(STUDY)} and the {CORRECTED} run "
+                                   f"{runs(CORRECTED)} explained different models, so their protocols cannot be "
+                                   f"compared; give runs of one checkpoint, or report each run on its own")
+        if any("" in side[p] for p in side):
+            notes.append(f"{label} / {scenario}: a run does not record the weights it explained (run.json written "
+                         f"before it held them): not checked that both protocols explained one model")
+    return notes
+
+
 def compare(rows: list[Row], n_boot: int = 2000, seed: int = 0) -> Comparison:
-    """The comparison of every (model, scenario) that has rows under both protocols (rows must be scored)."""
+    """The comparison of every (model, scenario) that has rows under both protocols (rows must be scored);
+    runs of different models are an error (``same_model``)."""
+    unchecked = same_model(rows)
     by = {r.ident: r for r in rows}
     # runs compared share their fill; the fill names a pair only where the rows hold several
     fills = len({r.fill for r in rows}) > 1
@@ -112,7 +142,7 @@ def compare(rows: list[Row], n_boot: int = 2000, seed: int = 0) -> Comparison:
                    & {(*r.key[:2], r.fill) for r in rows if r.protocol == CORRECTED})
     best = [r for group in best_rows(rows).values() for r in group]
     cache: dict[str, dict] = {}
-    comparison = Comparison({}, {}, [])
+    comparison = Comparison({}, {}, unchecked)
     if not pairs:
         comparison.notes.append("no (model, scenario) has rows of both protocols: nothing to compare")
     for model, scenario, fill in pairs:

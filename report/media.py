@@ -28,7 +28,12 @@ def spectrogram_figure(panels: Sequence[tuple[str, torch.Tensor]], freqs: torch.
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), sharey=True, squeeze=False)
+    width, height = 4.2 * len(panels), 3.4
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, height), sharey=True, squeeze=False)
+    # fixed margins in inches, room for the title above the panels' titles and for the axis labels (a layout
+    # engine would place a redrawn figure differently from a fresh one)
+    fig.subplots_adjust(left=0.85 / width, right=1 - 0.2 / width, bottom=0.55 / height, top=1 - 0.65 / height,
+                        wspace=0.2)
     freqs = freqs.cpu().numpy()
     vmin, vmax = _colour_range(panels)
     for ax, (name, spec) in zip(axes[0], panels):

@@ -36,12 +36,12 @@ def title(key: tuple) -> str:
 def markdown_table(rows: list[Row], label, with_score: bool = True) -> str:
     """Rows as a Markdown table; each column's best value in bold, worst in italics."""
     metrics = metrics_of(rows)
-    head = ["", *(["score"] if with_score else []), *(HEADERS[m] for m in metrics)]
+    head = ["", *(["score"] if with_score else []), "n", *(HEADERS[m] for m in metrics)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     style = {"best": "**{}**", "worst": "_{}_"}
     for r, marks in zip(rows, column_marks(rows)):
         cells = [style.get(marks.get(m), "{}").format(fmt_ci(r, m)) for m in metrics]
-        lines.append("| " + " | ".join([label(r), *([f"{r.score:.4f}"] if with_score else []), *cells]) + " |")
+        lines.append("| " + " | ".join([label(r), *([f"{r.score:.4f}"] if with_score else []), str(r.n), *cells]) + " |")
     return "\n".join(lines)
 
 
@@ -141,7 +141,7 @@ def comparison_html(comparison: Comparison) -> str:
             body = "".join(f"<tr><td>{html.escape(mask)}</td>{''.join(cells.get(m, '<td></td>') for m in metrics)}"
                            f"</tr>" for mask, cells in rows.items())
             out.append(f"<details><summary>Differences, all masks: {html.escape(method_label(method))}</summary>"
-                       f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></details>")
+                       f"{scrolling(f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')}</details>")
     return "".join(out)
 
 
@@ -179,7 +179,9 @@ def metrics_plot(rows: list[Row], norm: dict[int, dict]) -> str:
 
 
 def scatter_plot(group: list[Row], best: list[Row], x_metric: str = "SPS", y_metric: str = "FF") -> str:
-    """Faithfulness against conciseness for every method and mask; best masks ringed and named."""
+    """Faithfulness against conciseness for every method and mask; best masks ringed and named in a column
+    beside the axes, in the order of their heights, each joined to its point (picks close together would
+    print their names over each other on the points)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     methods = list(dict.fromkeys(r.method for r in group))
@@ -187,15 +189,39 @@ def scatter_plot(group: list[Row], best: list[Row], x_metric: str = "SPS", y_met
         pts = [r for r in group if r.method == method]
         ax.scatter([r.values[x_metric] for r in pts], [r.values[y_metric] for r in pts], s=22, color=f"C{i}",
                    label=method_label(method), alpha=0.8)
-    for r in best:
-        ax.scatter([r.values[x_metric]], [r.values[y_metric]], s=110, facecolors="none", edgecolors="black")
-        ax.annotate(r.mask, (r.values[x_metric], r.values[y_metric]), fontsize=7, xytext=(4, 4),
-                    textcoords="offset points")
+    points = [(r.values[x_metric], r.values[y_metric]) for r in best]
+    for point in points:
+        ax.scatter(*point, s=110, facecolors="none", edgecolors="black")
+    heights = [ax.transAxes.inverted().transform(ax.transData.transform(p))[1] for p in points]
+    for r, point, y in zip(best, points, label_heights(heights)):
+        ax.annotate(f"{method_label(r.method)} + {r.mask}", point, xytext=(1.04, y), textcoords="axes fraction",
+                    fontsize=7, va="center", arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.6})
     ax.set_xlabel(f"{HEADERS[x_metric]} (conciseness)")
     ax.set_ylabel(f"{HEADERS[y_metric]} (faithfulness)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(4, len(methods)))
     ax.grid(alpha=0.3)
     return _png(fig)
+
+
+def label_heights(wanted: list[float], gap: float = 0.07) -> list[float]:
+    """Heights (axes fraction, within [0, 1]) as near ``wanted`` as labels ``gap`` apart allow, in the same order.
+
+    Example:
+        >>> [round(h, 2) for h in label_heights([0.5, 0.5, 0.9, 1.0], gap=0.1)]
+        [0.5, 0.6, 0.9, 1.0]
+    """
+    order = sorted(range(len(wanted)), key=lambda i: wanted[i])
+    placed = [min(max(wanted[i], 0.0), 1.0) for i in order]
+    for k in range(1, len(placed)):  # up, apart
+        placed[k] = max(placed[k], placed[k - 1] + gap)
+    if placed and placed[-1] > 1.0:  # then down from the top where that ran over it
+        placed[-1] = 1.0
+        for k in range(len(placed) - 2, -1, -1):
+            placed[k] = min(placed[k], placed[k + 1] - gap)
+    out = [0.0] * len(wanted)
+    for i, h in zip(order, placed):
+        out[i] = h
+    return out
 
 
 # -- HTML --------------------------------------------------------------------------------------------
@@ -210,6 +236,7 @@ td.best{background:#c8f0c8} td.worst{background:#ffd8b0}
 td.best.concise{background:#cde6ff} td.worst.concise{background:#fff3a8}
 .ci{color:#666;font-size:11px}
 img{max-width:100%;height:auto}
+.wide{overflow-x:auto;max-width:100%;margin:8px 0} .wide table{margin:0}
 .clip{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:12px 0}
 .method{display:grid;grid-template-columns:minmax(0,3fr) minmax(0,1fr);gap:10px;align-items:center;margin:8px 0}
 .players audio{width:100%;height:32px} .players div{font-size:12px;color:#444;margin-top:4px}
@@ -221,11 +248,12 @@ tr.flag td{background:#ffd0d0}
 
 def html_table(rows: list[Row], label, with_score: bool = True) -> str:
     metrics = metrics_of(rows)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["", *(["score"] if with_score else []),
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["", *(["score"] if with_score else []), "n",
                                                           *(HEADERS[m] for m in metrics)])
     body = []
     for r, marks in zip(rows, column_marks(rows)):
-        cells = [f"<td>{html.escape(label(r))}</td>"] + ([f"<td>{r.score:.4f}</td>"] if with_score else [])
+        cells = ([f"<td>{html.escape(label(r))}</td>"] + ([f"<td>{r.score:.4f}</td>"] if with_score else [])
+                 + [f"<td>{r.n}</td>"])
         for m in metrics:
             cls = [marks[m]] if m in marks else []
             if cls and m in CONCISENESS_METRICS:
@@ -233,7 +261,12 @@ def html_table(rows: list[Row], label, with_score: bool = True) -> str:
             ci = (f"<br><span class='ci'>[{r.ci[m][0]:.3g}, {r.ci[m][1]:.3g}]</span>" if m in r.ci else "")
             cells.append(f"<td class='{' '.join(cls)}'>{fmt(r.values[m])}{ci}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return scrolling(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def scrolling(table: str) -> str:
+    """A table in a box of the page's width that scrolls sideways: a wide table is never cut off."""
+    return f"<div class='wide'>{table}</div>"
 
 
 def _data_uri(path: Path, mime: str) -> str:
@@ -272,8 +305,9 @@ def examples_html(results_csv: Path, best: list[Row], max_clips: int) -> str:
 
 
 def report_html(rows: list[Row], summary: dict, full: dict, max_clips: int = 4,
-                comparison: Comparison | None = None, checks: dict | None = None) -> str:
-    """The page; ``checks`` (``cli.read_checks``): margins over the controls, curves, sanity and localisation."""
+                comparison: Comparison | None = None, checks: dict | None = None, notes: list[str] = ()) -> str:
+    """The page; ``checks`` (``cli.read_checks``): margins over the controls, curves, sanity and localisation;
+    ``notes``: what reading the rows left out or split (``read_results``)."""
     from . import checks_render as cr
     checks = checks or {}
     norms = {id(r): n for r, n in zip(rows, normalised(rows))}
@@ -284,7 +318,8 @@ def report_html(rows: list[Row], summary: dict, full: dict, max_clips: int = 4,
            f"<p class='note'>{len(rows)} result rows; for each (model, scenario) the best mask of every method by "
            "the study's rule (metrics min-max scaled over all rows, AD and COMP flipped, geometric mean). Green: "
            "best in a column, orange: worst (blue and yellow for the conciseness metrics SPS and COMP). Grey "
-           "brackets: 95 % bootstrap intervals over clips.</p>"]
+           "brackets: 95 % bootstrap intervals over clips; n: the clips a row's means are over.</p>",
+           *(f"<p class='note'><b>Note:</b> {html.escape(note)}</p>" for note in notes)]
     for key, best in summary.items():
         group = [r for method_key, table in full.items() if method_key[:-1] == key for r in table]
         out.append(f"<h2>{html.escape(title(key))}</h2>")

@@ -13,6 +13,14 @@ column existed are ``floor``, the only fill then). Rows of different (protocol, 
 rule is applied to each group's rows alone, as if each were reported by itself, and tables are split by
 protocol or fill only when a report holds more than one.
 
+Rows of different models (the weights' hash in their run's ``run.json``), of different clip sets (the
+clip names' hash and ``n``) or of one method under different options never share a scaling silently: within
+a (protocol, fill), a model label whose rows come from several models, a (model, scenario) whose rows come
+from several clip sets or a (model, method) run under several options is split. Every run folder involved
+gets its identity appended to its model label (``mel@weights-3fa2c1d0``, ``mel@clips-9ab1c2d3-n16``, ...) and its
+rows are scaled and picked on their own, apart from every other row; the report says so. Files without a
+``run.json`` (or written before it held these) have an unknown identity, which differs from every known one.
+
 Control maps (``random``, ``energy``: chance levels) are no candidates: the min-max runs over the other
 rows of their group and controls get no pick, so adding controls changes no score or pick of a method;
 a control row is scored on that same scale (clipped), to be read beside the methods. A group of
@@ -22,6 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,10 +67,25 @@ class Row:
     fill: str = UNFILLED
     score: float = math.nan
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    identity: dict[str, str] = field(default_factory=dict)  # RunIdentity of its run: "" where unknown
+    label: str = ""  # the model label in its file; ``model`` gains the run's identity when rows are split
+
+    def __post_init__(self):
+        self.label = self.label or self.model
 
     @property
     def key(self) -> tuple[str, str, str, str]:
         return (self.model, self.scenario, self.method, self.mask)
+
+    @property
+    def file_key(self) -> tuple[str, str, str, str]:
+        """The key as its run's files (``per_clip.csv``) know it."""
+        return (self.label, self.scenario, self.method, self.mask)
+
+    @property
+    def split(self) -> bool:
+        """Whether the row was split from rows of another model, clip set or options (see the module's text)."""
+        return self.model != self.label
 
     @property
     def ident(self) -> tuple[str, ...]:
@@ -75,6 +100,77 @@ class Row:
     @property
     def control(self) -> bool:
         return is_control(self.method)
+
+
+def run_identity(results_csv: Path) -> dict[str, str]:
+    """What identifies the run that wrote ``results_csv``, from the ``run.json`` beside it: ``weights`` (hash),
+    ``clips`` (hash of the clip names), ``checkpoint`` (the file explained) and ``options`` (per method, as
+    JSON text); "" for what it does not record."""
+    path = Path(results_csv).with_name("run.json")
+    if not path.is_file():
+        return {}
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReportInputError(f"{path} is not a JSON file ({err}); give the run.json written by "
+                               f"`main.py test --explain`, or move it away") from None
+    if not isinstance(run, dict):
+        raise ReportInputError(f"{path}: expected a JSON object, as `main.py test --explain` writes")
+    options = run.get("options") if isinstance(run.get("options"), dict) else {}
+    return {"weights": str(run.get("weights_hash") or ""), "clips": str(run.get("clips_hash") or ""),
+            "checkpoint": str(run.get("checkpoint") or run.get("ckpt_path") or ""),
+            **{f"options:{m}": json.dumps(o, sort_keys=True) for m, o in options.items()}}
+
+
+def _short(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:8] if text else "unknown"
+
+
+def _weights(r: Row) -> str:
+    return r.identity.get("weights", "")
+
+
+def _clips(r: Row) -> str:
+    """The clip set: its hash where known, and the count (which tells unknown sets apart where it differs)."""
+    return f"{r.identity.get('clips', '')[:8] or 'unknown'}-n{r.n}"
+
+
+# what may differ between runs whose rows share a scaling: (name, what it is, the rows among which it must be
+# one (those of one model: a row of another model is split already), its value for a row, the value as a
+# model label's suffix)
+IDENTITIES = (
+    ("weights", "models", lambda r: (r.label,), _weights, lambda v: (v or "unknown")[:8]),
+    ("clips", "clip sets", lambda r: (r.label, r.scenario, _weights(r)), _clips, lambda v: v),
+    ("options", "method options", lambda r: (r.label, r.method, _weights(r)),
+     lambda r: r.identity.get(f"options:{r.method}", ""), _short),
+)
+
+
+def split_identities(rows: list[Row]) -> list[str]:
+    """Split rows of different models, clip sets or method options (see the module's text): each run folder
+    involved gets its identity appended to its rows' model label. Returns one note per split."""
+    notes = []
+    suffixes: dict[str, list[str]] = {}  # per results file
+    for name, what, scope, value, suffix in IDENTITIES:
+        among: dict[tuple, dict[str, set]] = {}
+        for r in rows:
+            among.setdefault((r.protocol, r.fill, *scope(r)), {}).setdefault(value(r), set()).add(r.source)
+        for where, found in sorted(among.items()):
+            if len(found) < 2:
+                continue
+            for v, sources in found.items():
+                for source in sources:
+                    suffixes.setdefault(source, []).append(f"{name}-{suffix(v)}")
+            kinds = "; ".join(f"{name}-{suffix(v)}: {', '.join(sorted(str(Path(s).parent) for s in src))}"
+                              for v, src in sorted(found.items()))
+            notes.append(f"{' / '.join(where[2:-1] if name != 'weights' else where[2:])} ({where[0]}, {where[1]}"
+                         f"{'' if name == 'weights' else ', weights ' + (where[-1][:8] or 'unknown')}): rows of "
+                         f"{len(found)} different {what} "
+                         f"({kinds}); each is labelled with its {name} and scaled and picked on its own")
+    for r in rows:
+        if r.source in suffixes:
+            r.model = "@".join([r.label, *dict.fromkeys(suffixes[r.source])])
+    return notes
 
 
 def is_control(method: str) -> bool:
@@ -121,6 +217,7 @@ def read_file(path: Path) -> list[Row]:
     seen twice under one protocol in it, is an error naming the line."""
     rows: list[Row] = []
     seen: dict[tuple, str] = {}
+    identity = run_identity(path)
     with csv_records(path) as reader:
         labelled = "protocol" in (reader.fieldnames or [])
         filled = "fill" in (reader.fieldnames or [])
@@ -151,7 +248,7 @@ def read_file(path: Path) -> list[Row]:
             if fill not in FILLS:
                 raise ReportInputError(f"{where}: fill is {fill!r}, expected one of {', '.join(FILLS)}")
             row = Row(rec["model"], rec["scenario"], rec["method"], rec["mask"], n, values, str(path), line, protocol,
-                      fill)
+                      fill, identity=identity)
             if row.ident in seen:
                 raise ReportInputError(f"{where}: {','.join(row.key)} duplicates {seen[row.ident]}")
             seen[row.ident] = where
@@ -160,47 +257,60 @@ def read_file(path: Path) -> list[Row]:
 
 
 def read_results(paths: list[str | Path], skipped: list[str] | None = None) -> list[Row]:
-    """All rows of all files.
+    """All rows of all files, split by identity (``split_identities``, whose notes go to ``skipped``).
 
-    Below one run folder given, several runs may hold the same (model, scenario, method, mask) under one
-    protocol (a run explained again): each such row comes from the newest run, the one whose results.csv was written
-    last (ties: the later path, as run folders are named by their start time), and every file that
-    lost rows is noted in ``skipped``. Any other repeat (files named directly, or below different
-    folders given) is an error naming both places.
+    Below one run folder given, several runs of one model and clip set may hold the same (model, scenario,
+    method, mask) under one protocol (a run explained again): each such row comes from the newest run, the one
+    whose results.csv was written last (ties: the later path, as run folders are named by their start time),
+    and every file that lost rows is noted in ``skipped``. Any other repeat (files named directly, or below
+    different folders given) is an error naming both places.
     """
     files = [(path, folder, read_file(path)) for path, folder in find_results(paths)]
     owner: dict[tuple, Path] = {}  # (folder, key) -> the newest file below that folder holding the key
     below = [f for f in files if f[1] is not None]
     for path, folder, file_rows in sorted(below, key=lambda f: (f[0].stat().st_mtime, str(f[0])), reverse=True):
         for row in file_rows:
-            owner.setdefault((folder, row.ident), path)
+            owner.setdefault((folder, *_same(row)), path)
     rows: list[Row] = []
     seen: dict[tuple, str] = {}
     dropped: dict[tuple[Path, Path], int] = {}
     for path, folder, file_rows in files:
         for row in file_rows:
-            newer = owner.get((folder, row.ident), path)
+            newer = owner.get((folder, *_same(row)), path)
             if newer != path:
                 dropped[(path, newer)] = dropped.get((path, newer), 0) + 1
                 continue
-            if row.ident in seen:
-                raise ReportInputError(f"{path}, line {row.line}: {','.join(row.key)} duplicates {seen[row.ident]}")
-            seen[row.ident] = f"{path}, line {row.line}"
+            if _same(row) in seen:
+                raise ReportInputError(f"{path}, line {row.line}: {','.join(row.key)} duplicates {seen[_same(row)]}")
+            seen[_same(row)] = f"{path}, line {row.line}"
             rows.append(row)
     if skipped is not None:
         skipped += [f"skipped {n} row(s) of {old}: the newer run {new} has the same (model, scenario, method, mask)"
                     for (old, new), n in dropped.items()]
     if not rows:
         raise ReportInputError("no result rows in the files given")
+    notes = split_identities(rows)
+    if skipped is not None:
+        skipped += notes
     return rows
 
 
+def _same(row: Row) -> tuple:
+    """What makes two rows one: their ident, of one model on one clip set (a run explained again)."""
+    return (*row.ident, _weights(row), _clips(row))
+
+
+def scaled_with(row: Row) -> tuple[str, str, str]:
+    """The rows a row is min-max scaled among: its (protocol, fill), and its model where it was split."""
+    return (row.protocol, row.fill, row.model if row.split else "")
+
+
 def normalised(rows: list[Row]) -> list[dict[str, float]]:
-    """Each row's seven study metrics scaled to [1e-9, 1] over the rows of its (protocol, fill) that are not
-    controls (all of them when every one is), oriented so that 1 is best."""
+    """Each row's seven study metrics scaled to [1e-9, 1] over the rows scaled with it (``scaled_with``)
+    that are not controls (all of them when every one is), oriented so that 1 is best."""
     out = [dict() for _ in rows]
-    for group in {(r.protocol, r.fill) for r in rows}:
-        ours = [i for i, r in enumerate(rows) if (r.protocol, r.fill) == group]
+    for group in {scaled_with(r) for r in rows}:
+        ours = [i for i, r in enumerate(rows) if scaled_with(r) == group]
         scale = [rows[i] for i in ours if not rows[i].control] or [rows[i] for i in ours]
         for i, norm in zip(ours, _normalised([rows[i] for i in ours], scale)):
             out[i] = norm

@@ -72,7 +72,7 @@ def attach_intervals(rows: list[Row], n_boot: int = 2000, seed: int = 0) -> int:
     for row in rows:
         if row.source not in cache:
             cache[row.source] = read_per_clip(Path(row.source))
-        values = cache[row.source].get(row.key)
+        values = cache[row.source].get(row.file_key)
         if not values:
             continue
         for i, m in enumerate(values):

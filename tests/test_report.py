@@ -176,6 +176,52 @@ def test_a_run_folder_explained_twice_takes_the_newest_run_per_key(tmp_path, cap
     assert skipped == [f"skipped 1 row(s) of {new}: the newer run {old} has the same (model, scenario, method, mask)"]
 
 
+def identified(results: Path, weights: str, clips: str = "c" * 40) -> Path:
+    """Give a run the run.json fields that identify its model and data."""
+    (results.parent / "run.json").write_text(f'{{"weights_hash": "{weights}", "clips_hash": "{clips}", '
+                                             f'"checkpoint": "/ckpts/{weights[:3]}.ckpt"}}')
+    return results
+
+
+def test_rows_of_different_models_or_clip_sets_never_share_a_scaling(tmp_path, capsys):
+    """Below one folder: the quickstart's mel model, another model also labelled mel (it explained LIME too,
+    with other values), an stft model, and the quickstart's model again on a different set of 16 clips."""
+    from report.cli import main as report_main
+    runs = tmp_path / "runs"
+    ours = identified(write_run(runs / "ours", row("lime", "bin", 0.5, 4), row("lime", "minmax", 0.6, 10),
+                                row("saliency", "bin", 0.45, 6)), "a" * 40)
+    other = identified(write_run(runs / "other", row("lime", "bin", 0.0, 100), row("lime", "minmax", 1.0, 0),
+                                 row("gradcam", "bin", 0.9, 1)), "b" * 40)
+    stft = identified(write_run(runs / "stft", *(row("lime", m, ff, 5).replace("mel", "stft", 1) for m, ff in
+                                                 (("bin", 0.2), ("minmax", 0.7)))), "d" * 40)
+    fewer = identified(write_run(runs / "fewer", row("shap", "bin", 0.3, 2, n=16), row("shap", "minmax", 0.1, 9, n=16)),
+                       "a" * 40, clips="e" * 40)
+    for f, t in ((ours, 1), (other, 2), (stft, 3), (fewer, 4)):
+        os.utime(f, (t * 1_000_000, t * 1_000_000))
+    skipped = []
+    rows = score(read_results([runs], skipped))
+    assert len(rows) == 10  # the two models' LIME rows are no repeats: neither run is skipped
+    labels = {Path(r.source).parent.name: r.model for r in rows}
+    assert labels == {"ours": "mel@weights-aaaaaaaa@clips-cccccccc-n400", "other": "mel@weights-bbbbbbbb",
+                      "fewer": "mel@weights-aaaaaaaa@clips-eeeeeeee-n16", "stft": "stft"}
+    # every split run is scored as if reported alone; the one run left has only itself to share a scale with
+    for name in ("ours", "other", "fewer", "stft"):
+        alone = {r.key[2:]: r.score for r in score(read_results([runs / name]))}
+        assert {r.key[2:]: r.score for r in rows if Path(r.source).parent.name == name} == pytest.approx(alone)
+    assert len(best_rows(rows)) == 4
+    assert any(n.startswith("mel (corrected, floor): rows of 2 different models (weights-aaaaaaaa: ") for n in skipped)
+    assert any(n.startswith("mel / clean (corrected, floor, weights aaaaaaaa): rows of 2 different clip sets (clips-cccccccc-n400: ")
+               for n in skipped)
+    report_main([str(runs), "--out", str(tmp_path / "report"), "--bootstrap", "0"])
+    said = capsys.readouterr().out
+    assert "mel@weights-bbbbbbbb / clean: best mask per method" in said and "rows of 2 different models" in said
+    assert "rows of 2 different models" in (tmp_path / "report" / "report.html").read_text()
+    # the model's table shows each row's n: 16 clips against 400
+    summary = {r["model"]: r for r in csv.DictReader(open(tmp_path / "report" / "summary.csv", newline=""))}
+    assert summary["mel@weights-aaaaaaaa@clips-eeeeeeee-n16"]["n"] == "16" and summary["stft"]["n"] == "400"
+    assert "| n |" in (tmp_path / "report" / "summary.md").read_text()
+
+
 @pytest.mark.slow
 def test_the_readme_report_command_survives_a_second_explained_run(tmp_path):
     explained_twice(tmp_path / "runs" / "quickstart", older_ff=0.1, newer_ff=0.9)
@@ -247,7 +293,7 @@ def test_report_of_a_real_quickstart_run(tmp_path, explained_run):
     with open(tmp_path / "report" / "summary.csv", newline="") as f:
         summary = list(csv.DictReader(f))
     assert [r["method"] for r in summary] == picked
-    assert list(summary[0])[:12] == "model,scenario,method,mask,score,FF,AI,AD,AG,FidIn,SPS,COMP".split(",")
+    assert list(summary[0])[:13] == "model,scenario,method,mask,score,n,FF,AI,AD,AG,FidIn,SPS,COMP".split(",")
     md = (tmp_path / "report" / "summary.md").read_text()
     assert "95 % intervals that overlap" in md and "[" in md
     assert len(list((tmp_path / "report" / "tables").glob("*.md"))) == len(methods)

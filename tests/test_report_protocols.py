@@ -1,6 +1,8 @@
 """The report of runs explained under the two protocols: rows kept apart, the rule applied per protocol,
 and the comparison (differences with paired intervals, picks)."""
 import csv
+import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -247,6 +249,36 @@ def test_runs_with_per_clip_values_get_paired_intervals(tmp_path, capsys):
         assert float(r["study"]) == pytest.approx(s_mean)
 
 
+def with_identity(folder: Path, weights: str, checkpoint: str, clips: str = "c" * 40) -> Path:
+    """Give a run folder the run.json fields that identify its model and data."""
+    (folder / "run.json").write_text(json.dumps({"weights_hash": weights, "checkpoint": checkpoint,
+                                                 "ckpt_path": "runs/quickstart/best.ckpt", "clips_hash": clips}))
+    return folder
+
+
+def test_runs_of_two_models_are_an_error_naming_both(tmp_path):
+    """Both runs name their checkpoint best.ckpt and label their model mel; their weights differ."""
+    rng = np.random.default_rng(0)
+    clips = {f"c{i}": {("saliency", "bin"): {m: float(rng.normal()) for m in METRIC_NAMES}} for i in range(5)}
+    a = with_identity(write_run(tmp_path / "runs" / "a", "study", clips), "a" * 40, "/ckpts/fit-1/best-03.ckpt")
+    b = with_identity(write_run(tmp_path / "runs" / "b", "corrected", clips), "b" * 40, "/ckpts/fit-2/best-07.ckpt")
+    with pytest.raises(ReportInputError) as err:
+        build(parse([str(a), str(b), "--out", str(tmp_path / "r"), "--bootstrap", "0"]))
+    said = str(err.value)
+    assert "explained different models" in said and "\n" not in said
+    assert f"study run {a} (checkpoint /ckpts/fit-1/best-03.ckpt, weights aaaaaaaa)" in said
+    assert f"corrected run {b} (checkpoint /ckpts/fit-2/best-07.ckpt, weights bbbbbbbb)" in said
+    # the same weights in another file: one model, compared
+    with_identity(b, "a" * 40, "/ckpts/copy.ckpt")
+    result = build(parse([str(a), str(b), "--out", str(tmp_path / "r"), "--bootstrap", "0"]))
+    assert [p.line() for p in result["comparison"].picks[("mel", "clean")]] == ["Saliency: both pick bin"]
+    assert not any("not checked" in n for n in result["comparison"].notes)
+    # a run that does not record its weights: compared, and the report says it could not check
+    (b / "run.json").unlink()
+    result = build(parse([str(a), str(b), "--out", str(tmp_path / "r"), "--bootstrap", "0"]))
+    assert any("not checked that both protocols explained one model" in n for n in result["comparison"].notes)
+
+
 # -- two real runs ------------------------------------------------------------------------------------
 def test_report_of_two_real_runs_under_the_two_protocols(tmp_path, quickstart_run):
     """The quickstart model explained under each protocol (4 clips: about 25 s of CPU a run), then one report
@@ -258,6 +290,17 @@ def test_report_of_two_real_runs_under_the_two_protocols(tmp_path, quickstart_ru
                  "--explainer.curves", "false", "--trainer.default_root_dir", f"runs/{protocol}",
                  "--trainer.logger", "false", cwd=quickstart_run)
     study, corrected = (quickstart_run / "runs" / "study", quickstart_run / "runs" / "corrected")
+    # each run records the file its link pointed to, the hash of the weights in it and of the clips explained
+    from explain.cache import weights_hash
+    from lightning_modules import AudioClassifier
+    best = (quickstart_run / "runs" / "quickstart" / "best.ckpt").resolve()
+    model = AudioClassifier.load_from_checkpoint(best).spectrogram_model
+    for run in (study, corrected):
+        record = json.loads(next(run.glob("test-*/explain/run.json")).read_text())
+        clips = sorted({r["clip"] for r in read_csv(next(run.glob("test-*/explain/per_clip.csv")))})
+        assert record["checkpoint"] == str(best) and record["checkpoint"].endswith(".ckpt") and best.name != "best.ckpt"
+        assert record["weights_hash"] == weights_hash(model)
+        assert record["clips_hash"] == hashlib.sha1("\n".join(clips).encode()).hexdigest() and len(clips) == 4
     proc = run_here("report", str(study), str(corrected), "--out", str(tmp_path / "report"), "--bootstrap", "200",
                     cwd=tmp_path)
     assert "mel / clean / study: best mask per method" in proc.stdout
