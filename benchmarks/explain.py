@@ -48,7 +48,7 @@ from explain import MASK_NAMES, make_masks
 from explain.lime import scale01
 from explain.masks import SILENCE_DB, apply_mask
 from explain.metrics import average_drop, average_gain, average_increase, faithfulness_of_features, fidelity_in
-from explain.batching import autocast, tf32
+from explain.batching import CUDA_MEMORY_GB, autocast, tf32
 from explain.curves import cells_at
 from explain.pipeline import ExplanationPipeline
 from lightning_modules import AudioClassifier, Cnn14, make_features
@@ -298,7 +298,7 @@ def _run(args, device) -> dict:
                **{n: {"samples": args.samples} if args.samples else {} for n in ("smoothgrad", "gradshap")}}
     pipe = ExplanationPipeline(model, explained, {n: options.get(n, {}) for n in explained}, batch_size=args.batch,
                                precision=args.precision, curves="curves" in args.methods,
-                               tf32=args.tf32).to(device)
+                               tf32=args.tf32, memory_gb=args.memory_gb).to(device)
     for name in pipe.backgrounds_needed():
         pipe.set_background(name, bg)
     probs = pipe.predict(x)  # also sizes the batches
@@ -372,7 +372,8 @@ def _run(args, device) -> dict:
     width = getattr(model, "width", args.width)
     return {"device": name, "torch": torch.__version__, "width": width, "features": features.kind, "clips": len(x),
             "lime_samples": args.lime_samples, "background": len(bg), "precision": args.precision,
-            "tf32": args.tf32, "repeat": args.repeat, "batch": pipe.batch_sizes, "methods": results,
+            "tf32": args.tf32, "repeat": args.repeat, "memory_gb": args.memory_gb, "batch": pipe.batch_sizes,
+            "methods": results,
             "study": study_estimate(results)}
 
 
@@ -408,6 +409,8 @@ def parse(argv=None):
     p.add_argument("--repeat", type=int, default=3, help="timed runs per figure after a warm-up; the median counts")
     p.add_argument("--features", default="mel", choices=["mel", "stft"])
     p.add_argument("--batch", type=int, default=None, help="model batch (default: automatic)")
+    p.add_argument("--memory-gb", type=float, default=CUDA_MEMORY_GB,
+                   help="GPU memory per model call for the automatic batch (as --explainer.memory_gb)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--data", default=None, help="an ESC-50-layout folder (default: synthetic data in a temp folder)")
     p.add_argument("--ckpt", default=None, help="a checkpoint of this project to take the weights from")

@@ -52,8 +52,11 @@ class ExplainCallback(Callback):
     Args:
         methods: method names, a comma list, or ``all`` (``--explain``).
         seed: seed of the random methods (LIME patterns); each clip's seed also depends on its file name.
-        batch_size: spectrograms per model call (perturbations, masked inputs, SHAP pairs); default: as many
-            as fit in half the free GPU memory (measured on the first batch), 8 on a CPU.
+        batch_size: spectrograms per model call (perturbations, masked inputs, SHAP pairs); default: 8 on a
+            CPU, on a GPU as many as ``memory_gb`` holds by a count of the model's activations (the same for
+            the same model, clip length and budget, whatever else holds memory; recorded in run.json).
+        memory_gb: GPU memory one model call may take when ``batch_size`` is unset (default 8: a 16 GB card;
+            raise it on a large card for larger, faster calls).
         precision: ``32``, or ``bf16`` to run the explanation forwards (clean, LIME's perturbations, masked
             inputs) under bfloat16 autocast; gradient methods stay in full precision. It moves the
             threshold metrics (AI, Fid-In) by whole clips: check with ``python -m benchmarks.precision``.
@@ -93,9 +96,11 @@ class ExplainCallback(Callback):
                  model_name: Optional[str] = None, cache: bool = True, cache_dir: Optional[str] = None,
                  protocol: str = "corrected", fill: str = "floor", curves: bool = True,
                  fractions: Optional[list[float]] = None, sanity: bool = False, sanity_clips: int = 32,
-                 sanity_layers: Optional[list[str]] = None, tf32: bool = False):
+                 sanity_layers: Optional[list[str]] = None, tf32: bool = False, memory_gb: float = 8.0):
         super().__init__()
-        self.tf32 = tf32
+        if isinstance(memory_gb, bool) or not isinstance(memory_gb, (int, float)) or not 0 < memory_gb < float("inf"):
+            raise UsageValueError(f"--explainer.memory_gb must be a positive number of GB, got {memory_gb!r}")
+        self.tf32, self.memory_gb = tf32, float(memory_gb)
         if isinstance(sanity_clips, bool) or not isinstance(sanity_clips, int) or sanity_clips < 2:
             raise UsageValueError(f"--explainer.sanity_clips must be a whole number of at least 2, got {sanity_clips!r}")
         self.sanity, self.sanity_clips = sanity, sanity_clips
@@ -172,7 +177,7 @@ class ExplainCallback(Callback):
             conciseness_on=self.conciseness_on, cache_dir=self._cache_root if self.cache else None,
             protocol=self.protocol, fill=self.fill, curves=self.with_curves, fractions=self.fractions,
             localisation=True,  # used only where the batches carry a ground truth
-            tf32=self.tf32,
+            tf32=self.tf32, memory_gb=self.memory_gb,
         ).to(pl_module.device)
         self._clips: list[tuple] = []  # (dataset index, clip, true, pred) in this rank's test order
         self._values: dict[str, list[torch.Tensor]] = {m: [] for m in self.methods}  # (K, B, metrics) per batch
@@ -357,6 +362,7 @@ class ExplainCallback(Callback):
             "methods": self.methods, "masks": list(self.masks),
             "options": self.pipeline.options(), "conciseness_on": self.conciseness_on,
             "precision": self.precision, "tf32": self.tf32, "batch_sizes": self.pipeline.batch_sizes,
+            "memory_gb": self.memory_gb,
             "device": str(trainer.strategy.root_device.type),
             # what identifies the model and the data: the report keeps runs of different ones apart. The path
             # given may be a link the next fit re-points (best.ckpt), so the file it resolved to is kept too

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from .base import make_method
-from .batching import CPU_BATCH, autocast, batch_sizes, tf32
+from .batching import CPU_BATCH, CUDA_MEMORY_GB, autocast, batch_sizes, tf32
 from .cache import AttributionCache, tensor_hash, weights_hash
 from .evaluate import MaskScorer, predict_probs
 from .curves import CURVES, FRACTIONS, PerturbationCurves, cell_ranks, perturbation_curves
@@ -69,7 +69,8 @@ class ExplanationPipeline(nn.Module):
         options: keyword options per method (``{"lime": {"num_samples": 100}}``); each method declares
             its own (``python main.py test --help`` lists them).
         seed: seed of the random methods (each clip's seed also depends on its id).
-        batch_size: spectrograms per model call; None measures it on CUDA (8 on a CPU).
+        batch_size: spectrograms per model call; None: 8 on a CPU, on CUDA as many as ``memory_gb`` holds by
+            the model's activations (``explain.batching.batch_sizes``: the same for the same model and input).
         precision: ``32`` or ``bf16`` (autocast of the forward passes of forward-only methods and metrics).
         tf32: allow TF32 in CUDA convolutions and matrix products during the explanation passes (off: full
             float32, so GPU probabilities stay within the metrics' tolerance of the CPU's; explain/batching.py).
@@ -88,9 +89,10 @@ class ExplanationPipeline(nn.Module):
                  seed: int = 0, batch_size: int | None = None, precision: str = "32",
                  masks: Sequence[str] = MASK_NAMES, conciseness_on: str = "mask", cache_dir: str | Path | None = None,
                  protocol: str = "corrected", fill: str = "floor", curves: bool = False,
-                 fractions: Sequence[float] = FRACTIONS, localisation: bool = False, tf32: bool = False):
+                 fractions: Sequence[float] = FRACTIONS, localisation: bool = False, tf32: bool = False,
+                 memory_gb: float = CUDA_MEMORY_GB):
         super().__init__()
-        self.tf32 = bool(tf32)
+        self.tf32, self.memory_gb = bool(tf32), memory_gb
         check_fill(fill)
         self.fill, self.fractions = fill, tuple(fractions)
         autocast(torch.device("cpu"), precision)  # an unknown precision fails here
@@ -130,7 +132,7 @@ class ExplanationPipeline(nn.Module):
         if self.batch_size:
             self.batch_sizes = {"forward": self.batch_size, "backward": self.batch_size}
         else:
-            self.batch_sizes = batch_sizes(self.model, sample)
+            self.batch_sizes = batch_sizes(self.model, sample, self.memory_gb)
             log.info("explanation batch sizes: %s", self.batch_sizes)
         for method in self.methods.values():
             method.batch_size = self.batch_sizes["forward" if method.gradient_free else "backward"]

@@ -8,7 +8,7 @@ from benchmarks.precision import differences
 
 
 @pytest.mark.slow
-def test_benchmark_reports_every_method_three_ways(tmp_path):
+def test_benchmark_reports_every_method_three_ways_and_the_full_study(tmp_path):
     out = tmp_path / "bench.json"
     report = bench.main(["--width", "8", "--clips", "2", "--lime-samples", "30", "--background", "4",
                          "--steps", "2", "--samples", "2", "--device", "cpu", "--data", str(tmp_path / "data"),
@@ -18,9 +18,12 @@ def test_benchmark_reports_every_method_three_ways(tmp_path):
     assert set(saved) >= {"device", "width", "clips", "methods"} and saved["width"] == 8 and saved["clips"] == 2
     assert set(saved["methods"]) == set(bench.METHODS) >= {"saliency", "gradcam", "lime", "shap", "metrics", "ig"}
     for name, r in saved["methods"].items():
-        for key in ("ours_s", "reference_s", "bound_s"):
+        # the study computed no curves: they have no reference
+        for key in ("ours_s", "bound_s") + (("reference_s",) if name != "curves" else ()):
             assert isinstance(r[key], float) and math.isfinite(r[key]) and r[key] > 0, (name, key)
+        assert name != "curves" or math.isnan(r["reference_s"])
         assert isinstance(r["peak_mem_mb"], float) and r["peak_mem_mb"] >= 0
+    assert saved["study"] == bench.study_estimate(saved["methods"]) and saved["study"]["ours_hours"] > 0
 
 
 def test_benchmark_rejects_unknown_methods():
@@ -48,3 +51,24 @@ def test_benchmark_runs_on_a_project_checkpoint(quickstart_run, tmp_path):
     assert report["width"] == 8 and report["features"] == "mel"
     assert set(report["methods"]) == set(bench.METHODS)
     assert all(r["ours_s"] > 0 and r["bound_s"] > 0 for r in report["methods"].values())
+
+
+def test_benchmark_refuses_more_clips_than_the_data_holds(tmp_path):
+    from datamodules import write_synthetic_esc50
+    root = write_synthetic_esc50(tmp_path / "data", num_classes=2, clips_per_fold=1, duration=0.5)
+    args = bench.parse(["--clips", "3", "--device", "cpu", "--data", str(root)])
+    from lightning_modules import make_features
+    with pytest.raises(SystemExit, match="--clips 3: the test folds of .* hold 2 clips"):
+        bench.load_inputs(args, make_features("mel"), "cpu")
+
+
+def test_the_full_study_estimate_counts_every_stage_the_study_runs():
+    stage = lambda s: {"ours_s": s, "bound_s": s / 2}  # noqa: E731
+    methods = {"saliency": stage(1.0), "gradcam": stage(2.0), "lime": stage(3.0), "shap": stage(4.0),
+               "metrics": stage(0.5), "curves": stage(0.25)}
+    est = bench.study_estimate(methods)
+    # per clip: the four methods' maps, and six scored maps (two controls) each with metrics and curves
+    per_clip = 1 + 2 + 3 + 4 + 6 * (0.5 + 0.25)
+    assert est["ours_hours"] == pytest.approx(per_clip * 400 * 5 / 3600)
+    assert est["bound_hours"] == pytest.approx(per_clip / 2 * 400 * 5 / 3600)
+    assert bench.study_estimate({k: v for k, v in methods.items() if k != "curves"}) is None
