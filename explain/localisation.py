@@ -104,15 +104,16 @@ def relevance_mass(maps: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
 
 def relevance_rank(maps: torch.Tensor, truth: torch.Tensor, ids: Sequence[str] | None = None,
-                   seed: int = 0) -> torch.Tensor:
+                   seed: int = 0, ranks: torch.Tensor | None = None) -> torch.Tensor:
     """Share of the K = |truth| highest-ranked cells that lie in the truth, per clip (0 for an empty truth).
 
     Quantus's ``RelevanceRankAccuracy`` ranks by ``argsort(-map)``; ties here go in the seeded per-clip
-    order of ``explain.curves.cell_ranks``, so a clip's value does not depend on its batch.
+    order of ``explain.curves.cell_ranks``, so a clip's value does not depend on its batch. ``ranks``: those
+    ranks, when the caller has them already (the curves rank the same maps).
     """
     inside = _flat(truth)
     k = inside.sum(1)
-    top = cell_ranks(maps, ids, seed) < k[:, None]
+    top = (cell_ranks(maps, ids, seed) if ranks is None else ranks) < k[:, None]
     return (top & inside).sum(1).double() / k.clamp_min(1).double()
 
 
@@ -159,15 +160,17 @@ class Localisation(Metric):
         self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, maps: torch.Tensor, masks: torch.Tensor, truth: torch.Tensor, keep: torch.Tensor,
-               ids: Sequence[str] | None = None) -> None:
-        """maps (B, 1, T, F), masks (K, B, 1, T, F) in ``self.masks`` order, truth (B, 1, T, F) bool, keep (B,)."""
+               ids: Sequence[str] | None = None, ranks: torch.Tensor | None = None) -> None:
+        """maps (B, 1, T, F), masks (K, B, 1, T, F) in ``self.masks`` order, truth (B, 1, T, F) bool, keep (B,);
+        ``ranks`` (B, cells): ``explain.curves.cell_ranks`` of the maps with this seed, when already computed."""
         keep = keep.to(torch.bool)
         if not keep.any():
             return
         where = keep.nonzero().flatten()
         maps, masks, truth = maps[where], masks[:, where], truth[where].to(torch.bool)
         kept_ids = [ids[i] for i in where.tolist()] if ids is not None else None
-        values = torch.stack([relevance_mass(maps, truth), relevance_rank(maps, truth, kept_ids, self.seed),
+        ranks = ranks[where] if ranks is not None else None
+        values = torch.stack([relevance_mass(maps, truth), relevance_rank(maps, truth, kept_ids, self.seed, ranks),
                               pointing_game(maps, truth), _flat(truth).double().mean(1)], dim=1)
         self.map_total += values.sum(0).to(self.map_total.device)
         self.mask_total += mask_precision_recall(masks, truth).sum(1).to(self.mask_total.device)

@@ -58,6 +58,7 @@ class Explained:
     x_out: dict[str, torch.Tensor] = field(default_factory=dict)
     curves: dict[str, torch.Tensor] = field(default_factory=dict)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    ranks: dict[str, torch.Tensor] = field(default_factory=dict)  # the curves' cell ranks, reused by localise
 
 
 class ExplanationPipeline(nn.Module):
@@ -179,14 +180,16 @@ class ExplanationPipeline(nn.Module):
             out.maps[name], out.values[name] = maps, scored["values"]
             out.x_in[name], out.x_out[name], out.masks[name] = scored["x_in"], scored["x_out"], scored["masks"]
             if self.curves is not None:
-                out.curves[name] = self.curve(name, x, probs, out.pred, maps, ids)
+                out.ranks[name] = cell_ranks(maps, ids, self.seed)
+                out.curves[name] = self.curve(name, x, probs, out.pred, maps, ids, out.ranks[name])
         return out
 
     def curve(self, name: str, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor, maps: torch.Tensor,
-              ids: Sequence[str]) -> torch.Tensor:
-        """Deletion and insertion curves of one method's maps (accumulated); (B, 2, fractions)."""
+              ids: Sequence[str], ranks: torch.Tensor | None = None) -> torch.Tensor:
+        """Deletion and insertion curves of one method's maps (accumulated); (B, 2, fractions). ``ranks``: the
+        maps' ``cell_ranks``, when already computed."""
         self._ensure_batches(x)
-        ranks = cell_ranks(maps, ids, self.seed)
+        ranks = cell_ranks(maps, ids, self.seed) if ranks is None else ranks
         with autocast(x.device, self.precision):
             curves = perturbation_curves(self.model, x, probs, target, ranks, fill_values(x, self.fill),
                                          self.fractions, self.batch_sizes["forward"])
@@ -197,7 +200,7 @@ class ExplanationPipeline(nn.Module):
         """Accumulate every method's localisation against the ground truth ``truth`` (B, 1, T, F) bool of the
         batch ``out`` explained, over the clips with ``keep`` (B,) set."""
         for name, metric in (self.localisers or {}).items():
-            metric.update(out.maps[name], out.masks[name], truth, keep, list(ids))
+            metric.update(out.maps[name], out.masks[name], truth, keep, list(ids), out.ranks.get(name))
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities of the clean spectrograms."""

@@ -149,3 +149,22 @@ def test_explained_quickstart_maps_fall_in_the_synthetic_boxes(explained_run):
         area = value[(method, "", "truth_area")]
         assert value[(method, "", "relevance_mass_accuracy")] > area, method
     assert all(not math.isnan(v) for v in value.values())
+
+
+def test_the_curves_ranks_given_to_localisation_give_the_same_values_as_its_own():
+    from explain.curves import cell_ranks
+    from explain.masks import MASK_NAMES, make_masks
+    torch.manual_seed(1)
+    maps = torch.randn(5, 1, 6, 4).round(decimals=1)  # ties, which the seeded order breaks
+    truth = torch.rand(5, 1, 6, 4) > 0.7
+    keep = torch.tensor([True, False, True, True, True])
+    ids = [f"c{i}.wav" for i in range(5)]
+    masks = make_masks(maps)
+    own, given = Localisation(MASK_NAMES, seed=3), Localisation(MASK_NAMES, seed=3)
+    own.update(maps, masks, truth, keep, ids)
+    given.update(maps, masks, truth, keep, ids, ranks=cell_ranks(maps, ids, 3))
+    assert own.compute() == given.compute()
+    # the ranks of the reversed maps: the rank accuracy moves (the ranks given are really used)
+    other = Localisation(MASK_NAMES, seed=3)
+    other.update(maps, masks, truth, keep, ids, ranks=cell_ranks(-maps, ids, 3))
+    assert other.compute()["map"]["relevance_rank_accuracy"] != own.compute()["map"]["relevance_rank_accuracy"]
