@@ -15,7 +15,7 @@ from explain import MASK_NAMES, METHODS, parse_methods
 from explain.base import method_groups
 from explain.masks import check_mask_names
 from explain.metrics import CLIP_COLUMNS, METRIC_NAMES, RESULT_COLUMNS
-from explain.batching import PRECISIONS
+from explain.batching import check_precision
 from explain.curves import CURVE_COLUMNS, CURVES, FRACTIONS
 from explain.masks import check_fill
 from explain.localisation import LOCALISATION_COLUMNS, ground_truth
@@ -124,8 +124,7 @@ class ExplainCallback(Callback):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise UsageValueError(f"--explainer.{option} must be a whole number of at least {least}, got {value!r}"
                                       + (" (leave it unset for the automatic batch size)" if option == "batch_size" else ""))
-        if precision not in PRECISIONS:
-            raise UsageValueError(f"--explainer.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        check_precision(precision, "--explainer.precision")
         if conciseness_on not in ("mask", "attribution"):
             raise UsageValueError(f"--explainer.conciseness_on must be 'mask' or 'attribution', got {conciseness_on!r}")
         check_mask_names(masks or ())

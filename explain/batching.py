@@ -95,11 +95,16 @@ def chunks(x: torch.Tensor, size: int, pad: bool | None = None) -> Iterator[tupl
         yield len(part), pad_rows(part, size, pad)
 
 
+def check_precision(precision: str, option: str = "precision") -> str:
+    """``precision`` when it is one of ``PRECISIONS``; else an error naming ``option``."""
+    if precision not in PRECISIONS:
+        raise UsageValueError(f"{option} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
 def autocast(device: torch.device, precision: str):
     """Autocast of forward passes: ``32`` none, ``bf16`` bfloat16."""
-    if precision not in PRECISIONS:
-        raise UsageValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if PRECISIONS[precision] is None:
+    if PRECISIONS[check_precision(precision)] is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from .base import make_method
-from .batching import CPU_BATCH, CUDA_MEMORY_GB, autocast, batch_sizes, tf32
+from .batching import CPU_BATCH, CUDA_MEMORY_GB, autocast, batch_sizes, check_precision, tf32
 from .cache import AttributionCache, tensor_hash, weights_hash
 from .evaluate import MaskScorer, predict_probs
 from .curves import CURVES, FRACTIONS, PerturbationCurves, cell_ranks, perturbation_curves
@@ -96,7 +96,7 @@ class ExplanationPipeline(nn.Module):
         self.tf32, self.memory_gb = bool(tf32), memory_gb
         check_fill(fill)
         self.fill, self.fractions = fill, tuple(fractions)
-        autocast(torch.device("cpu"), precision)  # an unknown precision fails here
+        check_precision(precision)
         self.model, self.seed, self.batch_size, self.precision = model, seed, batch_size, precision
         self.masks, self.protocol = tuple(masks), protocol
         method_options, self.metric_options = protocol_settings(protocol)

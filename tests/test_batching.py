@@ -61,3 +61,13 @@ def test_the_callback_refuses_a_memory_budget_that_is_not_a_positive_number():
         with pytest.raises(UsageValueError, match="--explainer.memory_gb"):
             ExplainCallback("saliency", memory_gb=bad)
     assert ExplainCallback("saliency", memory_gb=2).memory_gb == 2.0
+
+
+def test_an_unknown_precision_is_refused_by_name_before_anything_runs():
+    from callbacks import ExplainCallback
+    from errors import UsageValueError
+    from explain.pipeline import ExplanationPipeline
+    with pytest.raises(UsageValueError, match="precision must be one of 32, bf16, got 'fp8'"):
+        ExplanationPipeline(nn.Linear(2, 2), ["saliency"], precision="fp8")
+    with pytest.raises(UsageValueError, match="--explainer.precision must be one of 32, bf16, got '16'"):
+        ExplainCallback("saliency", precision="16")
