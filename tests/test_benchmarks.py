@@ -11,7 +11,7 @@ from benchmarks.precision import differences
 def test_benchmark_reports_every_method_three_ways_and_the_full_study(tmp_path):
     out = tmp_path / "bench.json"
     report = bench.main(["--width", "8", "--clips", "2", "--lime-samples", "30", "--background", "4",
-                         "--steps", "2", "--samples", "2", "--device", "cpu", "--data", str(tmp_path / "data"),
+                         "--steps", "2", "--samples", "2", "--repeat", "1", "--device", "cpu", "--data", str(tmp_path / "data"),
                          "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(report))
@@ -45,7 +45,7 @@ def test_benchmark_runs_on_a_project_checkpoint(quickstart_run, tmp_path):
     """The checkpoint brings its own width, classes and feature type (the quickstart's: width 8, 10, mel)."""
     ckpt = quickstart_run / "runs" / "quickstart" / "best.ckpt"
     report = bench.main(["--ckpt", str(ckpt), "--width", "64", "--features", "stft", "--clips", "2",
-                         "--lime-samples", "20", "--background", "3", "--steps", "2", "--samples", "2",
+                         "--lime-samples", "20", "--background", "3", "--steps", "2", "--samples", "2", "--repeat", "1",
                          "--device", "cpu", "--skip-reference",
                          "--data", str(quickstart_run / "data" / "quickstart")])
     assert report["width"] == 8 and report["features"] == "mel"

@@ -310,6 +310,22 @@ def test_report_to_wandb_offline(tmp_path):
     assert b"report/summary" in log and b"explanation-report" in log
 
 
+def test_report_to_wandb_is_a_run_of_its_own_while_another_is_open(tmp_path):
+    """An in-process fit or test leaves Lightning's W&B run open: the report must not log into it."""
+    import wandb
+    from report.cli import log_wandb
+    (tmp_path / "other").mkdir()
+    other = wandb.init(project="audio-xai-test", dir=str(tmp_path / "other"), mode="offline")
+    try:
+        log_wandb(build(parse([str(STUDY), "--out", str(tmp_path / "r"), "--bootstrap", "0", "--wandb"])),
+                  "audio-xai-test")
+        runs = list((tmp_path / "r" / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(runs) == 1 and b"report/summary" in runs[0].read_bytes()
+    finally:
+        other.finish()
+    assert b"report/summary" not in next((tmp_path / "other" / "wandb").glob("offline-run-*/run-*.wandb")).read_bytes()
+
+
 def test_non_utf8_per_clip_values_are_named(tmp_path):
     from report.uncertainty import read_per_clip
     results = tmp_path / "results.csv"
