@@ -159,7 +159,8 @@ class ExplainCallback(Callback):
         if not self.methods:
             raise UsageValueError("ExplainCallback has no methods; pass --explain with a comma list or 'all'")
         self.apply_to_trainer(trainer)
-        dtype = next(pl_module.spectrogram_model.parameters()).dtype
+        weight = next(iter(pl_module.spectrogram_model.parameters()), None)
+        dtype = weight.dtype if weight is not None else torch.float32
         if dtype != torch.float32:
             raise UsageValueError(f"--explain needs the model in float32, but --trainer.precision made it {dtype}: "
                                   "use --trainer.precision 32 with --explainer.precision bf16 for bfloat16 "

@@ -156,7 +156,8 @@ class ExplanationPipeline(nn.Module):
             key = {"weights": self.weights(), "method": name, "options": method.options(), "precision": self.precision,
                    "background": tensor_hash(method.background) if method.needs_background else None,
                    "protocol": self.protocol if name in self._by_protocol else None}
-            if next(self.model.parameters()).device.type == "cuda":  # CPU keys stay as they were
+            weight = next(iter(self.model.parameters()), None)
+            if weight is not None and weight.device.type == "cuda":  # CPU keys stay as they were
                 # GPU float32 maps differ from the CPU's by rounding, and TF32 moves them further
                 key.update(device="cuda", tf32=self.tf32)
             self._caches[name] = AttributionCache(self.cache_dir, key)

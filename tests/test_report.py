@@ -315,7 +315,7 @@ def test_report_to_wandb_is_a_run_of_its_own_while_another_is_open(tmp_path):
     import wandb
     from report.cli import log_wandb
     (tmp_path / "other").mkdir()
-    other = wandb.init(project="audio-xai-test", dir=str(tmp_path / "other"), mode="offline")
+    other = wandb.init(project="audio-xai-test", dir=str(tmp_path / "other"), mode="offline", reinit="create_new")
     try:
         log_wandb(build(parse([str(STUDY), "--out", str(tmp_path / "r"), "--bootstrap", "0", "--wandb"])),
                   "audio-xai-test")
