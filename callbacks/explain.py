@@ -15,7 +15,7 @@ from explain import MASK_NAMES, METHODS, parse_methods
 from explain.base import method_groups
 from explain.masks import check_mask_names
 from explain.metrics import CLIP_COLUMNS, METRIC_NAMES, RESULT_COLUMNS
-from explain.batching import check_precision
+from explain.batching import CUDA_MEMORY_GB, check_precision
 from explain.curves import CURVE_COLUMNS, CURVES, FRACTIONS
 from explain.masks import check_fill
 from explain.localisation import LOCALISATION_COLUMNS, ground_truth
@@ -96,7 +96,7 @@ class ExplainCallback(Callback):
                  model_name: Optional[str] = None, cache: bool = True, cache_dir: Optional[str] = None,
                  protocol: str = "corrected", fill: str = "floor", curves: bool = True,
                  fractions: Optional[list[float]] = None, sanity: bool = False, sanity_clips: int = 32,
-                 sanity_layers: Optional[list[str]] = None, tf32: bool = False, memory_gb: float = 8.0):
+                 sanity_layers: Optional[list[str]] = None, tf32: bool = False, memory_gb: float = CUDA_MEMORY_GB):
         super().__init__()
         if isinstance(memory_gb, bool) or not isinstance(memory_gb, (int, float)) or not 0 < memory_gb < float("inf"):
             raise UsageValueError(f"--explainer.memory_gb must be a positive number of GB, got {memory_gb!r}")

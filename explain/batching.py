@@ -87,12 +87,13 @@ def pad_rows(chunk: torch.Tensor, size: int, pad: bool | None = None) -> torch.T
     return torch.cat([chunk, chunk[:1].expand(size - len(chunk), *chunk.shape[1:])])
 
 
-def chunks(x: torch.Tensor, size: int, pad: bool | None = None) -> Iterator[tuple[int, torch.Tensor]]:
-    """(rows, chunk) of ``x`` in chunks of ``size``, the last padded to ``size`` (``pad_rows``); the caller
-    keeps the first ``rows`` outputs of each."""
-    for start in range(0, len(x), size):
-        part = x[start:start + size]
-        yield len(part), pad_rows(part, size, pad)
+def chunks(size: int, *tensors: torch.Tensor, pad: bool | None = None) -> Iterator[tuple]:
+    """(rows, chunk of each tensor) in chunks of ``size`` rows, the last padded to ``size`` (``pad_rows``,
+    which decides by the first tensor's device); the caller keeps the first ``rows`` outputs of each."""
+    pad = tensors[0].device.type == "cuda" if pad is None else pad
+    for start in range(0, len(tensors[0]), size):
+        parts = [t[start:start + size] for t in tensors]
+        yield (len(parts[0]), *(pad_rows(part, size, pad) for part in parts))
 
 
 def check_precision(precision: str, option: str = "precision") -> str:

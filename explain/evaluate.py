@@ -15,7 +15,7 @@ from .metrics import ClipMetrics
 def predict_probs(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Softmax probabilities (float32) of ``x`` (N, 1, T, F), in chunks of ``batch_size`` (of one shape on
     CUDA: ``explain.batching.chunks``)."""
-    return torch.cat([model(chunk).float().softmax(-1)[:rows] for rows, chunk in chunks(x, batch_size)])
+    return torch.cat([model(chunk).float().softmax(-1)[:rows] for rows, chunk in chunks(batch_size, x)])
 
 
 class MaskScorer(nn.Module):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from errors import UsageValueError
 from .base import AttributionMethod, Option, register
-from .batching import chunks, pad_rows
+from .batching import chunks
 
 RESIZES = ("aligned", "transposed")
 
@@ -41,9 +41,8 @@ class GradCAM(AttributionMethod):
     def attribute(self, x, target, ids=None):
         t, f = x.shape[2:]
         maps = []
-        bs = self.batch_size
-        for start, (rows, xb) in zip(range(0, len(x), bs), chunks(x, bs)):
-            cam = self._cam.attribute(xb, target=pad_rows(target[start:start + rows], bs), relu_attributions=False)[:rows]
+        for rows, xb, tb in chunks(self.batch_size, x, target):
+            cam = self._cam.attribute(xb, target=tb, relu_attributions=False)[:rows]
             if self.resize == "aligned":
                 maps.append(F.interpolate(cam, (t, f), mode="bilinear", align_corners=False))
             else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .base import AttributionMethod, register
-from .batching import chunks, pad_rows
+from .batching import chunks
 
 
 @register("saliency")
@@ -15,6 +15,5 @@ class Saliency(AttributionMethod):
         from captum.attr import Saliency as _Saliency  # here: importing the registry stays cheap
 
         sal = _Saliency(self.model)
-        bs = self.batch_size
-        return torch.cat([sal.attribute(xb, target=pad_rows(target[start:start + rows], bs), abs=False)[:rows]
-                          for start, (rows, xb) in zip(range(0, len(x), bs), chunks(x, bs))])
+        return torch.cat([sal.attribute(xb, target=tb, abs=False)[:rows]
+                          for rows, xb, tb in chunks(self.batch_size, x, target)])

@@ -28,11 +28,11 @@ def test_batch_sizes_on_a_cpu_are_fixed_and_on_cuda_follow_the_budget_not_free_m
 
 def test_chunks_pad_the_last_to_one_shape_and_the_results_keep_only_the_real_rows():
     x = torch.arange(10.0).view(10, 1)
-    parts = list(chunks(x, 4, pad=True))
+    parts = list(chunks(4, x, pad=True))
     assert [rows for rows, _ in parts] == [4, 4, 2]
     assert all(c.shape == (4, 1) for _, c in parts)
     assert torch.equal(parts[-1][1], torch.tensor([[8.0], [9.0], [8.0], [8.0]]))
-    assert [c.shape[0] for _, c in chunks(x, 4)] == [4, 4, 2]  # on a CPU unpadded by default
+    assert [c.shape[0] for _, c in chunks(4, x)] == [4, 4, 2]  # on a CPU unpadded by default
     assert pad_rows(x[:3], 8, pad=False).shape[0] == 3
 
 
@@ -41,7 +41,7 @@ def test_predicted_probabilities_are_the_same_padded_or_not():
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5)).eval()
     x = torch.randn(11, 1, 3, 4)
     want = model(x).softmax(-1)
-    padded = torch.cat([model(c).softmax(-1)[:rows] for rows, c in chunks(x, 4, pad=True)])
+    padded = torch.cat([model(c).softmax(-1)[:rows] for rows, c in chunks(4, x, pad=True)])
     assert torch.allclose(padded, want, atol=1e-6)
     assert torch.allclose(predict_probs(model, x, 4), want, atol=1e-6)
 
