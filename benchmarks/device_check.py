@@ -75,12 +75,11 @@ def summary(out: Path) -> str:
     if numerics:
         from benchmarks.numerics import summary as numerics_summary
         lines += ["# numerics: batch 1 vs one batch, and against the CPU in fp32", numerics_summary(numerics), ""]
-    for name in ("compare.json",):
-        c = _load(out / name)
-        if c:
-            lines += [f"# the test run on the device against the same clips on the CPU ({c['clips']} clips, "
-                      f"{c['rows']} rows)", f"predictions differ {c['pred_differ']}; flips {c['flips']}; "
-                      f"largest differences {json.dumps({k: float(f'{v:.3g}') for k, v in c['max_diff'].items()})}", ""]
+    c = _load(out / "compare.json")
+    if c:
+        lines += [f"# the test run on the device against the same clips on the CPU ({c['clips']} clips, "
+                  f"{c['rows']} rows)", f"predictions differ {c['pred_differ']}; flips {c['flips']}; "
+                  f"largest differences {json.dumps({k: float(f'{v:.3g}') for k, v in c['max_diff'].items()})}", ""]
     from benchmarks.explain import table
     for name in ("bench-fp32.json", "bench-bf16.json", "bench-reference.json"):
         b = _load(out / name)
