@@ -8,7 +8,7 @@ import torch.nn as nn
 from errors import UsageValueError
 from .batching import chunks
 from .masks import MASK_NAMES, SILENCE_DB, apply_mask, check_mask_names, make_masks
-from .metrics import ClipMetrics
+from .metrics import METRIC_NAMES, ClipMetrics
 
 
 @torch.no_grad()
@@ -19,7 +19,7 @@ def predict_probs(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.T
 
 
 class MaskScorer(nn.Module):
-    """The 7 metrics of every mask of one method: a ``ClipMetrics`` per mask (``metrics[mask]``).
+    """The metrics of every mask of one method, in one ``ClipMetrics`` state of (masks, metrics).
 
     ``conciseness_on``: ``mask`` scores SPS and COMP on the masks (as the published numbers),
     ``attribution`` on the attribution map itself. ``metric_options``: see ``ClipMetrics``.
@@ -31,7 +31,7 @@ class MaskScorer(nn.Module):
             raise UsageValueError(f"conciseness_on must be 'mask' or 'attribution', got {conciseness_on!r}")
         check_mask_names(masks)
         self.masks, self.conciseness_on = tuple(masks), conciseness_on
-        self.metrics = nn.ModuleDict({k: ClipMetrics(**metric_options) for k in self.masks})
+        self.metrics = ClipMetrics(len(self.masks), **metric_options)
 
     def update(self, model: nn.Module, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor,
                attributions: torch.Tensor, batch_size: int, fill: float | torch.Tensor = SILENCE_DB) -> dict:
@@ -48,14 +48,17 @@ class MaskScorer(nn.Module):
             concise = make_masks(ordered, self.masks, sorted_values=ordered)  # the masks of the sorted map, sorted
         else:
             concise = flat.abs().sort(dim=1).values.expand(k, b, -1)
-        values = torch.stack([self.metrics[mask].update(probs=probs, probs_in=probs_in[ki], probs_out=probs_out[ki],
-                                                        target=target, maps=concise[ki], presorted=True)
-                              for ki, mask in enumerate(self.masks)])
+        values = torch.stack([self.metrics.values(probs=probs, probs_in=probs_in[ki], probs_out=probs_out[ki],
+                                                  target=target, maps=concise[ki], presorted=True)
+                              for ki in range(k)])
+        self.metrics.update(values)
         return {"masks": masks, "x_in": x_in, "x_out": x_out, "values": values}
 
     def compute(self) -> dict[str, dict[str, float]]:
-        return {k: metrics.compute() for k, metrics in self.metrics.items()}
+        """Mask -> metric -> mean over every clip scored (by every process)."""
+        means = self.metrics.compute().tolist()
+        return {mask: dict(zip(METRIC_NAMES, row)) for mask, row in zip(self.masks, means)}
 
     def count(self) -> int:
         """Clips scored, over every process of a distributed run."""
-        return self.metrics[self.masks[0]].count()
+        return self.metrics.count()

@@ -32,7 +32,6 @@ import math
 from typing import Callable
 
 import torch
-import torch.nn as nn
 from torchmetrics import Metric
 
 EPS = 1e-12
@@ -154,9 +153,8 @@ def sparseness(maps: torch.Tensor, presorted: bool = False, constant_zero: bool 
     return value.masked_fill(is_constant(maps), 0.0) if constant_zero else value
 
 
-def complexity(maps: torch.Tensor, presorted: bool = False, constant_zero: bool = False) -> torch.Tensor:
+def complexity(maps: torch.Tensor, constant_zero: bool = False) -> torch.Tensor:
     """COMP: entropy of |map| / sum |map| (Quantus ``Complexity``), per map; in [0, ln d], lower is better.
-    (The order of values does not matter; ``presorted`` is accepted for symmetry with ``sparseness``.)
     ``constant_zero=True``: a map that ``is_constant`` scores 0, the best value (the study's code); otherwise
     a constant map scores ln d, the entropy of a uniform distribution.
 
@@ -174,7 +172,7 @@ def complexity(maps: torch.Tensor, presorted: bool = False, constant_zero: bool 
     return value.masked_fill(is_constant(maps), 0.0) if constant_zero else value
 
 
-def normalised_complexity(maps: torch.Tensor, presorted: bool = False, constant_zero: bool = False) -> torch.Tensor:
+def normalised_complexity(maps: torch.Tensor, constant_zero: bool = False) -> torch.Tensor:
     """COMPn = COMP / ln d, in [0, 1]: maps of different sizes (64 x 501 mel, 257 x 313 STFT) compare.
 
     Example:
@@ -183,7 +181,7 @@ def normalised_complexity(maps: torch.Tensor, presorted: bool = False, constant_
         tensor([1., 0.])
     """
     d = maps[0].numel()
-    return (complexity(maps, presorted, constant_zero) / math.log(d)).clamp(0, 1) if d > 1 else \
+    return (complexity(maps, constant_zero) / math.log(d)).clamp(0, 1) if d > 1 else \
         torch.zeros(maps.shape[0], dtype=torch.float64, device=maps.device)
 
 
@@ -210,11 +208,6 @@ class _ClipMean(Metric):
     def values(self, **inputs) -> torch.Tensor:
         """Per-clip values of ``functional`` on ``inputs``, with this metric's options."""
         return self.functional(**inputs, **self.options)
-
-    def add_values(self, values: torch.Tensor) -> None:
-        """Accumulate per-clip values already computed with ``functional`` (what ``update`` does once it
-        has them), so that a caller who needs the values too computes them once."""
-        self._wrap_update(self._accumulate)(values)  # torchmetrics' bookkeeping of an update (resets compute's cache)
 
     def _accumulate(self, values: torch.Tensor) -> None:
         self.total += values.detach().to(torch.float64).sum()
@@ -342,8 +335,8 @@ class COMP(_ClipMean):
     higher_is_better = False
     functional = staticmethod(complexity)
 
-    def update(self, maps: torch.Tensor, presorted: bool = False) -> None:
-        self._accumulate(self.values(maps=maps, presorted=presorted))
+    def update(self, maps: torch.Tensor) -> None:
+        self._accumulate(self.values(maps=maps))
 
 
 class COMPn(_ClipMean):
@@ -359,8 +352,8 @@ class COMPn(_ClipMean):
     higher_is_better = False
     functional = staticmethod(normalised_complexity)
 
-    def update(self, maps: torch.Tensor, presorted: bool = False) -> None:
-        self._accumulate(self.values(maps=maps, presorted=presorted))
+    def update(self, maps: torch.Tensor) -> None:
+        self._accumulate(self.values(maps=maps))
 
 
 # Adding a metric: its functional form, a class as above, and an entry here (new ones go last: the columns
@@ -387,11 +380,12 @@ def inputs_of(metric: type[_ClipMean]) -> dict[str, bool]:
 CONCISENESS_METRICS = tuple(n for n, cls in METRICS.items() if "maps" in inputs_of(cls))
 
 
-class ClipMetrics(nn.Module):
-    """Every metric of ``METRICS``, fed by name: ``update(**inputs)`` hands each metric the inputs its
-    ``update`` names (as torchmetrics' ``MetricCollection`` routes keyword arguments), computes each
-    metric's per-clip values once with its functional form, adds them to the metric's state, and returns
-    them as (B, len(METRIC_NAMES)) float64, columns in ``METRIC_NAMES`` order.
+class ClipMetrics(Metric):
+    """Every metric of ``METRICS`` in one state: ``values(**inputs)`` hands each metric the inputs its
+    ``update`` names (as torchmetrics' ``MetricCollection`` routes keyword arguments) and returns the per-clip
+    values of their functional forms as (B, len(METRIC_NAMES)) float64, columns in ``METRIC_NAMES`` order;
+    ``update(values)`` adds such values, stacked over ``rows`` (the masks of a method: (rows, B, metrics)), to
+    one float64 sum of shape (rows, metrics) that a multi-process run reduces once.
 
     Inputs: ``probs``, ``probs_in``, ``probs_out`` (softmax probabilities of X, X_in, X_out), ``target``
     (the classes explained), ``maps`` (what SPS and COMP score) and ``presorted`` (see ``sparseness``).
@@ -400,49 +394,62 @@ class ClipMetrics(nn.Module):
     Example:
         >>> import torch
         >>> m = ClipMetrics()
-        >>> values = m.update(probs=torch.tensor([[0.6, 0.4]]), probs_in=torch.tensor([[0.9, 0.1]]),
+        >>> values = m.values(probs=torch.tensor([[0.6, 0.4]]), probs_in=torch.tensor([[0.9, 0.1]]),
         ...                   probs_out=torch.tensor([[0.2, 0.8]]), target=torch.tensor([0]),
         ...                   maps=torch.tensor([[0.0, 0.0, 0.0, 1.0]]))
         >>> dict(zip(METRIC_NAMES, values[0].round(decimals=4).tolist()))
         {'FF': 0.4, 'AI': 100.0, 'AD': 0.0, 'AG': 75.0, 'FidIn': 1.0, 'SPS': 0.75, 'COMP': 0.0, 'COMPn': 0.0}
-        >>> m.compute()["AI"], m.count()
+        >>> m.update(values)
+        >>> m.compute()[0, METRIC_NAMES.index("AI")].item(), m.count()
         (100.0, 1)
     """
 
-    def __init__(self, **options):
-        super().__init__()
+    full_state_update = False
+
+    def __init__(self, rows: int = 1, **options):
         unknown = set(options).difference(*(cls.option_names for cls in METRICS.values()))
         if unknown:
             raise TypeError(f"no metric has the option(s) {sorted(unknown)}")
-        self.metrics = nn.ModuleDict({n: cls(**{k: v for k, v in options.items() if k in cls.option_names})
-                                      for n, cls in METRICS.items()})
+        super().__init__()
+        self.rows = rows
+        self.metric_options = {n: {k: v for k, v in options.items() if k in cls.option_names}
+                               for n, cls in METRICS.items()}
         self._inputs = {n: inputs_of(cls) for n, cls in METRICS.items()}
+        self.add_state("total", torch.zeros(rows, len(METRIC_NAMES), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("clips", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, **inputs) -> torch.Tensor:
+    def values(self, **inputs) -> torch.Tensor:
+        """Per-clip values (B, metrics) of every metric's functional form on ``inputs``; no state changes."""
         unknown = set(inputs).difference(*self._inputs.values())
         if unknown:
             raise TypeError(f"no metric takes the input(s) {sorted(unknown)}; "
                             f"inputs: {sorted(set().union(*self._inputs.values()))}")
         values = []
-        for name, metric in self.metrics.items():
+        for name, cls in METRICS.items():
             missing = [k for k, required in self._inputs[name].items() if required and k not in inputs]
             if missing:
                 raise TypeError(f"metric {name} needs the input(s) {missing}")
-            v = metric.values(**{k: inputs[k] for k in self._inputs[name] if k in inputs})
-            metric.add_values(v)
+            v = cls.functional(**{k: inputs[k] for k in self._inputs[name] if k in inputs}, **self.metric_options[name])
             values.append(v.to(torch.float64))
         return torch.stack(values, -1)
 
-    def compute(self) -> dict[str, float]:
-        """Each metric's mean over every clip seen (by every process)."""
-        return {n: float(m.compute()) for n, m in self.metrics.items()}
+    def update(self, values: torch.Tensor) -> None:
+        """Add per-clip values, (rows, B, metrics), or (B, metrics) for a single row."""
+        values = values.detach().to(torch.float64)
+        if values.dim() == 2:
+            values = values.unsqueeze(0)
+        if values.dim() != 3 or values.shape[0] != self.rows or values.shape[2] != len(METRIC_NAMES):
+            raise ValueError(f"expected values of shape ({self.rows}, B, {len(METRIC_NAMES)}), got {tuple(values.shape)}")
+        # each (row, metric) summed over its clips as one contiguous vector: the same float64 sums, to the
+        # last bit, as summing every metric's values alone
+        self.total += values.transpose(1, 2).contiguous().sum(-1)
+        self.clips += values.shape[1]
+
+    def compute(self) -> torch.Tensor:
+        """(rows, metrics) means over every clip seen (by every process); NaN before any clip."""
+        return self.total / self.clips if self.clips > 0 else torch.full_like(self.total, float("nan"))
 
     def count(self) -> int:
         """Clips seen, over every process of a distributed run."""
-        metric = next(iter(self.metrics.values()))
-        with metric.sync_context():
-            return int(metric.count)
-
-    def reset(self) -> None:
-        for metric in self.metrics.values():
-            metric.reset()
+        with self.sync_context():
+            return int(self.clips)

@@ -175,7 +175,7 @@ def test_each_metric_names_the_inputs_it_consumes():
     probs_in = {"probs": True, "probs_in": True, "target": True}
     expected = {"FF": {"probs": True, "probs_out": True, "target": True}, "AI": probs_in, "AD": probs_in,
                 "AG": probs_in, "FidIn": probs_in, "SPS": {"maps": True, "presorted": False},
-                "COMP": {"maps": True, "presorted": False}, "COMPn": {"maps": True, "presorted": False}}
+                "COMP": {"maps": True}, "COMPn": {"maps": True}}
     assert {n: inputs_of(cls) for n, cls in METRICS.items()} == expected
     for cls in METRICS.values():
         assert set(inputs_of(cls)) <= set(inspect.signature(cls.functional).parameters)
@@ -206,42 +206,62 @@ def by_hand(inp) -> torch.Tensor:
 def test_the_collection_routes_inputs_by_name_and_returns_the_functional_values():
     metrics = ClipMetrics()
     first, second = clip_inputs(0), clip_inputs(1)
-    values = [metrics.update(**first), metrics.update(**second)]
+    values = [metrics.values(**first), metrics.values(**second)]
     for got, inp in zip(values, (first, second)):
         assert got.dtype == torch.float64 and got.shape == (9, len(METRIC_NAMES))
         assert torch.equal(got, by_hand(inp))
+        metrics.update(got)
     means = torch.cat([by_hand(first), by_hand(second)]).mean(0)
-    assert list(metrics.compute()) == list(METRIC_NAMES)
-    assert list(metrics.compute().values()) == pytest.approx(means.tolist(), rel=1e-12)
+    assert metrics.compute().shape == (1, len(METRIC_NAMES))
+    assert metrics.compute()[0].tolist() == pytest.approx(means.tolist(), rel=1e-12)
     assert metrics.count() == 18
-    for name, metric in metrics.metrics.items():  # each metric's own state holds the same clips
+    for i, name in enumerate(METRIC_NAMES):  # each metric's own torchmetrics class gives the same mean
         alone = METRICS[name]()
         for inp in (first, second):
             alone.update(**{k: inp[k] for k in inputs_of(METRICS[name]) if k in inp})
-        assert metric.compute().item() == pytest.approx(alone.compute().item(), rel=1e-12)
+        assert metrics.compute()[0, i].item() == pytest.approx(alone.compute().item(), rel=1e-12)
+
+
+def test_one_state_holds_every_row_and_sums_each_as_the_metric_alone_would():
+    """Rows (a method's masks) share one (rows, metrics) float64 state; each cell's sum equals, bit for bit,
+    the float64 sum of that row's and metric's values taken alone, batch after batch."""
+    metrics = ClipMetrics(rows=3)
+    batches = [torch.stack([metrics.values(**clip_inputs(seed + row, b)) for row in range(3)])
+               for seed, b in ((0, 9), (10, 1), (20, 16))]
+    for values in batches:
+        metrics.update(values)
+    for row in range(3):
+        for i in range(len(METRIC_NAMES)):
+            total = torch.tensor(0.0, dtype=torch.float64)
+            for values in batches:
+                total += values[row, :, i].contiguous().sum()
+            assert metrics.total[row, i].item() == total.item()
+    assert metrics.count() == 26
+    with pytest.raises(ValueError, match=r"expected values of shape \(3, B, 8\)"):
+        metrics.update(batches[0][:2])
 
 
 def test_a_mean_computed_before_more_clips_is_not_reused():
     metrics = ClipMetrics()
-    metrics.update(**clip_inputs(0))
-    before = metrics.compute()
-    metrics.update(**clip_inputs(1))
+    metrics.update(metrics.values(**clip_inputs(0)))
+    before = metrics.compute().clone()
+    metrics.update(metrics.values(**clip_inputs(1)))
     after = metrics.compute()
     expected = torch.cat([by_hand(clip_inputs(0)), by_hand(clip_inputs(1))]).mean(0)
-    assert list(after.values()) == pytest.approx(expected.tolist(), rel=1e-12) and after != before
+    assert after[0].tolist() == pytest.approx(expected.tolist(), rel=1e-12) and not torch.equal(after, before)
 
 
 def test_presorted_maps_are_routed_to_the_conciseness_metrics():
     inp = clip_inputs(2)
     flat = inp["maps"].reshape(len(inp["maps"]), -1)
-    unsorted = ClipMetrics().update(**{**inp, "maps": flat})
-    presorted = ClipMetrics().update(**{**inp, "maps": flat.sort(1).values, "presorted": True})
+    unsorted = ClipMetrics().values(**{**inp, "maps": flat})
+    presorted = ClipMetrics().values(**{**inp, "maps": flat.sort(1).values, "presorted": True})
     torch.testing.assert_close(presorted, unsorted, rtol=0, atol=1e-12)
 
 
 def test_the_collection_refuses_unknown_and_missing_inputs():
     inp = clip_inputs(0)
     with pytest.raises(TypeError, match=r"no metric takes the input\(s\) \['prob_in'\]"):
-        ClipMetrics().update(**inp, prob_in=inp["probs_in"])
+        ClipMetrics().values(**inp, prob_in=inp["probs_in"])
     with pytest.raises(TypeError, match=r"metric FF needs the input\(s\) \['probs_out'\]"):
-        ClipMetrics().update(**{k: v for k, v in inp.items() if k != "probs_out"})
+        ClipMetrics().values(**{k: v for k, v in inp.items() if k != "probs_out"})
