@@ -2,6 +2,7 @@
 masks, score them with the 7 metrics, and write results, per-clip values, audio and figures."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -14,16 +15,18 @@ from errors import UsageValueError
 from explain import MASK_NAMES, METHODS, parse_methods
 from explain.base import method_groups
 from explain.masks import check_mask_names
-from explain.metrics import CLIP_COLUMNS, METRIC_NAMES, RESULT_COLUMNS
+from explain.metrics import METRIC_NAMES
 from explain.batching import CUDA_MEMORY_GB, check_precision
-from explain.curves import CURVE_COLUMNS, CURVES, FRACTIONS
+from explain.curves import CURVES, FRACTIONS
 from explain.masks import check_fill
-from explain.localisation import LOCALISATION_COLUMNS, ground_truth
+from explain.localisation import ground_truth
 from explain.cache import clips_hash
 from explain.pipeline import ExplanationPipeline
-from explain.sanity import LAYERS as SANITY_LAYERS, SANITY_COLUMNS, still_similar
+from explain.records import (ClipValues, CurvePoint, LocalisationValue, Result, RunKey, SanityValue,
+                             write_records)
+from explain.sanity import LAYERS as SANITY_LAYERS, still_similar
 from explain.protocol import check_protocol
-from files import claim_folder, write_csv, write_json
+from files import claim_folder, write_json
 from report.media import save_spectrogram_figures, write_wav
 
 log = logging.getLogger(__name__)
@@ -255,34 +258,33 @@ class ExplainCallback(Callback):
         save_spectrogram_figures(figures, freqs, duration)
 
     # -- end ----------------------------------------------------------------------------------------
+    def run_key(self) -> RunKey:
+        return RunKey(self.model_label, self._scenario, self.protocol, self.fill)
+
     def on_test_epoch_end(self, trainer, pl_module) -> None:
-        results = []
+        key = self.run_key()
         means, n = self.pipeline.results(), self.pipeline.count()  # torchmetrics sums every rank's states here
-        for name in self.methods:
-            for mask in self.masks:
-                results.append([self.model_label, self._scenario, name, mask, n]
-                               + [means[name][mask][m] for m in METRIC_NAMES] + [self.protocol, self.fill])
+        results = [Result(key, name, mask, n, means[name][mask]) for name in self.methods for mask in self.masks]
         curves = self.pipeline.curve_results()
-        localisation = self.localisation_rows(self.pipeline.localisation_results())
-        records, counts = self._gather(trainer)
+        localisation = self.localisation_records(key, self.pipeline.localisation_results())
+        clips, counts = self._gather(trainer)
         sanity = self._sanity(trainer, pl_module) if self.sanity else None
         if trainer.is_global_zero:
-            self._write(trainer, results, records, counts, curves, sanity, localisation)
+            self._write(trainer, results, clips, counts, curves, sanity, localisation)
             self._log(trainer, results, curves, sanity, localisation, n)
 
-    def localisation_rows(self, localised: dict) -> list[list]:
-        """Rows of localisation.csv; none when the data had no ground truth."""
-        rows = []
+    def localisation_records(self, key: RunKey, localised: dict) -> list[LocalisationValue]:
+        """The rows of localisation.csv; none when the data had no ground truth."""
         if not self._saw_truth:
-            return rows
-        for name, out in localised.items():
-            head = [self.model_label, self._scenario, name]
-            rows += [head + ["", metric, value, out["n"], self.protocol] for metric, value in out["map"].items()]
-            rows += [head + [mask, metric, value, out["n"], self.protocol]
-                     for mask, values in out["mask"].items() for metric, value in values.items()]
-        return rows
+            return []
+        out = []
+        for name, found in localised.items():
+            out += [LocalisationValue(key, name, "", metric, value, found["n"]) for metric, value in found["map"].items()]
+            out += [LocalisationValue(key, name, mask, metric, value, found["n"])
+                    for mask, values in found["mask"].items() for metric, value in values.items()]
+        return out
 
-    def _sanity(self, trainer, pl_module) -> list[list] | None:
+    def _sanity(self, trainer, pl_module) -> list[SanityValue] | None:
         """The randomisation test on the first clips of the test set, gathered from every rank and run by
         rank 0 alone (the others wait at the next collective)."""
         clips = [self._sanity_clips]
@@ -297,7 +299,8 @@ class ExplainCallback(Callback):
             return None
         x = torch.stack([c[2] for c in chosen]).to(pl_module.device)
         target = torch.tensor([c[3] for c in chosen], device=pl_module.device)
-        return self.pipeline.sanity(x, target, [c[1] for c in chosen], self.sanity_layers, self.seed)
+        found = self.pipeline.sanity(x, target, [c[1] for c in chosen], self.sanity_layers, self.seed)
+        return [dataclasses.replace(value, key=self.run_key()) for value in found]
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         claim, self._claim = getattr(self, "_claim", None), None
@@ -306,8 +309,9 @@ class ExplainCallback(Callback):
         if getattr(self, "pipeline", None) is not None:
             self.pipeline.close()
 
-    def _gather(self, trainer) -> tuple[list, dict]:
-        """Every rank's per-clip records, in dataset order, and the cache counts summed over ranks."""
+    def _gather(self, trainer) -> tuple[list[ClipValues], dict]:
+        """Every rank's per-clip values in dataset order (per method and mask), and the cache counts summed
+        over ranks."""
         local = []
         values = {n: torch.cat(v, dim=1) if v else None for n, v in self._values.items()}
         for ci, (index, clip, true, pred) in enumerate(self._clips):
@@ -318,47 +322,45 @@ class ExplainCallback(Callback):
             counts = [None] * trainer.world_size
             torch.distributed.all_gather_object(everything, local)
             torch.distributed.all_gather_object(counts, self.pipeline.counts)
-        records = sorted((r for part in everything for r in part), key=lambda r: r[0])
+        in_order = sorted((r for part in everything for r in part), key=lambda r: r[0])
+        clips = [ClipValues(clip, true, pred, int(true == pred), name, mask, dict(zip(METRIC_NAMES, by_method[name][ki].tolist())))
+                 for name in self.methods for ki, mask in enumerate(self.masks)
+                 for _, clip, true, pred, by_method in in_order if name in by_method]
         total = {m: {k: sum(c[m][k] for c in counts) for k in ("cached", "computed")} for m in self.methods}
-        return records, total
+        self._clip_names = [r[1] for r in in_order]
+        return clips, total
 
-    def per_clip_rows(self, records: list) -> list[list]:
-        rows = []
-        for name in self.methods:
-            for ki, mask in enumerate(self.masks):
-                for _, clip, true, pred, values in records:
-                    if name in values:
-                        rows.append([clip, true, pred, int(true == pred), name, mask] + values[name][ki].tolist())
-        return rows
-
-    def curve_rows(self, curves: dict, n: int) -> list[list]:
-        return [[self.model_label, self._scenario, name, curve, f, p, n, self.protocol, self.fill]
+    def curve_points(self, curves: dict, n: int) -> list[CurvePoint]:
+        key = self.run_key()
+        return [CurvePoint(key, name, curve, f, p, n)
                 for name, c in curves.items() for curve in CURVES for f, p in zip(self.fractions, c[curve])]
 
-    def _write(self, trainer, results: Sequence[list], records: list, counts: dict, curves: dict,
-               sanity: list | None, localisation: list | None = None) -> None:
-        write_csv(self.out / "per_clip.csv", CLIP_COLUMNS, self.per_clip_rows(records))
+    def _write(self, trainer, results: Sequence[Result], clips: list[ClipValues], counts: dict, curves: dict,
+               sanity: list[SanityValue] | None, localisation: list[LocalisationValue]) -> None:
+        names = self._clip_names
+        write_records(self.out / "per_clip.csv", clips, ClipValues)
+        n_localised = localisation[0].n if localisation else None
         if localisation:
-            write_csv(self.out / "localisation.csv", LOCALISATION_COLUMNS, localisation)
-            print(f"\nlocalisation against the ground truth: {self.out / 'localisation.csv'} ({localisation[0][6]} of "
-                  f"{len(records)} clips: those the model assigns their true class, with a non-empty ground truth)")
+            write_records(self.out / "localisation.csv", localisation, LocalisationValue)
+            print(f"\nlocalisation against the ground truth: {self.out / 'localisation.csv'} ({n_localised} of "
+                  f"{len(names)} clips: those the model assigns their true class, with a non-empty ground truth)")
         if sanity:
-            write_csv(self.out / "sanity.csv", SANITY_COLUMNS, sanity)
+            write_records(self.out / "sanity.csv", sanity, SanityValue, key=False)  # the run's key is in results.csv
             flagged = still_similar(sanity, self.sanity_layers)
             print(f"\nsanity check: {self.out / 'sanity.csv'}" + (
                 f"; maps that stay similar when every layer is random (they do not follow the model): "
                 f"{', '.join(flagged)}" if flagged else "; every method's maps change with the model"))
         if curves:
-            write_csv(self.out / "curves.csv", CURVE_COLUMNS, self.curve_rows(curves, len(records)))
-        write_csv(self.out / "results.csv", RESULT_COLUMNS, results)
+            write_records(self.out / "curves.csv", self.curve_points(curves, len(names)), CurvePoint)
+        write_records(self.out / "results.csv", results, Result)
         ckpt = getattr(trainer, "ckpt_path", None)
         write_json(self.out / "run.json", {
-            "model": self.model_label, "scenario": self._scenario, "protocol": self.protocol, "fill": self.fill,
+            **dataclasses.asdict(self.run_key()),
             "curve_fractions": list(self.fractions) if curves else None,
-            "sanity": {"clips": sanity[0][-1], "layers": list(self.sanity_layers),
+            "sanity": {"clips": sanity[0].n, "layers": list(self.sanity_layers),
                        "still_similar": still_similar(sanity, self.sanity_layers)} if sanity else None,
             "curve_areas": {n: {k: v for k, v in c.items() if k.endswith("_auc")} for n, c in curves.items()},
-            "localisation_clips": localisation[0][6] if localisation else None,
+            "localisation_clips": n_localised,
             "methods": self.methods, "masks": list(self.masks),
             "options": self.pipeline.options(), "conciseness_on": self.conciseness_on,
             "precision": self.precision, "tf32": self.tf32, "batch_sizes": self.pipeline.batch_sizes,
@@ -367,21 +369,20 @@ class ExplainCallback(Callback):
             # what identifies the model and the data: the report keeps runs of different ones apart. The path
             # given may be a link the next fit re-points (best.ckpt), so the file it resolved to is kept too
             "ckpt_path": ckpt, "checkpoint": str(Path(ckpt).resolve()) if ckpt else None,
-            "weights_hash": self.pipeline.weights(), "clips_hash": clips_hash(r[1] for r in records),
-            "clips": len(records), "world_size": trainer.world_size,
+            "weights_hash": self.pipeline.weights(), "clips_hash": clips_hash(names),
+            "clips": len(names), "world_size": trainer.world_size,
             "attributions": counts, "cache": str(self._cache_root) if self.cache else None,
         })
-        done = ", ".join(f"{m} {c['computed']} computed, {c['cached']} from cache" for m, c in counts.items())
+        attributions = ", ".join(f"{m} {c['computed']} computed, {c['cached']} from cache" for m, c in counts.items())
         print(f"\nexplanation results: {self.out / 'results.csv'} (per clip: {self.out / 'per_clip.csv'}; "
-              f"audio and figures: {self.out / 'examples'}); attributions: {done}")
+              f"audio and figures: {self.out / 'examples'}); attributions: {attributions}")
 
-    def _log(self, trainer, results: Sequence[list], curves: dict, sanity: list | None,
-             localisation: list | None, n: int) -> None:
+    def _log(self, trainer, results: Sequence[Result], curves: dict, sanity: list[SanityValue] | None,
+             localisation: list[LocalisationValue], n: int) -> None:
         """Rank 0 only: nothing here may sync metric states (the other ranks have left the loop)."""
-        scalars = {f"explain/{r[1]}/{r[2]}/{r[3]}/{m}": r[5 + i]
-                   for r in results for i, m in enumerate(METRIC_NAMES)}
-        scalars.update({f"explain/{r[1]}/{r[2]}/localisation/{r[3] + '/' if r[3] else ''}{r[4]}": r[5]
-                        for r in localisation or ()})
+        scalars = {f"explain/{r.key.scenario}/{r.method}/{r.mask}/{m}": v for r in results for m, v in r.values.items()}
+        scalars.update({f"explain/{r.key.scenario}/{r.method}/localisation/{r.mask + '/' if r.mask else ''}{r.metric}":
+                        r.value for r in localisation})
         scalars.update({f"explain/{self._scenario}/{name}/{key}": value
                         for name, c in curves.items() for key, value in c.items() if key.endswith("_auc")})
         for logger in trainer.loggers:
@@ -389,8 +390,8 @@ class ExplainCallback(Callback):
             if type(logger).__name__ == "WandbLogger":
                 self._log_wandb(logger, results, curves, sanity, localisation, n)
 
-    def _log_wandb(self, logger, results, curves: dict, sanity: list | None, localisation: list | None,
-                   n: int) -> None:
+    def _log_wandb(self, logger, results: Sequence[Result], curves: dict, sanity: list[SanityValue] | None,
+                   localisation: list[LocalisationValue], n: int) -> None:
         run = logger.experiment
         run.config.update({"explain": {"model": self.model_label, "scenario": self._scenario,
                                        "methods": self.methods, "protocol": self.protocol, "fill": self.fill,
@@ -398,13 +399,10 @@ class ExplainCallback(Callback):
                           allow_val_change=True)
         run.tags = tuple(dict.fromkeys((*(run.tags or ()), self.model_label, self._scenario, self.protocol,
                                         *self.methods)))
-        logger.log_table("explain/results", columns=RESULT_COLUMNS, data=[list(r) for r in results])
-        if curves:
-            logger.log_table("explain/curves", columns=CURVE_COLUMNS, data=self.curve_rows(curves, n))
-        if sanity:
-            logger.log_table("explain/sanity", columns=SANITY_COLUMNS, data=[list(r) for r in sanity])
-        if localisation:
-            logger.log_table("explain/localisation", columns=LOCALISATION_COLUMNS, data=[list(r) for r in localisation])
+        for name, cls, records in (("results", Result, results), ("curves", CurvePoint, self.curve_points(curves, n)),
+                                   ("sanity", SanityValue, sanity or []), ("localisation", LocalisationValue, localisation)):
+            if records:
+                logger.log_table(f"explain/{name}", columns=cls.columns(), data=[r.row() for r in records])
         # one W&B entry per (clip, method): its masks' figures, and their masked-in and masked-out audio
         for folder in sorted(p for p in (self.out / "examples").glob("*/*") if p.is_dir()):
             pngs = sorted(folder.glob("*.png"), key=lambda p: self.masks.index(p.stem) if p.stem in self.masks else 99)

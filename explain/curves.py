@@ -29,8 +29,6 @@ from .evaluate import predict_probs
 
 FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 CURVES = ("deletion", "insertion")
-# the columns of curves.csv
-CURVE_COLUMNS = ["model", "scenario", "method", "curve", "fraction", "prob", "n", "protocol", "fill"]
 
 
 def cell_ranks(maps: torch.Tensor, ids: Sequence[str] | None = None, seed: int = 0) -> torch.Tensor:

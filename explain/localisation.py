@@ -30,8 +30,6 @@ from .curves import cell_ranks
 
 MAP_METRICS = ("relevance_mass_accuracy", "relevance_rank_accuracy", "pointing_game", "truth_area")
 MASK_METRICS = ("precision", "recall")
-# the columns of localisation.csv; ``mask`` is empty on the per-map rows
-LOCALISATION_COLUMNS = ["model", "scenario", "method", "mask", "metric", "value", "n", "protocol"]
 
 
 # -- ground truth in feature coordinates ---------------------------------------------------------------

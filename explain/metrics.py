@@ -365,9 +365,6 @@ METRIC_NAMES = tuple(METRICS)
 STUDY_METRICS = ("FF", "AI", "AD", "AG", "FidIn", "SPS", "COMP")
 HIGHER_IS_BETTER = {n: cls.higher_is_better for n, cls in METRICS.items()}
 METRIC_LABELS = {n: cls.label or n for n, cls in METRICS.items()}
-# the columns of results.csv and per_clip.csv
-RESULT_COLUMNS = ["model", "scenario", "method", "mask", "n", *METRIC_NAMES, "protocol", "fill"]
-CLIP_COLUMNS = ["clip", "true_class", "pred_class", "correct", "method", "mask", *METRIC_NAMES]
 
 
 def inputs_of(metric: type[_ClipMean]) -> dict[str, bool]:

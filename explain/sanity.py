@@ -19,10 +19,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .bootstrap import bootstrap_ci
+from .records import RunKey, SanityValue
+
 LAYERS = ("head", "fc1", "conv_block6", "conv_block5", "conv_block4", "conv_block3", "conv_block2", "conv_block1")
 SIMILARITIES = ("spearman", "spearman_abs", "ssim")
 STILL_SIMILAR = 0.5
-SANITY_COLUMNS = ["method", "layer", "similarity", "value", "ci_low", "ci_high", "n"]
 
 
 @torch.no_grad()
@@ -80,11 +82,7 @@ def _spearman(spearmanr, a: np.ndarray, b: np.ndarray) -> float:
 
 def mean_interval(values: Sequence[float], n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Mean and 95 % percentile bootstrap interval of the mean."""
-    x = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(1)
-    lo, hi = np.quantile(means, [0.025, 0.975])
-    return float(x.mean()), float(lo), float(hi)
+    return (float(np.mean(np.asarray(values, dtype=np.float64))), *bootstrap_ci(values, n_boot, seed=seed))
 
 
 def randomisation_test(model: nn.Module, explain: Callable[[nn.Module, str], torch.Tensor], methods: Sequence[str],
@@ -110,19 +108,19 @@ def randomisation_test(model: nn.Module, explain: Callable[[nn.Module, str], tor
     return out
 
 
-def sanity_rows(result: dict, seed: int = 0) -> list[list]:
-    """Rows of ``sanity.csv`` (``SANITY_COLUMNS``) from ``randomisation_test``'s result."""
+def sanity_rows(result: dict, seed: int = 0, key: RunKey | None = None) -> list[SanityValue]:
+    """The rows of ``sanity.csv`` from ``randomisation_test``'s result (``key``: the run's, where known)."""
     rows = []
     for method, by_layer in result.items():
         for layer, by_kind in by_layer.items():
             for kind, values in by_kind.items():
                 mean, lo, hi = mean_interval(values, seed=seed)
-                rows.append([method, layer, kind, mean, lo, hi, len(values)])
+                rows.append(SanityValue(key, method, layer, kind, mean, lo, hi, len(values)))
     return rows
 
 
-def still_similar(rows: Sequence[Sequence], layers: Sequence[str] = LAYERS) -> list[str]:
+def still_similar(rows: Iterable[SanityValue], layers: Sequence[str] = LAYERS) -> list[str]:
     """Methods whose maps keep a Spearman correlation of |map| of at least ``STILL_SIMILAR`` once every layer
     in ``layers`` is random: they do not follow the model."""
     last = layers[-1]
-    return [r[0] for r in rows if r[1] == last and r[2] == "spearman_abs" and float(r[3]) >= STILL_SIMILAR]
+    return [r.method for r in rows if r.layer == last and r.similarity == "spearman_abs" and r.value >= STILL_SIMILAR]

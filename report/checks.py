@@ -11,30 +11,27 @@ no verdict and no flag.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from explain.curves import CURVE_COLUMNS, CURVES
-from explain.localisation import LOCALISATION_COLUMNS
+from explain.curves import CURVES, area_under
 from explain.metrics import HIGHER_IS_BETTER
-from explain.sanity import SANITY_COLUMNS, still_similar
+from explain.records import CurveArea, CurvePoint, LocalisationValue, MarginValue, RunKey, SanityValue
+from explain.sanity import still_similar
 
 from .compare import _clip_values, paired_differences
-from .tables import ReportInputError, Row, csv_records, method_rank, metrics_of
+from .tables import ReportInputError, Row, method_rank, metrics_of
 
 FLAG_METRIC = "FF"
 # The metrics are computed in float32 (a relative step of 1.2e-7), and a mean over clips adds rounding of its
 # own: a margin within 1e-6 of the values' scale (1 for values below 1) is rounding, not a difference, and
 # beats nothing (a margin of 1.5e-8 over two clips once did).
 NOISE = 1e-6
-MARGIN_COLUMNS = ["model", "scenario", "protocol", "fill", "method", "mask", "control", "metric", "value",
-                  "control_value", "margin", "ci_low", "ci_high", "n_paired", "beats", "pick"]
-CURVE_AREA_COLUMNS = ["model", "scenario", "protocol", "fill", "method", "deletion_auc", "insertion_auc", "n"]
-SANITY_REPORT_COLUMNS = ["model", "scenario", "protocol", "fill", *SANITY_COLUMNS]
-LOCALISATION_REPORT_COLUMNS = [*LOCALISATION_COLUMNS, "fill"]
 
 
 # -- margins over the controls -----------------------------------------------------------------------
@@ -116,23 +113,22 @@ def controls_of(rows: list[Row]) -> list[str]:
     return sorted({r.method for r in rows if r.control}, key=method_rank)
 
 
-def margin_rows(found: list[Margin], picks: set) -> list[list]:
+def margin_records(found: list[Margin], picks: set) -> list[MarginValue]:
     """The rows of ``margins.csv``; ``picks`` holds the idents of the best-mask picks."""
     out = []
     for m in found:
         r = m.row
-        lo, hi = m.ci if m.ci else ("", "")
-        beats = "" if m.beats is None else int(m.beats)
-        out.append([r.model, r.scenario, r.protocol, r.fill, r.method, r.mask, m.control.method, m.metric,
-                    r.values[m.metric], m.control.values[m.metric], m.margin, lo, hi, m.n_paired, beats,
-                    int(r.ident in picks)])
+        lo, hi = m.ci if m.ci else (None, None)
+        out.append(MarginValue(r.run, r.method, r.mask, m.control.method, m.metric, r.values[m.metric],
+                               m.control.values[m.metric], m.margin, lo, hi, m.n_paired,
+                               None if m.beats is None else int(m.beats), int(r.ident in picks)))
     return out
 
 
 # -- files beside results.csv ------------------------------------------------------------------------
-def _sources(rows: list[Row], name: str) -> list[tuple[Path, tuple]]:
-    """(file ``name`` beside a results file that gave rows, the (model, scenario, protocol, fill) of that
-    file's rows), newest results file first; a file holding several such groups is an error naming it."""
+def _sources(rows: list[Row], name: str) -> list[tuple[Path, RunKey]]:
+    """(file ``name`` beside a results file that gave rows, the run key of that file's rows), newest results
+    file first; a file holding several run keys is an error naming it."""
     groups: dict[str, set] = {}
     for r in rows:
         groups.setdefault(r.source, set()).add(r.group)
@@ -143,31 +139,14 @@ def _sources(rows: list[Row], name: str) -> list[tuple[Path, tuple]]:
             continue
         if len(group) != 1:
             raise ReportInputError(f"{source}: a run folder should hold one model, scenario, protocol and fill "
-                                   f"to read its {name}, found {sorted(group)}")
+                                   f"to read its {name}, found {sorted(map(tuple, group))}")
         found.append((path, next(iter(group)), Path(source).stat().st_mtime))
     return [(p, g) for p, g, _ in sorted(found, key=lambda f: (f[2], str(f[0])), reverse=True)]
 
 
-def _records(path: Path, columns: list[str]):
-    with csv_records(path) as reader:
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ReportInputError(f"{path}: missing column(s) {missing}; give the file written by "
-                                   f"`main.py test --explain`")
-        yield from enumerate(reader, start=2)
-
-
-def _number(path: Path, line: int, rec: dict, column: str) -> float:
-    try:
-        v = float(rec[column])
-    except (TypeError, ValueError):
-        raise ReportInputError(f"{path}, line {line}: {column} is missing or not a number ({rec[column]!r})") from None
-    return v
-
-
 @dataclass
 class Curve:
-    group: tuple  # (model, scenario, protocol, fill)
+    group: RunKey
     method: str
     curve: str  # deletion | insertion
     fractions: np.ndarray
@@ -176,7 +155,7 @@ class Curve:
 
     @property
     def area(self) -> float:
-        return float(np.trapezoid(self.probs, self.fractions))
+        return float(area_under(self.fractions.tolist(), torch.from_numpy(self.probs)))
 
 
 def read_curves(rows: list[Row]) -> list[Curve]:
@@ -185,13 +164,10 @@ def read_curves(rows: list[Row]) -> list[Curve]:
     counts: dict[tuple, int] = {}
     for path, group in _sources(rows, "curves.csv"):
         mine: dict[tuple, list] = {}
-        for line, rec in _records(path, CURVE_COLUMNS):
-            if rec["curve"] not in CURVES:
-                raise ReportInputError(f"{path}, line {line}: curve is {rec['curve']!r}, "
-                                       f"expected {' or '.join(CURVES)}")
-            key = (group, rec["method"], rec["curve"])  # the group of its run's rows: their model label if split
-            mine.setdefault(key, []).append((_number(path, line, rec, "fraction"), _number(path, line, rec, "prob")))
-            counts.setdefault(key, int(_number(path, line, rec, "n")))
+        for _, point in CurvePoint.read(path, group):
+            key = (group, point.method, point.curve)  # the group of its run's rows: their model label if split
+            mine.setdefault(key, []).append((point.fraction, point.prob))
+            counts.setdefault(key, point.n)
         for key, pts in mine.items():
             points.setdefault(key, pts)
     out = []
@@ -202,31 +178,31 @@ def read_curves(rows: list[Row]) -> list[Curve]:
     return sorted(out, key=lambda c: (c.group, method_rank(c.method), c.method, CURVES.index(c.curve)))
 
 
-def curve_area_rows(curves: list[Curve]) -> list[list]:
+def curve_area_records(curves: list[Curve]) -> list[CurveArea]:
     areas: dict[tuple, dict] = {}
     for c in curves:
         areas.setdefault((c.group, c.method), {"n": c.n})[c.curve] = c.area
-    return [[*group, method, a.get("deletion", ""), a.get("insertion", ""), a["n"]]
-            for (group, method), a in areas.items()]
+    return [CurveArea(group, method, a.get("deletion"), a.get("insertion"), a["n"]) for (group, method), a in areas.items()]
 
 
 @dataclass
 class Sanity:
-    group: tuple  # (model, scenario, protocol, fill)
+    group: RunKey
     layers: list[str]  # in the cascade's order (the file's)
-    rows: list[list]  # SANITY_COLUMNS, numbers as floats
+    rows: list[SanityValue]
     flagged: list[str]
 
     def value(self, method: str, layer: str, similarity: str) -> float:
-        return next((r[3] for r in self.rows if r[:3] == [method, layer, similarity]), math.nan)
+        return next((r.value for r in self.rows if (r.method, r.layer, r.similarity) == (method, layer, similarity)),
+                    math.nan)
 
     @property
     def methods(self) -> list[str]:
-        return list(dict.fromkeys(r[0] for r in self.rows))
+        return list(dict.fromkeys(r.method for r in self.rows))
 
     @property
     def similarities(self) -> list[str]:
-        return list(dict.fromkeys(r[2] for r in self.rows))
+        return list(dict.fromkeys(r.similarity for r in self.rows))
 
 
 def read_sanity(rows: list[Row]) -> list[Sanity]:
@@ -234,25 +210,20 @@ def read_sanity(rows: list[Row]) -> list[Sanity]:
     runs: the newest)."""
     out: dict[tuple, Sanity] = {}
     for path, group in _sources(rows, "sanity.csv"):
-        table = []
-        for line, rec in _records(path, SANITY_COLUMNS):
-            table.append([rec["method"], rec["layer"], rec["similarity"],
-                          *(_number(path, line, rec, c) for c in ("value", "ci_low", "ci_high")),
-                          int(_number(path, line, rec, "n"))])
+        table = [value for _, value in SanityValue.read(path, group)]
         if table and group not in out:
-            layers = list(dict.fromkeys(r[1] for r in table))
+            layers = list(dict.fromkeys(r.layer for r in table))
             out[group] = Sanity(group, layers, table, still_similar(table, layers))
     return sorted(out.values(), key=lambda s: s.group)
 
 
-def read_localisation(rows: list[Row]) -> list[list]:
-    """The localisation rows (``LOCALISATION_REPORT_COLUMNS``: the file's and its run's fill) of the runs that
-    gave ``rows`` (a row in several runs: the newest)."""
-    out: dict[tuple, list] = {}
+def read_localisation(rows: list[Row]) -> list[LocalisationValue]:
+    """The localisation rows of the runs that gave ``rows`` (a row in several runs: the newest), each under the
+    run key of its run's results (their model label where split; the fill of runs written before the file
+    held it)."""
+    out: dict[tuple, LocalisationValue] = {}
     for path, group in _sources(rows, "localisation.csv"):
-        for line, rec in _records(path, LOCALISATION_COLUMNS):
-            value = _number(path, line, rec, "value")
-            row = [group[0], rec["scenario"], rec["method"], rec["mask"], rec["metric"], value,
-                   int(_number(path, line, rec, "n")), rec["protocol"], group[3]]  # its run's model label if split
-            out.setdefault((*row[:5], row[7], row[8]), row)
-    return sorted(out.values(), key=lambda r: (r[0], r[1], r[7], r[8], method_rank(r[2]), r[2]))
+        for _, value in LocalisationValue.read(path, group):
+            value = dataclasses.replace(value, key=dataclasses.replace(value.key, model=group.model, fill=group.fill))
+            out.setdefault((value.key, value.method, value.mask, value.metric), value)
+    return sorted(out.values(), key=lambda v: (v.key, method_rank(v.method), v.method))

@@ -232,8 +232,8 @@ def _localisation_tables(rows: list[list], picks: dict) -> dict[tuple, tuple[lis
     """Per (model, scenario, protocol, fill): one line per method, its per-map metrics and the precision
     and recall of its picked mask (``picks``: (group, method) -> mask)."""
     tables: dict[tuple, dict] = {}
-    for model, scenario, method, mask, metric, value, n, protocol, fill in rows:
-        group = (model, scenario, protocol, fill)
+    for row in rows:
+        group, method, mask, metric, value, n = row.key, row.method, row.mask, row.metric, row.value, row.n
         line = tables.setdefault(group, {}).setdefault(method, {"n": n})
         if not mask:
             line[metric] = value
@@ -266,10 +266,10 @@ def localisation_html(rows: list[list], picks: dict, split: list[str]) -> str:
     note = ("Per map: relevance mass and rank accuracy, the pointing game and the share of cells inside the "
             "truth (what a random map scores on the first two); per mask: precision and recall of each "
             "method's picked mask. Every mask: localisation.csv.")
-    if any(r[4] == "pointing_game" for r in rows):
+    if any(r.metric == "pointing_game" for r in rows):
         note += (" The pointing game scores a hit when any cell tied at the map's maximum lies in the truth "
                  "(as Quantus): a map constant over large regions wins it easily.")
-    if any(r[4] == "pointing_game" and r[2] == "lime" for r in rows):
+    if any(r.metric == "pointing_game" and r.method == "lime" for r in rows):
         note += (" LIME's maps are constant over each superpixel, so its maximum is a whole segment and a "
                  "segment touching the truth scores 1: its pointing game says little; read its rank accuracy.")
     return _section("Localisation against the ground truth", note, parts)

@@ -9,10 +9,11 @@ from explain.metrics import METRIC_NAMES
 from files import atomic_write, write_csv
 
 from . import checks_render as cr
-from .checks import (CURVE_AREA_COLUMNS, FLAG_METRIC, LOCALISATION_REPORT_COLUMNS, MARGIN_COLUMNS,
-                     SANITY_REPORT_COLUMNS, controls_of, curve_area_rows, margin_index, margin_rows, margins,
-                     not_beaten, read_curves, read_localisation, read_sanity)
-from .compare import DIFFERENCE_COLUMNS, PICK_COLUMNS, compare, difference_rows, pick_rows
+from explain.records import SETTINGS, CurveArea, LocalisationValue, MarginValue, SanityValue, write_records
+
+from .checks import (FLAG_METRIC, controls_of, curve_area_records, margin_index, margin_records, margins, not_beaten,
+                     read_curves, read_localisation, read_sanity)
+from .compare import compare, compared_setting, difference_rows, pick_rows
 from .render import comparison_markdown, markdown_table, overlap_lines, report_html, summary_markdown, title
 from .tables import (ReportInputError, best_rows, full_tables, method_label, metrics_of, read_results, score,
                      split_fields)
@@ -54,19 +55,21 @@ def read_checks(rows: list, summary: dict, n_boot: int, seed: int) -> dict:
 
 def write_checks(out: Path, checks: dict) -> None:
     if checks["margins"]:
-        write_csv(out / "margins.csv", MARGIN_COLUMNS, margin_rows(checks["margins"], checks["picked"]))
+        write_records(out / "margins.csv", margin_records(checks["margins"], checks["picked"]), MarginValue)
     if checks["curves"]:
-        write_csv(out / "curve_areas.csv", CURVE_AREA_COLUMNS, curve_area_rows(checks["curves"]))
+        write_records(out / "curve_areas.csv", curve_area_records(checks["curves"]), CurveArea)
     if checks["sanity"]:
-        write_csv(out / "sanity.csv", SANITY_REPORT_COLUMNS, [[*s.group, *r] for s in checks["sanity"] for r in s.rows])
+        write_records(out / "sanity.csv", [r for s in checks["sanity"] for r in s.rows], SanityValue)
     if checks["localisation"]:
-        write_csv(out / "localisation.csv", LOCALISATION_REPORT_COLUMNS, checks["localisation"])
+        write_records(out / "localisation.csv", checks["localisation"], LocalisationValue)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="main.py report", description=__doc__)
     p.add_argument("results", nargs="+", help="results.csv files or run folders (searched for results.csv); runs "
-                   "of one model and scenario under both protocols (study, corrected) are also compared")
+                   "of one model and scenario that differ in one setting (protocol, fill) are also compared")
+    p.add_argument("--compare", choices=SETTINGS, help="the setting to compare along where the runs differ in several "
+                   "(runs are paired where the others are equal); default: the one that differs (protocol where several do)")
     p.add_argument("--out", required=True, help="folder for the tables, summary.csv and report.html")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples per mean (0: no intervals)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
@@ -93,15 +96,17 @@ def build(args: argparse.Namespace) -> dict:
         attach_intervals(rows, args.bootstrap, args.seed)
     full, summary = full_tables(rows), best_rows(rows)
     split = split_fields(rows)
-    comparison = compare(rows, args.bootstrap, args.seed) if "protocol" in split else None
+    setting = compared_setting(rows, args.compare)
+    comparison = compare(rows, setting, args.bootstrap, args.seed) if setting else None
     checks = read_checks(rows, summary, args.bootstrap, args.seed)
     out.mkdir(parents=True, exist_ok=True)
     columns, table = summary_table(summary, split, checks)
     write_checks(out, checks)
     write_csv(out / "summary.csv", columns, [[*r[:4], f"{r[4]:.6f}", *r[5:]] for r in table])
     if comparison is not None:
-        write_csv(out / "comparison.csv", DIFFERENCE_COLUMNS, difference_rows(comparison))
-        write_csv(out / "picks.csv", PICK_COLUMNS, pick_rows(comparison))
+        differences, picks = comparison.columns()
+        write_csv(out / "comparison.csv", differences, difference_rows(comparison))
+        write_csv(out / "picks.csv", picks, pick_rows(comparison))
         atomic_write(out / "comparison.md", lambda f: f.write(comparison_markdown(comparison)))
     for key, table in full.items():
         stem = "_".join(key)

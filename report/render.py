@@ -84,10 +84,10 @@ def fmt_difference(d: Difference) -> str:
 
 
 def difference_table(diffs: list[Difference]) -> str:
-    """One line per (method, mask), one column per metric: corrected - study [95 % paired interval]."""
+    """One line per (method, mask), one column per metric: b - a [95 % paired interval]."""
     cells: dict[tuple, dict[str, str]] = {}
     for d in diffs:
-        cells.setdefault((d.study.method, d.study.mask), {})[d.metric] = fmt_difference(d)
+        cells.setdefault((d.a.method, d.a.mask), {})[d.metric] = fmt_difference(d)
     metrics = [m for m in METRIC_NAMES if any(d.metric == m for d in diffs)]
     head = ["", *(HEADERS[m] for m in metrics)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -98,17 +98,19 @@ def difference_table(diffs: list[Difference]) -> str:
 
 
 def comparison_markdown(comparison: Comparison, picked_only: bool = False) -> str:
-    """Per (model, scenario): the picks under each protocol and the differences (``picked_only``: only of
-    the masks some protocol picks)."""
-    parts = ["# Protocols compared: corrected - study", "",
-             "Differences of the means (corrected - study); brackets: 95 % paired bootstrap interval over the clips "
-             "both runs explained. Each protocol's best masks by the study's rule applied to that protocol's "
+    """Per (model, scenario): the picks on each side and the differences (``picked_only``: only of the masks
+    some side picks)."""
+    a, b = comparison.names
+    setting, plural = comparison.setting, comparison.plural
+    parts = [f"# {plural.capitalize()} compared: {b} - {a}", "",
+             f"Differences of the means ({b} - {a}); brackets: 95 % paired bootstrap interval over the clips "
+             f"both runs explained. Each {setting}'s best masks by the study's rule applied to that {setting}'s "
              "rows alone.", "", *(f"- {note}" for note in comparison.notes), ""]
     for pair, diffs in comparison.differences.items():
         picks = comparison.picks[pair]
-        chosen = {(p.method, p.study) for p in picks} | {(p.method, p.corrected) for p in picks}
-        shown = [d for d in diffs if (d.study.method, d.study.mask) in chosen] if picked_only else diffs
-        parts += [f"## {title(pair)}: protocols compared", "", "Best mask per method:",
+        chosen = {(p.method, p.a) for p in picks} | {(p.method, p.b) for p in picks}
+        shown = [d for d in diffs if (d.a.method, d.a.mask) in chosen] if picked_only else diffs
+        parts += [f"## {title(pair)}: {plural} compared", "", "Best mask per method:",
                   *(f"- {p.line()}" for p in picks), "",
                   "Differences of the masks picked:" if picked_only else "Differences, every mask:", "",
                   difference_table(shown), ""]
@@ -119,9 +121,12 @@ def comparison_html(comparison: Comparison) -> str:
     out = []
     for pair, diffs in comparison.differences.items():
         picks = comparison.picks[pair]
-        out.append(f"<h2>{html.escape(title(pair))}: study and corrected protocols compared</h2>")
-        out.append("<p class='note'>Cells: the study mean, the corrected mean, their difference (corrected - "
-                   "study) and its 95 % paired bootstrap interval over the clips both runs explained.</p>")
+        a, b = comparison.names
+        out.append(f"<h2>{html.escape(title(pair))}: {html.escape(a)} and {html.escape(b)} {comparison.plural} "
+                   f"compared</h2>")
+        out.append(f"<p class='note'>Cells: the {html.escape(a)} mean, the {html.escape(b)} mean, their difference "
+                   f"({html.escape(b)} - {html.escape(a)}) and its 95 % paired bootstrap interval over the clips both "
+                   f"runs explained.</p>")
         out += [f"<p class='note'>{html.escape(note)}</p>" for note in comparison.notes
                 if note.startswith(title(pair) + ":")]
         out.append("<h3>Best mask per method</h3><ul>"
@@ -129,13 +134,13 @@ def comparison_html(comparison: Comparison) -> str:
                              f"</li>" for p in picks) + "</ul>")
         by_method: dict[str, list[Difference]] = {}
         for d in diffs:
-            by_method.setdefault(d.study.method, []).append(d)
+            by_method.setdefault(d.a.method, []).append(d)
         for method, group in by_method.items():
             rows: dict[str, dict[str, str]] = {}
             for d in group:
                 ci = f"<br><span class='ci'>{html.escape(fmt_difference(d))}</span>"
-                rows.setdefault(d.study.mask, {})[d.metric] = \
-                    f"<td>{fmt(d.study.values[d.metric])} → {fmt(d.corrected.values[d.metric])}{ci}</td>"
+                rows.setdefault(d.a.mask, {})[d.metric] = \
+                    f"<td>{fmt(d.a.values[d.metric])} → {fmt(d.b.values[d.metric])}{ci}</td>"
             metrics = [m for m in METRIC_NAMES if any(d.metric == m for d in group)]
             head = "".join(f"<th>{html.escape(h)}</th>" for h in ["mask", *(HEADERS[m] for m in metrics)])
             body = "".join(f"<tr><td>{html.escape(mask)}</td>{''.join(cells.get(m, '<td></td>') for m in metrics)}"

@@ -28,50 +28,46 @@ controls alone is scaled over its own rows.
 """
 from __future__ import annotations
 
-import contextlib
-import csv
+import dataclasses
 import hashlib
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from errors import UsageValueError
 from explain import METHODS
-from explain.masks import FILLS, MASK_NAMES
-from explain.metrics import HIGHER_IS_BETTER, METRIC_NAMES, RESULT_COLUMNS, STUDY_METRICS
-from explain.protocol import PROTOCOLS
+from explain.masks import MASK_NAMES
+from explain.metrics import HIGHER_IS_BETTER, METRIC_NAMES, STUDY_METRICS
+from explain.records import KEY_FIELDS, SETTING_CHOICES, SETTINGS, RecordError, Result, RunKey
 
 CLIP = 1e-9
-UNLABELLED = "corrected"  # the protocol of files without a protocol column
-UNFILLED = "floor"  # the fill of files without a fill column
-# what every results file has; metrics added after the study's seven (and the protocol) may be missing
-REQUIRED = ["model", "scenario", "method", "mask", "n", *STUDY_METRICS]
 
 
-class ReportInputError(UsageValueError):
-    pass
-
+ReportInputError = RecordError  # a file given to the report that is not what `test --explain` writes
 
 @dataclass
 class Row:
-    model: str
-    scenario: str
+    """A row of a results file as the report reads it: its run key (``run``; its fields read as the row's
+    own: ``row.model``, ``row.protocol``), where it came from, and what the report adds (score, intervals)."""
+    run: RunKey
     method: str
     mask: str
     n: int
     values: dict[str, float]
     source: str
     line: int
-    protocol: str = UNLABELLED
-    fill: str = UNFILLED
     score: float = math.nan
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     identity: dict[str, str] = field(default_factory=dict)  # RunIdentity of its run: "" where unknown
     label: str = ""  # the model label in its file; ``model`` gains the run's identity when rows are split
 
     def __post_init__(self):
-        self.label = self.label or self.model
+        self.label = self.label or self.run.model
+
+    def __getattr__(self, name: str):
+        if name in KEY_FIELDS and "run" in self.__dict__:
+            return getattr(self.run, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -89,13 +85,13 @@ class Row:
 
     @property
     def ident(self) -> tuple[str, ...]:
-        """What makes a row unique: its key under its protocol and fill."""
-        return (*self.key, self.protocol, self.fill)
+        """What makes a row unique: its key under its settings (protocol, fill)."""
+        return (*self.key, *self.run.settings().values())
 
     @property
-    def group(self) -> tuple[str, ...]:
-        """The rows a row is scaled and picked among: its model and scenario under its protocol and fill."""
-        return (self.model, self.scenario, self.protocol, self.fill)
+    def group(self) -> RunKey:
+        """The rows a row is scaled and picked among: those of its run key."""
+        return self.run
 
     @property
     def control(self) -> bool:
@@ -154,8 +150,8 @@ def split_identities(rows: list[Row]) -> list[str]:
     for name, what, scope, value, suffix in IDENTITIES:
         among: dict[tuple, dict[str, set]] = {}
         for r in rows:
-            among.setdefault((r.protocol, r.fill, *scope(r)), {}).setdefault(value(r), set()).add(r.source)
-        for where, found in sorted(among.items()):
+            among.setdefault((tuple(r.run.settings().values()), *scope(r)), {}).setdefault(value(r), set()).add(r.source)
+        for (settings, *where), found in sorted(among.items()):
             if len(found) < 2:
                 continue
             for v, sources in found.items():
@@ -163,13 +159,13 @@ def split_identities(rows: list[Row]) -> list[str]:
                     suffixes.setdefault(source, []).append(f"{name}-{suffix(v)}")
             kinds = "; ".join(f"{name}-{suffix(v)}: {', '.join(sorted(str(Path(s).parent) for s in src))}"
                               for v, src in sorted(found.items()))
-            notes.append(f"{' / '.join(where[2:-1] if name != 'weights' else where[2:])} ({where[0]}, {where[1]}"
+            notes.append(f"{' / '.join(where[:-1] if name != 'weights' else where)} ({', '.join(settings)}"
                          f"{'' if name == 'weights' else ', weights ' + (where[-1][:8] or 'unknown')}): rows of "
                          f"{len(found)} different {what} "
                          f"({kinds}); each is labelled with its {name} and scaled and picked on its own")
     for r in rows:
         if r.source in suffixes:
-            r.model = "@".join([r.label, *dict.fromkeys(suffixes[r.source])])
+            r.run = dataclasses.replace(r.run, model="@".join([r.label, *dict.fromkeys(suffixes[r.source])]))
     return notes
 
 
@@ -198,61 +194,19 @@ def find_results(paths: list[str | Path]) -> list[tuple[Path, Path | None]]:
     return found
 
 
-@contextlib.contextmanager
-def csv_records(path: Path):
-    """A ``csv.DictReader`` over ``path``; text that is not UTF-8 or not CSV is an error naming the file."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            yield csv.DictReader(f)
-    except UnicodeDecodeError as err:
-        raise ReportInputError(f"{path} is not UTF-8 text ({err.reason}); give the files written by "
-                               f"`main.py test --explain`") from None
-    except csv.Error as err:
-        raise ReportInputError(f"{path} is not a CSV table ({err}); give the files written by "
-                               f"`main.py test --explain`") from None
-
-
 def read_file(path: Path) -> list[Row]:
     """The rows of one result CSV; a row missing a metric of its file, or a (model, scenario, method, mask)
     seen twice under one protocol in it, is an error naming the line."""
     rows: list[Row] = []
     seen: dict[tuple, str] = {}
     identity = run_identity(path)
-    with csv_records(path) as reader:
-        labelled = "protocol" in (reader.fieldnames or [])
-        filled = "fill" in (reader.fieldnames or [])
-        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ReportInputError(f"{path}: missing column(s) {missing}; expected {','.join(RESULT_COLUMNS)}")
-        metrics = [m for m in METRIC_NAMES if m in reader.fieldnames]
-        for line, rec in enumerate(reader, start=2):
-            where = f"{path}, line {line}"
-            values = {}
-            for m in metrics:
-                try:
-                    values[m] = float(rec[m])
-                except (TypeError, ValueError):
-                    raise ReportInputError(f"{where}: metric {m} is missing or not a number ({rec[m]!r})") from None
-                if not math.isfinite(values[m]):
-                    raise ReportInputError(f"{where}: metric {m} is {rec[m]}")
-            if rec["mask"] not in MASK_NAMES:
-                raise ReportInputError(f"{where}: unknown mask {rec['mask']!r}")
-            try:
-                n = int(float(rec["n"]))
-            except (TypeError, ValueError):
-                raise ReportInputError(f"{where}: n is not a count ({rec['n']!r})") from None
-            protocol = rec["protocol"] if labelled else UNLABELLED
-            if protocol not in PROTOCOLS:
-                raise ReportInputError(f"{where}: protocol is {protocol!r}, expected one of {', '.join(PROTOCOLS)}")
-            fill = rec["fill"] if filled else UNFILLED
-            if fill not in FILLS:
-                raise ReportInputError(f"{where}: fill is {fill!r}, expected one of {', '.join(FILLS)}")
-            row = Row(rec["model"], rec["scenario"], rec["method"], rec["mask"], n, values, str(path), line, protocol,
-                      fill, identity=identity)
-            if row.ident in seen:
-                raise ReportInputError(f"{where}: {','.join(row.key)} duplicates {seen[row.ident]}")
-            seen[row.ident] = where
-            rows.append(row)
+    for line, rec in Result.read(path):
+        where = f"{path}, line {line}"
+        row = Row(rec.key, rec.method, rec.mask, rec.n, dict(rec.values), str(path), line, identity=identity)
+        if row.ident in seen:
+            raise ReportInputError(f"{where}: {','.join(row.key)} duplicates {seen[row.ident]}")
+        seen[row.ident] = where
+        rows.append(row)
     return rows
 
 
@@ -300,9 +254,9 @@ def _same(row: Row) -> tuple:
     return (*row.ident, _weights(row), _clips(row))
 
 
-def scaled_with(row: Row) -> tuple[str, str, str]:
-    """The rows a row is min-max scaled among: its (protocol, fill), and its model where it was split."""
-    return (row.protocol, row.fill, row.model if row.split else "")
+def scaled_with(row: Row) -> tuple[str, ...]:
+    """The rows a row is min-max scaled among: its settings (protocol, fill), and its model where it was split."""
+    return (*row.run.settings().values(), row.model if row.split else "")
 
 
 def normalised(rows: list[Row]) -> list[dict[str, float]]:
@@ -358,17 +312,14 @@ def method_rank(name: str) -> int:
 
 
 def _order(row: Row) -> tuple:
-    return (row.model, row.scenario, PROTOCOLS.index(row.protocol), FILLS.index(row.fill), method_rank(row.method),
+    return (row.model, row.scenario, *(SETTING_CHOICES[f].index(getattr(row, f)) for f in SETTINGS), method_rank(row.method),
             row.method, MASK_NAMES.index(row.mask))
 
 
-def several_protocols(rows: list[Row]) -> bool:
-    return len({r.protocol for r in rows}) > 1
-
-
 def split_fields(rows: list[Row]) -> list[str]:
-    """Which of ``protocol`` and ``fill`` take more than one value in ``rows``: tables are split by these."""
-    return [f for f in ("protocol", "fill") if len({getattr(r, f) for r in rows}) > 1]
+    """Which settings of the run key (protocol, fill) take more than one value in ``rows``: tables are split by
+    these."""
+    return [f for f in SETTINGS if len({getattr(r, f) for r in rows}) > 1]
 
 
 def full_tables(rows: list[Row]) -> dict[tuple[str, ...], list[Row]]:

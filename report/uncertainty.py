@@ -7,30 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from explain.bootstrap import bootstrap_ci
 from explain.metrics import METRIC_NAMES
 
-from .tables import ReportInputError, Row, csv_records
+from explain.records import ClipValues, csv_records
 
-
-def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values``.
-
-    Example:
-        >>> bootstrap_ci([2.0, 2.0, 2.0])
-        (2.0, 2.0)
-    """
-    x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    chunk = max(1, 2_000_000 // x.size)  # bounded memory for long columns
-    for start in range(0, n_boot, chunk):
-        stop = min(n_boot, start + chunk)
-        means[start:stop] = x[rng.integers(0, x.size, (stop - start, x.size))].mean(1)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return (float(lo), float(hi))
+from .tables import ReportInputError, Row
 
 
 def read_per_clip(results_csv: Path) -> dict[tuple[str, str, str, str], dict[str, np.ndarray]]:
@@ -43,25 +25,19 @@ def read_clip_values(results_csv: Path) -> dict[tuple[str, str, str, str], tuple
     per_clip = results_csv.with_name("per_clip.csv")
     if not per_clip.is_file():
         return {}
-    with csv_records(results_csv) as reader:
+    with csv_records(results_csv) as reader:  # read and checked in full by the report already
         labels = {(r["model"], r["scenario"]) for r in reader}
     if len(labels) != 1:
         raise ReportInputError(f"{results_csv}: a run folder should hold one model and scenario, found {sorted(labels)}")
     model, scenario = labels.pop()
     cols: dict[tuple, dict[str, list[float]]] = {}
     clips: dict[tuple, list[str]] = {}
-    with csv_records(per_clip) as reader:
-        metrics = [m for m in METRIC_NAMES if m in (reader.fieldnames or [])]  # older runs lack newer metrics
-        for line, rec in enumerate(reader, start=2):
-            key = (model, scenario, rec["method"], rec["mask"])
-            store = cols.setdefault(key, {m: [] for m in metrics})
-            try:
-                values = [float(rec[m]) for m in metrics]
-            except (KeyError, TypeError, ValueError):
-                raise ReportInputError(f"{per_clip}, line {line}: a metric value is missing or not a number") from None
-            for m, v in zip(metrics, values):
-                store[m].append(v)
-            clips.setdefault(key, []).append(rec.get("clip") or "")
+    for _, rec in ClipValues.read(per_clip):
+        key = (model, scenario, rec.method, rec.mask)
+        store = cols.setdefault(key, {m: [] for m in rec.values})
+        for m, v in rec.values.items():
+            store[m].append(v)
+        clips.setdefault(key, []).append(rec.clip)
     return {k: (clips[k], {m: np.asarray(v) for m, v in d.items()}) for k, d in cols.items()}
 
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from explain.localisation import (LOCALISATION_COLUMNS, MAP_METRICS, MASK_METRICS, Localisation, box_bins,
+from explain.localisation import (MAP_METRICS, MASK_METRICS, Localisation, box_bins,
                                   box_frames, mask_precision_recall, pointing_game, relevance_mass,
                                   relevance_rank)
+from explain.records import LocalisationValue
 from lightning_modules.features import MeldB, STFTdB
 
 
@@ -134,7 +135,7 @@ def test_explained_quickstart_maps_fall_in_the_synthetic_boxes(explained_run):
     attribution lies in the planted box more than a random map's would (the box's share of the cells)."""
     out, stdout = explained_run
     with open(out / "localisation.csv") as f:
-        assert f.readline().strip() == ",".join(LOCALISATION_COLUMNS)
+        assert f.readline().strip() == ",".join(LocalisationValue.columns())
     rows = read_rows(out / "localisation.csv")
     clips = read_rows(out / "per_clip.csv")
     methods = sorted({r["method"] for r in clips})

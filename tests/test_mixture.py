@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader
 from datamodules import ESC50DataModule
 from datamodules.noise import mix_parts, mixture_partners
 from errors import UsageValueError
-from explain.localisation import LOCALISATION_COLUMNS, ideal_binary_mask
+from explain.localisation import ideal_binary_mask
+from explain.records import LocalisationValue
 from lightning_modules.features import MeldB, STFTdB
 from tests.helpers import run_here
 
@@ -104,7 +105,7 @@ def test_mixture_through_the_cli_scores_localisation_on_the_clips_still_recognis
                     cwd=work)
     out = next((work / "runs" / "mini").glob("test-*/explain"))
     with open(out / "localisation.csv") as f:
-        assert f.readline().strip() == ",".join(LOCALISATION_COLUMNS)
+        assert f.readline().strip() == ",".join(LocalisationValue.columns())
     with open(out / "localisation.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     with open(out / "per_clip.csv", newline="") as f:

@@ -10,14 +10,14 @@ import pytest
 
 from explain import METHODS
 from explain.base import AttributionMethod
-from explain.metrics import RESULT_COLUMNS
+from explain.records import Result
 from report.cli import SUMMARY_COLUMNS, build, parse
 from report.render import summary_markdown
 from report.tables import ReportInputError, best_rows, full_tables, read_results, score
 from report.uncertainty import bootstrap_ci
 from tests.helpers import ROOT, run_cli, run_here
 
-HEADER = ",".join(RESULT_COLUMNS)
+HEADER = ",".join(Result.columns())
 STUDY = ROOT / "tests" / "data" / "study_clean_results.csv"
 
 
@@ -29,12 +29,12 @@ def write(path: Path, *lines: str) -> Path:
 def row(method, mask, ff, ad, scenario="clean", protocol="corrected", **other):
     v = {"model": "mel", "scenario": scenario, "method": method, "mask": mask, "n": 400, "FF": ff, "AD": ad, "AI": 10,
          "AG": 5, "FidIn": 0.5, "SPS": 0.3, "COMP": 9, "COMPn": 0.9, "protocol": protocol, "fill": "floor", **other}
-    return ",".join(str(v[c]) for c in RESULT_COLUMNS)
+    return ",".join(str(v[c]) for c in Result.columns())
 
 
 def test_the_columns_are_the_documented_ones():
     readme = (ROOT / "README.md").read_text()
-    assert f"`results.csv` has the columns `{','.join(RESULT_COLUMNS)}`" in readme
+    assert f"`results.csv` has the columns `{','.join(Result.columns())}`" in readme
     assert f"`summary.csv` (`{','.join(SUMMARY_COLUMNS)}`)" in readme
 
 

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explain.curves import CURVE_COLUMNS
-from explain.localisation import LOCALISATION_COLUMNS
-from explain.metrics import CLIP_COLUMNS, HIGHER_IS_BETTER, METRIC_NAMES, RESULT_COLUMNS
-from explain.sanity import LAYERS, SANITY_COLUMNS, STILL_SIMILAR
+from explain.metrics import HIGHER_IS_BETTER, METRIC_NAMES
+from explain.records import ClipValues, CurvePoint, LocalisationValue, Result, SanityValue
+from explain.sanity import LAYERS, STILL_SIMILAR
 from report.checks import NOISE, margin_of
 from report.cli import build, main, parse
 from report.tables import best_rows, read_results, score
@@ -19,6 +18,9 @@ from tests.helpers import read_csv, run_here
 
 CLIPS = [f"c{i:02d}.wav" for i in range(40)]
 MASKS = ("bin", "minmax", "sigmoid")
+
+# localisation.csv as runs wrote it before it held the fill: the report takes the fill from the run
+OLD_LOCALISATION = [c for c in LocalisationValue.columns() if c != "fill"]
 
 
 def write_table(path: Path, columns, rows) -> Path:
@@ -45,8 +47,8 @@ def make_run(folder: Path, per_clip: dict, protocol="corrected", fill="floor", s
         results.append(["mel", scenario, method, mask, len(clips), *(values[m].mean() for m in METRIC_NAMES),
                         protocol, fill])
         lines += [[c, 0, 0, 1, method, mask, *(values[m][i] for m in METRIC_NAMES)] for i, c in enumerate(clips)]
-    write_table(folder / "results.csv", RESULT_COLUMNS, results)
-    write_table(folder / "per_clip.csv", CLIP_COLUMNS, lines)
+    write_table(folder / "results.csv", Result.columns(), results)
+    write_table(folder / "per_clip.csv", ClipValues.columns(), lines)
     return folder
 
 
@@ -194,7 +196,7 @@ def test_protocols_are_compared_within_each_fill(tmp_path):
     differences = result["comparison"].differences
     assert sorted(differences) == [("mel", "clean", "clip_mean"), ("mel", "clean", "floor")]
     for (_, _, fill), diffs in differences.items():
-        assert all(d.study.fill == d.corrected.fill == fill for d in diffs)
+        assert all(d.a.fill == d.b.fill == fill and (d.a.protocol, d.b.protocol) == ("study", "corrected") for d in diffs)
         assert {d.difference for d in diffs if d.metric == "FF"} == {0.125}
 
 
@@ -210,7 +212,7 @@ def write_curves(run: Path, methods, seed=0) -> None:
             probs = rng.random(len(FRACTIONS))
             rows += [["mel", "clean", method, curve, f, p, len(CLIPS), "corrected", "floor"]
                      for f, p in zip(FRACTIONS, probs)]
-    write_table(run / "curves.csv", CURVE_COLUMNS, rows)
+    write_table(run / "curves.csv", CurvePoint.columns(), rows)
 
 
 def trapezoid_by_hand(x, y) -> float:
@@ -244,7 +246,7 @@ def write_sanity(run: Path) -> None:
         for kind in ("spearman", "spearman_abs", "ssim"):
             rows.append(["saliency", layer, kind, 0.9 / (i + 1) - 0.1, 0.0, 0.0, 4])
             rows.append(["lime", layer, kind, 1.0, 1.0, 1.0, 4])
-    write_table(run / "sanity.csv", SANITY_COLUMNS, rows)
+    write_table(run / "sanity.csv", SanityValue.columns(key=False), rows)
 
 
 def test_the_sanity_section_lists_layers_in_order_and_marks_a_flat_method(flagged_run, tmp_path, capsys):
@@ -272,7 +274,7 @@ def write_localisation(run: Path, scenario: str, mass: float) -> None:
             ["mel", scenario, "saliency", "", "truth_area", 0.2, 30, "corrected"]]
     rows += [["mel", scenario, "saliency", m, metric, 0.1 * (k + 1) + (0.05 if metric == "recall" else 0), 30,
               "corrected"] for k, m in enumerate(MASKS) for metric in ("precision", "recall")]
-    write_table(run / "localisation.csv", LOCALISATION_COLUMNS, rows)
+    write_table(run / "localisation.csv", OLD_LOCALISATION, rows)
 
 
 def test_localisation_is_merged_across_runs_and_shown(tmp_path, capsys):
@@ -283,7 +285,7 @@ def test_localisation_is_merged_across_runs_and_shown(tmp_path, capsys):
     main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--bootstrap", "0"])
     printed = capsys.readouterr().out
     merged = read_csv(tmp_path / "out" / "localisation.csv")
-    assert list(merged[0]) == [*LOCALISATION_COLUMNS, "fill"]
+    assert list(merged[0]) == LocalisationValue.columns()  # the fill added from the run
     assert len(merged) == 2 * (2 + 2 * len(MASKS)) and {r["scenario"] for r in merged} == {"clean", "noisy"}
     # the pick is sigmoid (the largest FF): its precision and recall are shown beside the map's metrics
     assert "| Saliency | sigmoid | 0.6250 | 0.2000 | 0.3000 | 0.3500 | 30 |" in printed
@@ -328,3 +330,35 @@ def test_report_of_a_real_run_with_controls(controlled_run, tmp_path):
         assert lo <= margin <= hi
         # beaten when the interval clears 0 by more than float noise (FF and random's FF lie in [-1, 1])
         assert ("random" in summary[method]["not_above"].split(",")) == (lo <= NOISE)
+
+
+def test_runs_that_differ_only_in_fill_are_compared_like_protocols(tmp_path, capsys):
+    """The comparison is of any setting of the run key: clip_mean - floor, with paired intervals and picks."""
+    values = {("saliency", m): shifted(base_values(0), FF=k / 4) for k, m in enumerate(MASKS)}
+    other = {key: shifted(v, FF=-v["FF"] + (1 if key[1] == "minmax" else 0)) for key, v in values.items()}
+    make_run(tmp_path / "runs" / "a", values, fill="floor")
+    make_run(tmp_path / "runs" / "b", other, fill="clip_mean")
+    main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--bootstrap", "50"])
+    printed = capsys.readouterr().out
+    rows = read_csv(tmp_path / "out" / "comparison.csv")
+    assert list(rows[0])[:8] == ["model", "scenario", "method", "mask", "metric", "floor", "clip_mean", "difference"]
+    ff = {r["mask"]: float(r["difference"]) for r in rows if r["metric"] == "FF"}
+    # the difference is clip_mean - floor, computed here from the values each run was given
+    assert ff == pytest.approx({m: float(np.mean(np.asarray(other[("saliency", m)]["FF"])
+                                                  - np.asarray(values[("saliency", m)]["FF"]))) for m in MASKS})
+    picks = read_csv(tmp_path / "out" / "picks.csv")
+    assert picks == [{"model": "mel", "scenario": "clean", "method": "saliency", "floor": "sigmoid",
+                      "clip_mean": "minmax", "changed": "1"}]
+    assert "# Fills compared: clip_mean - floor" in (tmp_path / "out" / "comparison.md").read_text()
+    assert "Saliency: floor picks sigmoid, clip_mean picks minmax" in printed
+    assert "floor and clip_mean fills compared" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_runs_that_differ_in_two_settings_are_an_error_naming_them(tmp_path):
+    values = {("saliency", m): shifted(base_values(0), FF=k / 4) for k, m in enumerate(MASKS)}
+    make_run(tmp_path / "runs" / "a", values, protocol="study", fill="floor")
+    make_run(tmp_path / "runs" / "b", values, protocol="corrected", fill="clip_mean")
+    with pytest.raises(ValueError, match="no two runs given differ in protocol alone \\(they differ in protocol and fill\\)"):
+        build(parse([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--bootstrap", "0"]))
+    with pytest.raises(ValueError, match="no two runs given differ in fill alone"):
+        build(parse([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--bootstrap", "0", "--compare", "fill"]))

@@ -1,6 +1,7 @@
 """The report of runs explained under the two protocols: rows kept apart, the rule applied per protocol,
 and the comparison (differences with paired intervals, picks)."""
 import csv
+import dataclasses
 import hashlib
 import json
 import math
@@ -9,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explain.metrics import CLIP_COLUMNS, METRIC_NAMES, RESULT_COLUMNS, STUDY_METRICS
+from explain.metrics import METRIC_NAMES, STUDY_METRICS
+from explain.records import ClipValues, Result
 from report.cli import build, parse
 from report.compare import paired_differences
 from report.tables import ReportInputError, best_rows, read_results, score
@@ -139,7 +141,7 @@ def test_each_protocol_picks_as_a_report_of_its_run_alone(two_protocols):
     mixed = read_results([study, corrected])
     protocols = [r.protocol for r in mixed]
     for r in mixed:
-        r.protocol = "study"
+        r.run = dataclasses.replace(r.run, protocol="study")
     score(mixed)
     one_rule = {(r.model, r.scenario, r.method): r.mask for r, p in zip(mixed, protocols) if p == "study"
                 and r.score == max(o.score for o, q in zip(mixed, protocols) if q == p and o.key[:3] == r.key[:3])}
@@ -207,18 +209,18 @@ def write_run(folder: Path, protocol: str, clips: dict[str, dict[tuple, dict[str
     keys = sorted({k for per in clips.values() for k in per})
     with open(folder / "per_clip.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(CLIP_COLUMNS)
+        w.writerow(ClipValues.columns())
         for method, mask in keys:
             for clip, per in clips.items():
                 w.writerow([clip, 0, 0, 1, method, mask, *(per[(method, mask)][m] for m in METRIC_NAMES)])
     with open(folder / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(RESULT_COLUMNS)
+        w.writerow(Result.columns())
         for method, mask in keys:
             v = {m: np.mean([per[(method, mask)][m] for per in clips.values()]) for m in METRIC_NAMES}
             v.update(model="mel", scenario="clean", method=method, mask=mask, n=len(clips), protocol=protocol,
                      fill="floor")
-            w.writerow([v[c] for c in RESULT_COLUMNS])
+            w.writerow([v[c] for c in Result.columns()])
     return folder
 
 

@@ -69,8 +69,8 @@ def test_a_map_that_ignores_the_model_stays_similar_while_saliency_falls():
     rows = sanity_rows(result)
     assert len(rows) == 2 * len(LAYERS) * 3
     assert still_similar(rows) == ["energy"]
-    for method, layer, kind, value, lo, hi, n in rows:
-        assert lo <= value <= hi and n == 6
+    for row in rows:
+        assert row.ci_low <= row.value <= row.ci_high and row.n == 6
 
 
 def test_similarities_against_scipy_and_skimage():

@@ -1,0 +1,311 @@
+"""What the output files hold, stated once: the run key, and one record type per file.
+
+A ``RunKey`` names what a row's numbers belong to: the model and scenario explained and the settings that
+change the numbers (protocol, fill). Rows of different keys never share a scaling, and two runs whose keys
+differ in one setting can be compared (``report``). Adding a key is one field of ``RunKey``, with its
+default for files written before it and its allowed values: every file that carries the key gets the
+column, every reader its old-file default.
+
+Each output file is a list of records of one dataclass: its columns come from the fields (a ``key`` field
+spreads into the key's columns: ``model, scenario`` before the record's own columns and the settings after
+them, or the whole key first where the record's ``KEY_FIRST`` says so; a ``values`` field spreads into one
+column per metric it holds), ``row()`` writes a record and ``read()`` reads a file back with errors that
+name the file and line, and old files' defaults.
+
+Example:
+    >>> r = Result(RunKey("mel", "clean"), "saliency", "bin", 3, {"FF": 0.5, "AI": 10.0})
+    >>> Result.columns(metrics=["FF", "AI"])
+    ['model', 'scenario', 'method', 'mask', 'n', 'FF', 'AI', 'protocol', 'fill']
+    >>> r.row(metrics=["FF", "AI"])
+    ['mel', 'clean', 'saliency', 'bin', 3, 0.5, 10.0, 'corrected', 'floor']
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from errors import UsageValueError
+from files import write_csv
+
+from .masks import FILLS, MASK_NAMES
+from .metrics import METRIC_NAMES, STUDY_METRICS
+from .protocol import PROTOCOLS
+
+
+class RecordError(UsageValueError):
+    """A file that is not what ``main.py test --explain`` or ``report`` writes."""
+
+
+def _setting(default: str, choices: Sequence[str], study: str, plural: str) -> dataclasses.Field:
+    """A setting of the run key: ``default`` for files written before it existed, its allowed ``choices``, the
+    value of the ``study`` (the side a comparison subtracts), and its ``plural`` in the report's words."""
+    return field(default=default, metadata={"choices": tuple(choices), "study": study, "plural": plural})
+
+
+@dataclass(frozen=True, order=True)
+class RunKey:
+    """What a row's numbers belong to. The fields after ``model`` and ``scenario`` are settings: each has
+    the default that files written before it existed are read with, and its allowed values."""
+    model: str
+    scenario: str
+    protocol: str = _setting("corrected", PROTOCOLS, "study", "protocols")
+    fill: str = _setting("floor", FILLS, "floor", "fills")
+
+    def __iter__(self):  # unpacks as the tuple of its fields' values
+        return iter(dataclasses.astuple(self))
+
+    def settings(self) -> dict[str, str]:
+        return {f: getattr(self, f) for f in SETTINGS}
+
+    def title(self, shown: Iterable[str] = ()) -> str:
+        """``model / scenario``, then the settings named in ``shown`` (those that vary in a report)."""
+        return " / ".join([self.model, self.scenario, *(getattr(self, f) for f in SETTINGS if f in shown)])
+
+
+KEY_FIELDS = tuple(f.name for f in dataclasses.fields(RunKey))
+SETTINGS = KEY_FIELDS[2:]
+SETTING_CHOICES = {f.name: f.metadata["choices"] for f in dataclasses.fields(RunKey) if f.metadata}
+SETTING_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunKey) if f.metadata}
+SETTING_STUDY = {f.name: f.metadata["study"] for f in dataclasses.fields(RunKey) if f.metadata}
+SETTING_PLURALS = {f.name: f.metadata["plural"] for f in dataclasses.fields(RunKey) if f.metadata}
+
+
+def check_setting(name: str, value: str, where: str) -> str:
+    """``value`` if it is one of the setting's allowed values, else an error naming ``where`` it was found."""
+    if value not in SETTING_CHOICES[name]:
+        raise RecordError(f"{where}: {name} is {value!r}, expected one of {', '.join(SETTING_CHOICES[name])}")
+    return value
+
+
+# -- reading and writing ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def csv_records(path: Path):
+    """A ``csv.DictReader`` over ``path``; text that is not UTF-8 or not CSV is an error naming the file."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            yield csv.DictReader(f)
+    except UnicodeDecodeError as err:
+        raise RecordError(f"{path} is not UTF-8 text ({err.reason}); give the files written by "
+                          f"`main.py test --explain`") from None
+    except csv.Error as err:
+        raise RecordError(f"{path} is not a CSV table ({err}); give the files written by "
+                          f"`main.py test --explain`") from None
+
+
+def _parse(kind, text: str | None, column: str, where: str):
+    if kind is str:
+        return text if text is not None else ""
+    optional = type(None) in typing.get_args(kind)
+    if optional and text in ("", None):
+        return None
+    base = next((k for k in typing.get_args(kind) if k is not type(None)), kind)
+    try:
+        value = float(text)
+        if base is int:
+            return int(value)
+    except (TypeError, ValueError):
+        raise RecordError(f"{where}: {column} is missing or not a number ({text!r})") from None
+    return value
+
+
+class Record:
+    """The columns, writing and reading of a record dataclass (see the module's text)."""
+
+    KEY_FIRST = False  # the whole run key before the record's own columns (else model, scenario ... settings)
+    REQUIRED_METRICS = STUDY_METRICS  # a ``values`` field: the metrics every file has (newer ones may be missing)
+    OPTIONAL = ()  # columns that files written before them lack (read as empty)
+    VALUES_AFTER = ""  # a ``values`` field: the column its metrics follow
+
+    @classmethod
+    def _own(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if f.name not in ("key", "values")]
+
+    @classmethod
+    def keyed(cls) -> bool:
+        return any(f.name == "key" for f in dataclasses.fields(cls))
+
+    @classmethod
+    def columns(cls, metrics: Sequence[str] = METRIC_NAMES, key: bool = True) -> list[str]:
+        """The file's columns; ``metrics``: those a ``values`` field spreads into; ``key``: whether the run
+        key's columns are written (files of one run may leave it to the run's results.csv)."""
+        own = cls._own()
+        if any(f.name == "values" for f in dataclasses.fields(cls)):
+            at = own.index(cls.VALUES_AFTER) + 1
+            own = [*own[:at], *metrics, *own[at:]]
+        if not (cls.keyed() and key):
+            return own
+        if cls.KEY_FIRST:
+            return [*KEY_FIELDS, *own]
+        return [*KEY_FIELDS[:2], *own, *SETTINGS]
+
+    def row(self, metrics: Sequence[str] = METRIC_NAMES, key: bool = True) -> list:
+        cells = {name: getattr(self, name) for name in self._own()}
+        cells = {k: ("" if v is None else v) for k, v in cells.items()}
+        if hasattr(self, "values"):
+            cells.update({m: self.values[m] for m in metrics})
+        if key and self.keyed():
+            cells.update(dataclasses.asdict(self.key))
+        return [cells[c] for c in self.columns(metrics, key)]
+
+    @classmethod
+    def read(cls, path: Path, key: RunKey | None = None) -> list:
+        """The records of ``path``. A file without the key's columns (``columns(key=False)``, or written
+        before a setting existed) takes them from ``key``, else from the settings' defaults; a missing column
+        or a value that is not a number is an error naming the file (and line)."""
+        hints = typing.get_type_hints(cls)
+        with csv_records(path) as reader:
+            present = reader.fieldnames or []
+            with_values = "values" in hints
+            own = [c for c in cls._own() if c not in cls.OPTIONAL]
+            needed = [*own, *(cls.REQUIRED_METRICS if with_values else ())]
+            if cls.keyed() and key is None:
+                needed = [*KEY_FIELDS[:2], *needed]
+            missing = [c for c in needed if c not in present]
+            if missing:
+                raise RecordError(f"{path}: missing column(s) {missing}; expected "
+                                  f"{','.join(cls.columns())}; give the file written by `main.py test --explain`")
+            metrics = [m for m in METRIC_NAMES if m in present]
+            out = []
+            for line, rec in enumerate(reader, start=2):
+                where = f"{path}, line {line}"
+                cells = {name: _parse(hints[name], rec.get(name), name, where) if name in present
+                         else ("" if hints[name] is str else None) for name in cls._own()}
+                if with_values:
+                    cells["values"] = {m: _parse(float, rec.get(m), f"metric {m}", where) for m in metrics}
+                if cls.keyed():
+                    cells["key"] = cls._key(rec, present, key, where)
+                record = cls(**cells)
+                record.check(where)
+                out.append((line, record))
+            return out
+
+    @staticmethod
+    def _key(rec: dict, present: list[str], key: RunKey | None, where: str) -> RunKey:
+        given = {f: rec[f] for f in KEY_FIELDS if f in present}
+        base = dataclasses.asdict(key) if key is not None else {}
+        values = {**SETTING_DEFAULTS, **base, **given}
+        for name in SETTINGS:
+            check_setting(name, values[name], where)
+        return RunKey(**values)
+
+    def check(self, where: str) -> None:
+        """Checks of a record's own values (beyond their types), raising ``RecordError`` naming ``where``."""
+
+
+def write_records(path: Path, records: Sequence[Record], cls: type[Record], metrics: Sequence[str] = METRIC_NAMES,
+                  key: bool = True) -> Path:
+    return write_csv(path, cls.columns(metrics, key), [r.row(metrics, key) for r in records])
+
+
+# -- the files of a run ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Result(Record):
+    """A row of ``results.csv``: the means of every metric of one (method, mask) over ``n`` clips."""
+    key: RunKey
+    method: str
+    mask: str
+    n: int
+    values: dict[str, float]
+    VALUES_AFTER = "n"
+
+    def check(self, where: str) -> None:
+        bad = next((m for m, v in self.values.items() if not math.isfinite(v)), None)
+        if bad:
+            raise RecordError(f"{where}: metric {bad} is {self.values[bad]}")
+        if self.mask not in MASK_NAMES:
+            raise RecordError(f"{where}: unknown mask {self.mask!r}")
+
+
+@dataclass(frozen=True)
+class ClipValues(Record):
+    """A row of ``per_clip.csv``: one clip's metrics under one (method, mask); the run key is its run's."""
+    clip: str
+    true_class: int
+    pred_class: int
+    correct: int
+    method: str
+    mask: str
+    values: dict[str, float]
+    VALUES_AFTER = "mask"
+    REQUIRED_METRICS = ()  # older runs lack newer metrics: the report uses those every file has
+    OPTIONAL = ("clip", "true_class", "pred_class", "correct")
+
+
+@dataclass(frozen=True)
+class CurvePoint(Record):
+    """A row of ``curves.csv``: the mean probability of the explained class at one fraction of one curve."""
+    key: RunKey
+    method: str
+    curve: str
+    fraction: float
+    prob: float
+    n: int
+
+    def check(self, where: str) -> None:
+        from .curves import CURVES
+        if self.curve not in CURVES:
+            raise RecordError(f"{where}: curve is {self.curve!r}, expected {' or '.join(CURVES)}")
+
+
+@dataclass(frozen=True)
+class SanityValue(Record):
+    """A row of ``sanity.csv``: a similarity of the maps with the layers down to ``layer`` randomised, with
+    its interval over the ``n`` clips (the run's file leaves the key to its results.csv; the report's has it)."""
+    key: RunKey | None
+    method: str
+    layer: str
+    similarity: str
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int
+    KEY_FIRST = True
+
+
+@dataclass(frozen=True)
+class LocalisationValue(Record):
+    """A row of ``localisation.csv``: a per-map metric (``mask`` empty) or a mask's precision or recall,
+    against the ground truth, over the ``n`` clips localised."""
+    key: RunKey
+    method: str
+    mask: str
+    metric: str
+    value: float
+    n: int
+
+
+# -- the files of a report -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MarginValue(Record):
+    """A row of ``margins.csv``: a row's metric minus a control's at the same mask, with a paired interval."""
+    key: RunKey
+    method: str
+    mask: str
+    control: str
+    metric: str
+    value: float
+    control_value: float
+    margin: float
+    ci_low: float | None
+    ci_high: float | None
+    n_paired: int
+    beats: int | None
+    pick: int
+    KEY_FIRST = True
+
+
+@dataclass(frozen=True)
+class CurveArea(Record):
+    """A row of ``curve_areas.csv``: the areas under a method's deletion and insertion curves."""
+    key: RunKey
+    method: str
+    deletion_auc: float | None
+    insertion_auc: float | None
+    n: int
+    KEY_FIRST = True
