@@ -215,23 +215,23 @@ class ExplainCallback(Callback):
         self._scenario = batch["scenario"][0] if "scenario" in batch else "clean"
         with torch.no_grad():
             x, phase = self.features(wave, return_phase=True)
-        done = self.pipeline.explain(x, ids)
+        explained = self.pipeline.explain(x, ids)
         truth = ground_truth(self.features, batch, x.shape[2])
         if truth is not None:
             self._saw_truth = True
             # the truth marks the true class's sound: scored where the model predicts that class
-            keep = (done.pred == batch["target"].to(done.pred.device)) & truth.flatten(1).any(1)
-            self.pipeline.localise(done, truth, keep, ids)
-        self._clips += list(zip(batch["index"].tolist(), ids, batch["target"].tolist(), done.pred.tolist()))
+            keep = (explained.pred == batch["target"].to(explained.pred.device)) & truth.flatten(1).any(1)
+            self.pipeline.localise(explained, truth, keep, ids)
+        self._clips += list(zip(batch["index"].tolist(), ids, batch["target"].tolist(), explained.pred.tolist()))
         if self.sanity:
-            self._sanity_clips += [(idx, ids[i], x[i].cpu(), int(done.pred[i]))
+            self._sanity_clips += [(idx, ids[i], x[i].cpu(), int(explained.pred[i]))
                                    for i, idx in enumerate(batch["index"].tolist()) if idx < self.sanity_clips]
         example = [i for i, idx in enumerate(batch["index"].tolist()) if idx < self.examples]
         for name in self.methods:
-            self._values[name].append(done.values[name].cpu())
+            self._values[name].append(explained.values[name].cpu())
             if example:
-                self._save_examples(name, [ids[i] for i in example], x[example], done.x_in[name][:, example],
-                                    done.x_out[name][:, example], phase[example], wave.shape[-1])
+                self._save_examples(name, [ids[i] for i in example], x[example], explained.x_in[name][:, example],
+                                    explained.x_out[name][:, example], phase[example], wave.shape[-1])
 
     # -- examples ---------------------------------------------------------------------------------
     def _save_examples(self, method: str, ids, x, x_in, x_out, phase, length: int) -> None:

@@ -7,9 +7,7 @@ warnings.filterwarnings("ignore", message="Input Tensor 0 did not already requir
 import importlib
 import pkgutil
 
-from . import saliency, gradcam, lime, shap  # noqa: F401  (each registers its method, in the paper's order)
-
-# any other module here registers its method too: adding a method is adding one file
+# every module here registers its method (in ``base.method_order``): adding a method is adding one file
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 

@@ -19,18 +19,27 @@ import torch.nn as nn
 
 from errors import UsageValueError
 
-METHODS: dict[str, type["AttributionMethod"]] = {}
+METHODS: dict[str, type["AttributionMethod"]] = {}  # in ``method_order``: every listing and table follows it
+STUDY_METHODS = ("saliency", "gradcam", "lime", "shap")  # the paper's four, in its order
+
+
+def method_order(cls: type) -> tuple:
+    """Where a method stands in listings and tables: the paper's four first in the paper's order, then every
+    other method by the name of its module, and the methods of one module in the order they are defined (the
+    sort is stable)."""
+    study = cls.name in STUDY_METHODS
+    return (not study, STUDY_METHODS.index(cls.name) if study else 0, cls.__module__)
 
 
 def register(name: str) -> Callable[[type], type]:
     def wrap(cls: type) -> type:
         cls.name = name
         METHODS[name] = cls
+        ordered = sorted(METHODS.values(), key=method_order)  # the order stated above, not the order of imports
+        METHODS.clear()
+        METHODS.update((c.name, c) for c in ordered)
         return cls
     return wrap
-
-
-STUDY_METHODS = ("saliency", "gradcam", "lime", "shap")
 
 
 def known_methods() -> list[str]:

@@ -104,8 +104,8 @@ def check_precision(precision: str, option: str = "precision") -> str:
 
 
 def autocast(device: torch.device, precision: str):
-    """Autocast of forward passes: ``32`` none, ``bf16`` bfloat16."""
-    if PRECISIONS[check_precision(precision)] is None:
+    """Autocast of forward passes: ``32`` none, ``bf16`` bfloat16 (checked where it was given: ``check_precision``)."""
+    if PRECISIONS[precision] is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
 

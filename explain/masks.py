@@ -56,7 +56,7 @@ def make_masks(attributions: torch.Tensor, names: tuple[str, ...] = MASK_NAMES,
                 [0.0000, 0.0000, 1.0000, 1.0000],
                 [0.0000, 0.0000, 0.3333, 1.0000]])
     """
-    check_mask_names(names)
+    check_mask_names(names)  # a public function: an unknown name would otherwise fail deep in ``build``
     shape = attributions.shape
     a = attributions.reshape(shape[0], -1)
     if not torch.isfinite(a).all():
@@ -89,7 +89,11 @@ def make_masks(attributions: torch.Tensor, names: tuple[str, ...] = MASK_NAMES,
     return torch.stack([build(n) for n in names]).reshape(len(names), *shape)
 
 
-FILLS = ("floor", "clip_min", "clip_mean")
+# what a masked-out cell of each clip becomes (see ``fill_values``); the first is the study's
+_FILLS = {"floor": lambda x: SILENCE_DB,
+          "clip_min": lambda x: x.amin(dim=(1, 2, 3), keepdim=True),
+          "clip_mean": lambda x: x.mean(dim=(1, 2, 3), keepdim=True)}
+FILLS = tuple(_FILLS)
 
 
 def check_fill(fill: str) -> str:
@@ -109,11 +113,7 @@ def fill_values(x: torch.Tensor, fill: str = "floor") -> torch.Tensor | float:
         >>> fill_values(x), fill_values(x, "clip_min").flatten().tolist(), fill_values(x, "clip_mean").flatten().tolist()
         (-100.0, [-80.0], [-50.0])
     """
-    if check_fill(fill) == "floor":
-        return SILENCE_DB
-    if fill == "clip_min":
-        return x.amin(dim=(1, 2, 3), keepdim=True)
-    return x.mean(dim=(1, 2, 3), keepdim=True)
+    return _FILLS[fill](x)  # checked where it was given (``check_fill``), not every batch
 
 
 def apply_mask(x: torch.Tensor, mask: torch.Tensor,

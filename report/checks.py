@@ -62,11 +62,11 @@ def margin_of(row: Row, control: Row, n_boot: int = 2000, seed: int = 0, cache: 
     """Per metric of both, ``row`` minus ``control``: paired over their clips where both have per-clip values,
     else the difference of the means without an interval."""
     cache = {} if cache is None else cache
-    mine, theirs = _clip_values(row, cache), _clip_values(control, cache)
+    row_clips, control_clips = _clip_values(row, cache), _clip_values(control, cache)
     paired, n = {}, 0
-    if mine is not None and theirs is not None:
-        paired, only_control, _ = paired_differences(theirs, mine, n_boot, seed)
-        n = len(theirs[0]) - len(only_control)
+    if row_clips is not None and control_clips is not None:
+        paired, only_control, _ = paired_differences(control_clips, row_clips, n_boot, seed)
+        n = len(control_clips[0]) - len(only_control)
     out = []
     for m in metrics_of([row, control]):
         if n and m in paired:
@@ -163,12 +163,12 @@ def read_curves(rows: list[Row]) -> list[Curve]:
     points: dict[tuple, list] = {}
     counts: dict[tuple, int] = {}
     for path, group in _sources(rows, "curves.csv"):
-        mine: dict[tuple, list] = {}
+        in_file: dict[tuple, list] = {}
         for _, point in CurvePoint.read(path, group):
             key = (group, point.method, point.curve)  # the group of its run's rows: their model label if split
-            mine.setdefault(key, []).append((point.fraction, point.prob))
+            in_file.setdefault(key, []).append((point.fraction, point.prob))
             counts.setdefault(key, point.n)
-        for key, pts in mine.items():
+        for key, pts in in_file.items():
             points.setdefault(key, pts)
     out = []
     for (group, method, curve), pts in points.items():

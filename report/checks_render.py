@@ -7,6 +7,7 @@ import math
 
 from explain.curves import CURVES
 from explain.localisation import MAP_METRICS, MASK_METRICS
+from explain.measures import MEASURES, better_word, header
 from explain.metrics import METRIC_NAMES
 from explain.sanity import STILL_SIMILAR
 
@@ -14,8 +15,6 @@ from .checks import FLAG_METRIC, NOISE, Curve, Sanity, not_beaten
 from .render import HEADERS, _plt, _png, scrolling
 from .tables import Row, is_control, method_label
 
-CURVE_HEADERS = {"deletion": "deletion AUC ↓", "insertion": "insertion AUC ↑"}
-SIMILARITY_LABELS = {"spearman": "Spearman", "spearman_abs": "Spearman of |map|", "ssim": "SSIM"}
 
 
 def group_title(group: tuple, split: list[str]) -> str:
@@ -94,7 +93,7 @@ def _area_table(curves: list[Curve]) -> tuple[list[str], list[list[str]]]:
     areas: dict[str, dict[str, float]] = {}
     for c in curves:
         areas.setdefault(c.method, {})[c.curve] = c.area
-    head = ["method", *(CURVE_HEADERS[c] for c in CURVES)]
+    head = ["method", *(header(c) for c in CURVES)]
     return head, [[method_label(m), *(f"{a[c]:.4f}" if c in a else "" for c in CURVES)] for m, a in areas.items()]
 
 
@@ -133,7 +132,7 @@ def curves_plot(curves: list[Curve]) -> str:
                 if c.method == method and c.curve == name:
                     ax.plot([steps.index(float(f)) for f in c.fractions], c.probs, marker=".", color=f"C{i}",
                             label=method_label(method), linestyle="--" if is_control(method) else "-")
-        ax.set_title(f"{name} ({'lower' if name == 'deletion' else 'higher'} area is better)", fontsize=9)
+        ax.set_title(f"{name} ({better_word(name)} area is better)", fontsize=9)
         ax.set_xticks(range(len(steps)))
         ax.set_xticklabels([f"{f:g}" for f in steps], fontsize=7)
         ax.set_xlabel(f"fraction of cells {'removed' if name == 'deletion' else 'put back'} (steps evenly spaced)")
@@ -198,7 +197,7 @@ def sanity_plot(s: Sanity) -> str:
             ax.axhline(STILL_SIMILAR, color="grey", linestyle=":", linewidth=1)
         ax.set_xticks(x)
         ax.set_xticklabels(s.layers, rotation=60, ha="right", fontsize=7)
-        ax.set_title(SIMILARITY_LABELS.get(kind, kind), fontsize=9)
+        ax.set_title(MEASURES[kind].label, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("similarity to the trained model's maps")
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -212,7 +211,7 @@ def sanity_html(sanity: list[Sanity], split: list[str]) -> str:
         body, classes = [], []
         for m in s.methods:
             for kind in s.similarities:
-                body.append([method_label(m), SIMILARITY_LABELS.get(kind, kind),
+                body.append([method_label(m), MEASURES[kind].label,
                              *(f"{s.value(m, layer, kind):.3f}" for layer in s.layers)])
                 classes.append("flag" if m in s.flagged else "")
         flagged = (", ".join(method_label(m) for m in s.flagged) or "none") + _model_free(s)

@@ -197,11 +197,8 @@ def compare(rows: list[Row], setting: str = "protocol", n_boot: int = 2000, seed
         pair = (model, scenario, *(v for f, v in zip(others, other) if f in shown))
         where = " / ".join(pair)
 
-        def ours(r: Row) -> bool:
-            return where_of(r) == place
-
         def on(side: str, r: Row) -> bool:
-            return ours(r) and getattr(r, setting) == side
+            return where_of(r) == place and getattr(r, setting) == side
 
         picks = {v: {r.method: r.mask for r in best if on(v, r)} for v in (a_name, b_name)}
         comparison.picks[pair] = [Pick(model, scenario, m, picks[a_name][m], picks[b_name][m], (a_name, b_name))

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from explain.metrics import CONCISENESS_METRICS, HIGHER_IS_BETTER, METRIC_LABELS, METRIC_NAMES, STUDY_METRICS
+from explain.measures import header
+from explain.metrics import CONCISENESS_METRICS, METRIC_NAMES, STUDY_METRICS
 
 from .compare import Comparison, Difference
 from .tables import Row, column_marks, method_label, metrics_of, normalised
 from .uncertainty import overlapping
 
-HEADERS = {m: f"{METRIC_LABELS[m]} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in METRIC_NAMES}
+HEADERS = {m: header(m) for m in METRIC_NAMES}
 
 
 def fmt(v: float) -> str:

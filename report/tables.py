@@ -264,9 +264,9 @@ def normalised(rows: list[Row]) -> list[dict[str, float]]:
     that are not controls (all of them when every one is), oriented so that 1 is best."""
     out = [dict() for _ in rows]
     for group in {scaled_with(r) for r in rows}:
-        ours = [i for i, r in enumerate(rows) if scaled_with(r) == group]
-        scale = [rows[i] for i in ours if not rows[i].control] or [rows[i] for i in ours]
-        for i, norm in zip(ours, _normalised([rows[i] for i in ours], scale)):
+        members = [i for i, r in enumerate(rows) if scaled_with(r) == group]
+        scale = [rows[i] for i in members if not rows[i].control] or [rows[i] for i in members]
+        for i, norm in zip(members, _normalised([rows[i] for i in members], scale)):
             out[i] = norm
     return out
 

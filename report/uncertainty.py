@@ -44,7 +44,7 @@ def read_clip_values(results_csv: Path) -> dict[tuple[str, str, str, str], tuple
 def attach_intervals(rows: list[Row], n_boot: int = 2000, seed: int = 0) -> int:
     """Give each row whose per-clip values exist a 95 % interval per metric; returns how many rows got one."""
     cache: dict[str, dict] = {}
-    done = 0
+    with_intervals = 0
     for row in rows:
         if row.source not in cache:
             cache[row.source] = read_per_clip(Path(row.source))
@@ -53,8 +53,8 @@ def attach_intervals(rows: list[Row], n_boot: int = 2000, seed: int = 0) -> int:
             continue
         for i, m in enumerate(values):
             row.ci[m] = bootstrap_ci(values[m], n_boot, seed=seed + i)
-        done += 1
-    return done
+        with_intervals += 1
+    return with_intervals
 
 
 def overlapping(rows: list[Row]) -> dict[str, list[tuple[str, str]]]:
