@@ -11,7 +11,6 @@ no verdict and no flag.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,17 +215,6 @@ class Sanity:
     layers: list[str]  # in the cascade's order (the file's)
     rows: list[list]  # SANITY_COLUMNS, numbers as floats
     flagged: list[str]
-
-    def value(self, method: str, layer: str, similarity: str) -> float:
-        return next((r[3] for r in self.rows if r[:3] == [method, layer, similarity]), math.nan)
-
-    @property
-    def methods(self) -> list[str]:
-        return list(dict.fromkeys(r[0] for r in self.rows))
-
-    @property
-    def similarities(self) -> list[str]:
-        return list(dict.fromkeys(r[2] for r in self.rows))
 
 
 def read_sanity(rows: list[Row]) -> list[Sanity]:
