@@ -1,5 +1,6 @@
 """The report page shows all it holds: wide tables scroll inside the page, the pointing game's ties are
-explained, and (where Chromium is installed) nothing runs past a 1280 px window."""
+explained, names are text whatever they hold, and (where Chromium is installed) nothing runs past a 1280 px
+window."""
 import json
 import re
 import shutil
