@@ -142,7 +142,8 @@ def overlaps(rows: list[Row]) -> list[tuple[str, str]]:
 
 def margins(best: list[Row], index: dict, controls: list[str]) -> dict:
     """The picks' margins over the controls present (``picks`` empty where none is): per pick its FF margins and
-    the controls it is not above, and a table of every metric's margins."""
+    the controls it is not above (``flagged``: the picks not above some control), and a table of every metric's
+    margins."""
     present = [c for c in controls if any((r.ident, c, FLAG_METRIC) in index for r in best)]
     if not present:
         return {"picks": []}
@@ -158,7 +159,7 @@ def margins(best: list[Row], index: dict, controls: list[str]) -> dict:
                      for m in (index.get((r.ident, c, metric)) for metric in metrics)]
             body.append([pick_label(r) if i == 0 else "", c, *cells])
             classes.append("flag" if c in flag else "")
-    return {"picks": picks, "flag": FLAG_METRIC, "flag_header": metric_header(FLAG_METRIC), "noise": f"{NOISE:g}",
+    return {"picks": picks, "flagged": [p for p in picks if p["not_above"]], "flag": FLAG_METRIC, "flag_header": metric_header(FLAG_METRIC), "noise": f"{NOISE:g}",
             "table": table(["pick", "control", *map(metric_header, metrics)], body, classes)}
 
 
