@@ -12,7 +12,6 @@ no verdict and no flag.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,18 +190,6 @@ class Sanity:
     layers: list[str]  # in the cascade's order (the file's)
     rows: list[SanityValue]
     flagged: list[str]
-
-    def value(self, method: str, layer: str, similarity: str) -> float:
-        return next((r.value for r in self.rows if (r.method, r.layer, r.similarity) == (method, layer, similarity)),
-                    math.nan)
-
-    @property
-    def methods(self) -> list[str]:
-        return list(dict.fromkeys(r.method for r in self.rows))
-
-    @property
-    def similarities(self) -> list[str]:
-        return list(dict.fromkeys(r.similarity for r in self.rows))
 
 
 def read_sanity(rows: list[Row]) -> list[Sanity]:

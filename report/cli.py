@@ -8,15 +8,13 @@ from pathlib import Path
 from explain.metrics import METRIC_NAMES
 from files import atomic_write, write_csv
 
-from . import checks_render as cr
 from explain.records import SETTINGS, CurveArea, LocalisationValue, MarginValue, SanityValue, write_records
 
+from . import pages, sections
 from .checks import (FLAG_METRIC, controls_of, curve_area_records, margin_index, margin_records, margins, not_beaten,
                      read_curves, read_localisation, read_sanity)
 from .compare import compare, compared_setting, difference_rows, pick_rows
-from .render import comparison_markdown, markdown_table, overlap_lines, report_html, summary_markdown, title
-from .tables import (ReportInputError, best_rows, full_tables, method_label, metrics_of, read_results, score,
-                     split_fields)
+from .tables import ReportInputError, best_rows, full_tables, metrics_of, read_results, score, split_fields
 from .uncertainty import attach_intervals
 
 SUMMARY_COLUMNS = ["model", "scenario", "method", "mask", "score", "n", *METRIC_NAMES]
@@ -103,23 +101,26 @@ def build(args: argparse.Namespace) -> dict:
     columns, table = summary_table(summary, split, checks)
     write_checks(out, checks)
     write_csv(out / "summary.csv", columns, [[*r[:4], f"{r[4]:.6f}", *r[5:]] for r in table])
+    result = {"rows": rows, "summary": summary, "full": full, "out": out, "skipped": skipped,
+              "comparison": comparison, "checks": checks, "examples": args.examples}
+    result["sections"] = shown = sections.contexts(result)
     if comparison is not None:
         differences, picks = comparison.columns()
         write_csv(out / "comparison.csv", differences, difference_rows(comparison))
         write_csv(out / "picks.csv", picks, pick_rows(comparison))
-        atomic_write(out / "comparison.md", lambda f: f.write(comparison_markdown(comparison)))
+        atomic_write(out / "comparison.md",
+                     lambda f: f.write(pages.render("comparison.md.j2", comparison=shown["comparison"])))
     for key, table in full.items():
         stem = "_".join(key)
         metrics = metrics_of(table)
         write_csv(out / "tables" / f"{stem}.csv", ["mask", "score", "n", *metrics],
                   [[r.mask, f"{r.score:.6f}", r.n, *(r.values[m] for m in metrics)] for r in table])
         atomic_write(out / "tables" / f"{stem}.md",
-                     lambda f, t=table, k=key: f.write(f"# {' / '.join(k)}\n\n{markdown_table(t, lambda r: r.mask)}\n"))
-    atomic_write(out / "summary.md", lambda f: f.write(summary_markdown(summary, full, checks)))
-    atomic_write(out / "report.html",
-                 lambda f: f.write(report_html(rows, summary, full, args.examples, comparison, checks, skipped)))
-    return {"rows": rows, "summary": summary, "full": full, "out": out, "skipped": skipped,
-            "comparison": comparison, "checks": checks}
+                     lambda f, t=table, k=key: f.write(pages.render("table.md.j2", **sections.full_table(k, t))))
+    atomic_write(out / "summary.md", lambda f: f.write(pages.render("summary.md.j2", **shown)))
+    atomic_write(out / "report.html", lambda f: f.write(pages.render(
+        "report.html.j2", rows=len(rows), notes=skipped, sections=[(n, c) for n, c in shown.items() if c is not None])))
+    return result
 
 
 def log_wandb(result: dict, project: str) -> None:
@@ -144,28 +145,11 @@ def log_wandb(result: dict, project: str) -> None:
 def main(argv: list[str]) -> None:
     args = parse(argv)
     result = build(args)
-    for note in result["skipped"]:
-        print(f"report: {note}")
-    checks, split = result["checks"], result["checks"]["split"]
-    for key, best in result["summary"].items():
-        print(f"\n{title(key)}: best mask per method")
-        print(markdown_table(best, lambda r: f"{method_label(r.method)} + {r.mask}"))
-        print("\n".join(overlap_lines(best)))
-        above = cr.margin_lines(best, checks["index"], checks["controls"])
-        if above:
-            print("\n".join(above))
-    for text in (cr.curves_markdown(checks["curves"], split), cr.sanity_markdown(checks["sanity"], split),
-                 cr.localisation_markdown(checks["localisation"], checks["picks"], split)):
-        if text:
-            print("\n" + text.rstrip())
-    if checks["margins"]:
-        print(f"every margin over the controls: {result['out'] / 'margins.csv'}")
-    if result["comparison"] is not None:
-        print("\n" + comparison_markdown(result["comparison"], picked_only=True))
-        print(f"every mask: {result['out'] / 'comparison.csv'}, {result['out'] / 'comparison.md'}; "
-              f"picks: {result['out'] / 'picks.csv'}")
-    print(f"\nreport: {result['out'] / 'report.html'}  (tables: {result['out'] / 'tables'}, "
-          f"summary: {result['out'] / 'summary.csv'}, {result['out'] / 'summary.md'})")
+    out = result["out"]
+    files = {"margins": out / "margins.csv", "comparison": out / "comparison.csv",
+             "comparison_md": out / "comparison.md", "picks": out / "picks.csv", "page": out / "report.html",
+             "tables": out / "tables", "summary": out / "summary.csv", "summary_md": out / "summary.md"}
+    sys.stdout.write(pages.render("terminal.txt.j2", **result["sections"], notes=result["skipped"], files=files))
     if args.wandb:
         log_wandb(result, args.wandb_project)
 

@@ -37,7 +37,8 @@ def test_a_config_path_is_found_in_the_project_from_any_folder(tmp_path, monkeyp
 @pytest.mark.slow  # builds the project and runs its command
 def test_the_installed_command_finds_its_configs_from_another_folder(tmp_path):
     """What a (non-editable) install puts in site-packages, built by the installed setuptools: the configs sit
-    beside main.py, and the ``audio-xai`` script (``main:main``) finds them from any folder."""
+    beside main.py, the report's templates in its package, and the ``audio-xai`` script (``main:main``) finds the
+    configs from any folder."""
     pytest.importorskip("setuptools", reason="the project is built with the installed setuptools (no download)")
     src, lib = tmp_path / "src", tmp_path / "site-packages"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".*", "__pycache__", "*.egg-info", "build", "runs", "data",
@@ -49,6 +50,8 @@ def test_the_installed_command_finds_its_configs_from_another_folder(tmp_path):
     configs = {p.relative_to(ROOT) for p in (ROOT / "configs").rglob("*.yaml")}
     assert {"configs/quickstart.yaml", "configs/noise/room.yaml"} <= {c.as_posix() for c in configs}
     assert all((lib / c).is_file() for c in configs) and (lib / "main.py").is_file()
+    templates = {p.relative_to(ROOT) for p in (ROOT / "report" / "templates").rglob("*.j2")}
+    assert len(templates) > 5 and all((lib / t).is_file() for t in templates)  # the report's page and texts
     assert PROJECT["scripts"] == {"audio-xai": "main:main"}
     assert re.search(r"^audio-xai = main:main$", next(tmp_path.glob("*.egg-info/entry_points.txt")).read_text(), re.M)
 

@@ -12,7 +12,6 @@ from explain import METHODS
 from explain.base import AttributionMethod
 from explain.records import Result
 from report.cli import SUMMARY_COLUMNS, build, parse
-from report.render import summary_markdown
 from report.tables import ReportInputError, best_rows, full_tables, read_results, score
 from report.uncertainty import bootstrap_ci
 from tests.helpers import ROOT, run_cli, run_here
@@ -48,7 +47,8 @@ def test_methods_are_labelled_and_ordered_as_registered(tmp_path, monkeypatch):
                  row("lime", "bin", 0.1, 3), row("saliency", "bin", 0.4, 3))
     rows = score(read_results([path]))
     assert [key[2] for key in full_tables(rows)] == ["saliency", "lime", "occlusion", "zzz"]
-    text = summary_markdown(best_rows(rows), full_tables(rows))
+    build(parse([str(path), "--out", str(tmp_path / "out"), "--bootstrap", "0"]))
+    text = (tmp_path / "out" / "summary.md").read_text()
     assert "| Saliency + bin |" in text and "| LIME + bin |" in text
     assert "| Occlusion + bin |" in text and "| zzz + bin |" in text
 

@@ -1,5 +1,6 @@
 """The report page shows all it holds: wide tables scroll inside the page, the pointing game's ties are
-explained, and (where Chromium is installed) nothing runs past a 1280 px window."""
+explained, names are text whatever they hold, and (where Chromium is installed) nothing runs past a 1280 px
+window."""
 import json
 import re
 import shutil
@@ -10,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explain.records import LocalisationValue
+from explain.metrics import METRIC_NAMES
+from explain.records import LocalisationValue, Result
 from report.cli import build, parse
+from tests.helpers import ROOT
 from tests.test_report_checks import MASKS, base_values, make_run, shifted, write_table
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
@@ -82,6 +85,50 @@ def test_the_pointing_game_note_says_how_ties_count(page, tmp_path):
     build(parse([str(run), "--out", str(tmp_path / "out2"), "--bootstrap", "0"]))
     other = (tmp_path / "out2" / "report.html").read_text()
     assert "any cell tied at the map's maximum" in other and "LIME's maps" not in other
+
+
+class Page(HTMLParser):
+    """The page's tags, the attributes of its images and its text."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags, self.alts, self.text = set(), [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+        if tag == "img":
+            self.alts.append(dict(attrs)["alt"])
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_names_are_escaped_on_the_page_and_kept_as_they_are_in_markdown(tmp_path):
+    model, method = "mel'\"<script>x", "my<b>method'"
+    run = tmp_path / "run"
+    run.mkdir()
+    write_table(run / "results.csv", Result.columns(),
+                [[model, "clean", method, mask, 4, *(base_values(k)[m].mean() for m in METRIC_NAMES),
+                  "corrected", "floor"] for k, mask in enumerate(MASKS)])
+    build(parse([str(run), "--out", str(tmp_path / "out"), "--bootstrap", "0"]))
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<script" not in html and "&lt;script&gt;" in html
+    page = Page()
+    page.feed(html)
+    assert not {"script", "b"} & page.tags  # the names' tags are text (this page has no <b> of its own)
+    assert f"metrics {model} / clean" in page.alts  # the quotes did not end the attribute
+    assert any(text.startswith(f"{method} + ") for text in page.text)  # its pick's label
+    assert f"## {model} / clean\n" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_the_page_is_built_by_templates_alone():
+    """No HTML in the report's Python: tags and their escaping are the templates'."""
+    tag = re.compile(r"</?(html|head|body|main|h\d|p|b|br|div|span|table|thead|tbody|tr|th|td|ul|li|img|audio|details|"
+                     r"summary|style)\b")
+    found = [f"{p.name}, line {i}: {line.strip()}" for p in (ROOT / "report").glob("*.py")
+             for i, line in enumerate(p.read_text().splitlines(), start=1)
+             if tag.search(line) or re.search(r"\bhtml\.escape|^\s*import html\b", line)]
+    assert not found, found
 
 
 # Run in the page once it is laid out: every table's right edge, and that of the box that scrolls it, against
