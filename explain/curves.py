@@ -13,13 +13,14 @@ Example:
     >>> ranks = cell_ranks(torch.tensor([[[[0.1, 0.9], [0.5, 0.5]]]]), ids=["a.wav"])
     >>> ranks.view(-1)[:2].tolist()  # the 0.9 cell first, the 0.1 cell last; the two 0.5 cells in seeded order
     [3, 0]
-    >>> area_under([0.0, 0.5, 1.0], torch.tensor([1.0, 0.5, 0.0])).item()
+    >>> area_under([0.0, 0.5, 1.0], torch.tensor([1.0, 0.5, 0.0]))
     0.5
 """
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torchmetrics import Metric
@@ -80,9 +81,11 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, probs: torch.Tensor, 
     return out
 
 
-def area_under(fractions: Sequence[float], curve: torch.Tensor) -> torch.Tensor:
-    """Trapezoid area under ``curve`` (..., len(fractions)) over the fractions."""
-    return torch.trapezoid(curve.double(), torch.as_tensor(fractions, dtype=torch.float64, device=curve.device))
+def area_under(fractions: Sequence[float], curve) -> float:
+    """Trapezoid area under one curve (its values at ``fractions``), in float64: the one area of run.json and
+    the report (numpy's trapezoid, whose order of additions fixes the last digit)."""
+    values = curve.detach().double().cpu().numpy() if isinstance(curve, torch.Tensor) else np.asarray(curve, float)
+    return float(np.trapezoid(values, np.asarray(fractions, dtype=np.float64)))
 
 
 class PerturbationCurves(Metric):
@@ -113,4 +116,4 @@ class PerturbationCurves(Metric):
 
     def areas(self) -> dict[str, float]:
         mean = self.compute()
-        return {c: float(area_under(self.fractions, mean[i])) for i, c in enumerate(CURVES)}
+        return {c: area_under(self.fractions, mean[i]) for i, c in enumerate(CURVES)}

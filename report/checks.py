@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from explain.curves import CURVES, area_under
 from explain.metrics import HIGHER_IS_BETTER
@@ -154,7 +153,7 @@ class Curve:
 
     @property
     def area(self) -> float:
-        return float(area_under(self.fractions.tolist(), torch.from_numpy(self.probs)))
+        return area_under(self.fractions, self.probs)
 
 
 def read_curves(rows: list[Row]) -> list[Curve]:
