@@ -113,7 +113,9 @@ def fill_values(x: torch.Tensor, fill: str = "floor") -> torch.Tensor | float:
         >>> fill_values(x), fill_values(x, "clip_min").flatten().tolist(), fill_values(x, "clip_mean").flatten().tolist()
         (-100.0, [-80.0], [-50.0])
     """
-    return _FILLS[fill](x)  # checked where it was given (``check_fill``), not every batch
+    if fill not in _FILLS:  # given past ``check_fill`` (a direct call): the same message
+        check_fill(fill)
+    return _FILLS[fill](x)
 
 
 def apply_mask(x: torch.Tensor, mask: torch.Tensor,
