@@ -129,7 +129,7 @@ def _main(args: Optional[list[str]] = None) -> None:
     else:
         args = find_configs(args)
 
-    from report.wandb_mode import choose_wandb_mode, print_sync_hint
+    from callbacks.wandb_log import choose_wandb_mode, configure_runs, print_sync_hint
     choose_wandb_mode()
 
     from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
@@ -179,6 +179,7 @@ def _main(args: Optional[list[str]] = None) -> None:
             sub.trainer.default_root_dir = str(base / f"{self.subcommand}-{run_id()}")
             RUN.update(command=self.subcommand, folder=sub.trainer.default_root_dir, explain=sub.explain,
                        cache=sub.explainer.cache)
+            configure_runs(sub, self.subcommand)
 
         def after_fit(self):
             print_sync_hint(self.trainer.loggers)
