@@ -186,6 +186,7 @@ def test_the_spec_names_no_project_in_its_runsets_offline(no_network):
 def test_child_runs_hold_each_rows_values_margins_and_best_masks(tmp_path):
     """Two methods (one a control) x two masks, values chosen by hand: the child runs read back carry them,
     the margins over the control and each method's best mask per metric (AD: lower is better)."""
+    import wandb
     from lightning.pytorch.loggers import WandbLogger
 
     from callbacks.wandb_log import RUN_KEYS, log_explanation
@@ -198,7 +199,10 @@ def test_child_runs_hold_each_rows_values_margins_and_best_masks(tmp_path):
     cb = SimpleNamespace(methods=["saliency", "random"], masks=("bin", "topK_5"), precision="32", tf32=False,
                          out=tmp_path / "explain", fractions=(0.0, 1.0), sanity_layers=("head",),
                          curve_rows=lambda curves, n: [])
-    logger = WandbLogger(project="audio-xai-test", save_dir=str(tmp_path), offline=True, group="g", job_type="explain")
+    # a run of its own: a WandbLogger alone would reuse a run another test left open in this process
+    run = wandb.init(project="audio-xai-test", dir=str(tmp_path), mode="offline", group="g", job_type="explain",
+                     reinit="create_new")
+    logger = WandbLogger(save_dir=str(tmp_path), experiment=run)
     log_explanation(logger, cb, rows, {}, None, None, 3)
     logger.experiment.finish()
     runs = read_wandb_runs(tmp_path)
@@ -219,7 +223,7 @@ def test_child_runs_hold_each_rows_values_margins_and_best_masks(tmp_path):
     assert methods["saliency"]["summary"]["best_FF"] == pytest.approx(0.5)  # higher is better: topK_5
     assert methods["saliency"]["config"]["best_mask_FF"] == "topK_5"
     assert methods["saliency"]["summary"]["best_AD"] == pytest.approx(0.2 + METRIC_NAMES.index("AD"))  # lower: bin
-    assert methods["random"]["config"]["best_mask_AD"] == "bin" and methods["random"]["config"]["best_mask_AI"] == "topK_5"
+    assert (methods["random"]["config"]["best_mask_AD"], methods["random"]["config"]["best_mask_AI"]) == ("bin", "topK_5")
 
 
 @pytest.fixture(scope="module")
