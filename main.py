@@ -1,7 +1,9 @@
-"""Command line: ``python main.py fit|validate|test [--explain METHODS] ...`` and ``python main.py report ...``.
+"""Command line: ``python main.py fit|validate|test [--explain METHODS] ...``, ``python main.py report ...`` and
+``python main.py dashboard ...``.
 
 ``fit`` and ``test`` are a LightningCLI (configs in ``configs/``, every option overridable);
-``report`` turns explained runs into tables and an HTML page and needs no Trainer.
+``report`` turns explained runs into tables and an HTML page, ``dashboard`` builds the W&B report that compares
+the logged runs; neither needs a Trainer.
 """
 from __future__ import annotations
 
@@ -124,12 +126,15 @@ def _main(args: Optional[list[str]] = None) -> None:
     if argv and argv[0] == "report":
         from report.cli import main as report_main
         return report_main(argv[1:])
+    if argv and argv[0] == "dashboard":
+        from report.dashboard import main as dashboard_main
+        return dashboard_main(argv[1:])
     if args is None:  # LightningCLI, and the launcher of a distributed run's other ranks, read sys.argv
         sys.argv[1:] = find_configs(sys.argv[1:])
     else:
         args = find_configs(args)
 
-    from report.wandb_mode import choose_wandb_mode, print_sync_hint
+    from callbacks.wandb_log import choose_wandb_mode, configure_runs, print_sync_hint
     choose_wandb_mode()
 
     from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
@@ -179,6 +184,7 @@ def _main(args: Optional[list[str]] = None) -> None:
             sub.trainer.default_root_dir = str(base / f"{self.subcommand}-{run_id()}")
             RUN.update(command=self.subcommand, folder=sub.trainer.default_root_dir, explain=sub.explain,
                        cache=sub.explainer.cache)
+            configure_runs(sub, self.subcommand)
 
         def after_fit(self):
             print_sync_hint(self.trainer.loggers)

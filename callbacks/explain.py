@@ -10,6 +10,7 @@ from typing import Optional, Sequence, Union
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
 
 from errors import UsageValueError
 from explain import MASK_NAMES, METHODS, parse_methods
@@ -28,6 +29,8 @@ from explain.sanity import LAYERS as SANITY_LAYERS, still_similar
 from explain.protocol import check_protocol
 from files import claim_folder, write_json
 from report.media import save_spectrogram_figures, write_wav
+
+from .wandb_log import log_explanation
 
 log = logging.getLogger(__name__)
 
@@ -387,30 +390,5 @@ class ExplainCallback(Callback):
                         for name, c in curves.items() for key, value in c.items() if key.endswith("_auc")})
         for logger in trainer.loggers:
             logger.log_metrics(scalars)
-            if type(logger).__name__ == "WandbLogger":
-                self._log_wandb(logger, results, curves, sanity, localisation, n)
-
-    def _log_wandb(self, logger, results: Sequence[Result], curves: dict, sanity: list[SanityValue] | None,
-                   localisation: list[LocalisationValue], n: int) -> None:
-        run = logger.experiment
-        run.config.update({"explain": {"model": self.model_label, "scenario": self._scenario,
-                                       "methods": self.methods, "protocol": self.protocol, "fill": self.fill,
-                                       "precision": self.precision, "tf32": self.tf32}},
-                          allow_val_change=True)
-        run.tags = tuple(dict.fromkeys((*(run.tags or ()), self.model_label, self._scenario, self.protocol,
-                                        *self.methods)))
-        for name, cls, records in (("results", Result, results), ("curves", CurvePoint, self.curve_points(curves, n)),
-                                   ("sanity", SanityValue, sanity or []), ("localisation", LocalisationValue, localisation)):
-            if records:
-                logger.log_table(f"explain/{name}", columns=cls.columns(), data=[r.row() for r in records])
-        # one W&B entry per (clip, method): its masks' figures, and their masked-in and masked-out audio
-        for folder in sorted(p for p in (self.out / "examples").glob("*/*") if p.is_dir()):
-            pngs = sorted(folder.glob("*.png"), key=lambda p: self.masks.index(p.stem) if p.stem in self.masks else 99)
-            if not pngs:
-                continue
-            key = f"examples/{folder.parent.name}/{folder.name}"
-            logger.log_image(key, [str(p) for p in pngs], caption=[p.stem for p in pngs])
-            wavs = [(folder.parent / "original.wav", "original")] + [
-                (p.with_name(f"{p.stem}{s}.wav"), f"{p.stem} masked {s[1:]}") for p in pngs for s in ("_in", "_out")]
-            logger.log_audio(key + "/audio", [str(w) for w, _ in wavs], caption=[c for _, c in wavs],
-                             sample_rate=[self.features.sample_rate] * len(wavs))
+            if isinstance(logger, WandbLogger):
+                log_explanation(logger, self, results, curves, sanity, localisation, n)

@@ -124,12 +124,12 @@ def build(args: argparse.Namespace) -> dict:
 
 
 def log_wandb(result: dict, project: str) -> None:
-    from .wandb_mode import choose_wandb_mode
+    from callbacks.wandb_log import REPORT, choose_wandb_mode
     choose_wandb_mode()
     import wandb
     # its own run even where another is still open in this process (a fit or test run in-process leaves
     # Lightning's run open; wandb.init would otherwise log into that one)
-    run = wandb.init(project=project, job_type="report", dir=str(result["out"]), reinit="create_new",
+    run = wandb.init(project=project, job_type=REPORT, dir=str(result["out"]), reinit="create_new",
                      config={"results": sorted({r.source for r in result["rows"]})})
     columns, data = summary_table(result["summary"], split_fields(result["rows"]), result["checks"])
     run.log({"report/summary": wandb.Table(columns=columns, data=data)})

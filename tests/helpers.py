@@ -120,3 +120,65 @@ def assert_same_results(a: Path, b: Path, tol: float = 1e-5) -> None:
                     assert ra[k] == rb[k], (name, k, ra, rb)
                 else:
                     assert abs(va - vb) <= tol * max(1.0, abs(va)), (name, k, ra, rb)
+
+
+def read_wandb_run(path: Path) -> dict:
+    """What an offline W&B run wrote to its ``run-*.wandb`` file, read back independently of the code that
+    logged it: ``id``, ``job_type``, ``group``, ``tags``, ``config`` and ``summary`` (key -> value; a history
+    key counts with its last value, as W&B's summary does) and ``history`` (key -> values in order).
+
+    The file is W&B's record log: a 7-byte header (``:W&B``, magic, version), then 32 KiB blocks of records,
+    each a 7-byte header (checksum, little-endian length, type: 1 full, 2 first, 3 middle, 4 last) and a
+    piece of one serialised ``Record`` protobuf (wandb's own definition)."""
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+    data, block = Path(path).read_bytes(), 32768
+    assert data[:4] == b":W&B", f"{path} is not a W&B run log"
+    run = {"id": None, "job_type": None, "group": None, "tags": (), "config": {}, "summary": {}, "history": {}}
+
+    def items(updates) -> dict:
+        """key -> value; a value W&B split into nested keys (media, tables, ``_wandb``) becomes a dict again."""
+        out: dict = {}
+        for u in updates:
+            path = [u.key] if u.key else list(u.nested_key)
+            place = out
+            for part in path[:-1]:
+                place = place.setdefault(part, {})
+            place[path[-1]] = json.loads(u.value_json)
+        return out
+
+    pos, parts = 7, []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        parts.append(data[pos + 7:pos + 7 + length])
+        pos += 7 + length
+        if kind not in (1, 4):
+            continue
+        record = pb.Record()
+        record.ParseFromString(b"".join(parts))
+        parts = []
+        which = record.WhichOneof("record_type")
+        if which == "run":
+            r = record.run
+            run.update(id=r.run_id or run["id"], job_type=r.job_type or run["job_type"],
+                       group=r.run_group or run["group"], tags=tuple(r.tags) or run["tags"])
+            run["config"].update(items(r.config.update))
+        elif which == "config":
+            run["config"].update(items(record.config.update))
+        elif which == "summary":
+            run["summary"].update(items(record.summary.update))
+        elif which == "history":
+            for key, value in items(record.history.item).items():
+                run["history"].setdefault(key, []).append(value)
+                run["summary"][key] = value
+    return run
+
+
+def read_wandb_runs(folder: Path) -> list[dict]:
+    """Every offline run under ``folder`` (a ``wandb`` folder or one above it)."""
+    return [read_wandb_run(p) for p in sorted(Path(folder).rglob("offline-run-*/run-*.wandb"))]

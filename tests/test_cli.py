@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import ROOT, quickstart_cells, quickstart_samples, run_here
+from tests.helpers import ROOT, quickstart_cells, quickstart_samples, read_wandb_runs, run_here
 
 
 def test_quickstart_fit_trains_a_good_model(quickstart_run):
@@ -24,11 +24,8 @@ def test_quickstart_fit_trains_a_good_model(quickstart_run):
 
 
 def test_quickstart_leaves_an_offline_wandb_run(quickstart_run):
-    runs = list((quickstart_run / "runs" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
-    logs = list(runs[0].glob("run-*.wandb"))
-    assert logs and logs[0].stat().st_size > 0
-    assert b"val/acc" in logs[0].read_bytes()
+    fits = [r for r in read_wandb_runs(quickstart_run / "runs" / "wandb") if r["job_type"] == "fit"]
+    assert len(fits) == 1 and "val/acc" in fits[0]["summary"]
 
 
 @pytest.mark.slow
@@ -94,9 +91,12 @@ def test_explain_study_through_the_cli(quickstart_run, explained_run):
     for method in ("saliency", "gradcam", "lime", "shap"):
         for suffix in ("_in.wav", "_out.wav", ".png"):
             assert (example / method / f"topK_30{suffix}").is_file()
-    wandb_log = sorted((quickstart_run / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))[-1].read_bytes()
-    assert b"explain/clean/lime/bin/FF" in wandb_log and b"explain/results" in wandb_log
-    assert f"examples/{example.name}/shap/audio".encode() in wandb_log
+    runs = read_wandb_runs(quickstart_run / "runs" / "wandb")
+    assert any("explain/clean/lime/bin/FF" in r["summary"] and "explain/results" in r["summary"]
+               for r in runs if r["job_type"] == "explain")
+    shap = [r["summary"]["examples/audio"]["captions"] for r in runs
+            if r["job_type"] == "explain-method" and r["config"]["method"] == "shap"]
+    assert shap and f"{example.name}: original" in shap[-1]
 
 
 @pytest.mark.parametrize("scenario,method", [("room", "gradcam"), ("white", "saliency"), ("horse", "lime")])
@@ -228,7 +228,7 @@ def test_the_wandb_hint_is_left_to_rank_zero(tmp_path, monkeypatch, capsys):
     """On the other ranks Lightning hands out a stand-in for the W&B run, whose ``dir`` is a method."""
     from lightning.pytorch.loggers import WandbLogger
     from lightning.pytorch.utilities import rank_zero_only
-    from report.wandb_mode import print_sync_hint
+    from callbacks.wandb_log import print_sync_hint
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setattr(rank_zero_only, "rank", 1)
     print_sync_hint([WandbLogger(save_dir=str(tmp_path), offline=True)])

@@ -1,0 +1,257 @@
+"""What ``fit`` and ``test`` runs log to Weights & Biases, in forms that W&B's own panels compare across runs,
+and when W&B runs offline.
+
+W&B's bar, scatter and parallel-coordinates panels draw one value per *run* (its summary) and group runs by
+a *config* key; the rows of a logged table are only reachable through custom charts, which do not aggregate
+across runs. So an explanation run (job type ``explain``) also logs one small child run per (method, mask)
+(``explain-mask``: the metrics as summary keys) and one per method (``explain-method``: its best mask per
+metric, curve areas, localisation, and as history the deletion/insertion curves and the sanity cascade, with
+the example audio and figures). Every child run carries the run key (``RUN_KEYS``) and its method (and mask)
+as flat config keys, and composite keys to group by (``run_key``, ``run_method``, ``run_method_mask``,
+``by_<field>``), so that one panel groups repeated runs (mean and standard error) without any hand work.
+``report/dashboard.py`` builds its panels from the names defined here.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import netrc
+import os
+import socket
+from pathlib import Path
+
+from lightning.pytorch.loggers import WandbLogger
+
+from explain import METHODS
+from explain.curves import CURVES
+from explain.metrics import HIGHER_IS_BETTER, METRIC_NAMES
+from explain.records import KEY_FIELDS, SETTINGS, CurvePoint, LocalisationValue, Result, SanityValue
+from explain.sanity import SIMILARITIES
+
+# What identifies an explanation run (explain.records.RunKey's fields), logged as flat config keys; a new
+# setting of the run key reaches the runs and the dashboard from there
+RUN_KEYS = KEY_FIELDS
+# the run-key fields a study compares side by side for the same model, scenario, method and mask
+COMPARED = SETTINGS
+
+EXPLAIN, MASK_RUN, METHOD_RUN, REPORT = "explain", "explain-mask", "explain-method", "report"
+# composite config keys of the child runs: a W&B panel groups by one key
+RUN_KEY, RUN_METHOD, RUN_METHOD_MASK = "run_key", "run_method", "run_method_mask"
+# history keys of a method run: x axes of its curves and of its sanity cascade, and its media
+FRACTION, LAYERS_RANDOMISED = "fraction", "layers_randomised"
+FIGURES, AUDIO = "examples/figures", "examples/audio"
+CURVE_AREAS = tuple(f"{c}_auc" for c in CURVES)
+
+
+def compared_key(field: str) -> str:
+    """Config key that groups rows by everything but ``field``, with ``field``'s value last, so that the bars of
+    one (model, scenario, method, mask) under each value of ``field`` sit side by side."""
+    return f"by_{field}"
+
+
+def best_key(metric: str) -> str:
+    """Summary key of a method run: its best mask's value on ``metric`` (``best_mask_<metric>`` names the mask)."""
+    return f"best_{metric}"
+
+
+def margin_key(metric: str, control: str) -> str:
+    """Summary key of a mask run: its mean minus the control's same mask on the same clips."""
+    return f"{metric}_vs_{control}"
+
+
+def job_type(subcommand: str, explain: str | None) -> str:
+    return EXPLAIN if subcommand == "test" and explain else subcommand
+
+
+# -- offline or online ----------------------------------------------------------------------------------------
+def _has_login() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def _reachable(host: str = "api.wandb.ai", port: int = 443, timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def choose_wandb_mode() -> str:
+    """Respect WANDB_MODE when set; otherwise go offline without a login or without network, so nothing waits
+    on a prompt."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if _has_login() and _reachable():
+        return "online"
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return "offline"
+
+
+def print_sync_hint(loggers) -> None:
+    """After an offline run, say where it is and how to upload it with its child runs (on global rank 0 only)."""
+    from lightning.pytorch.utilities import rank_zero_only
+    if os.environ.get("WANDB_MODE") != "offline" or rank_zero_only.rank != 0:
+        return  # the other ranks hold a stand-in for the W&B run (its .dir is a method)
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            run_dir = Path(os.path.dirname(logger.experiment.dir))
+            children = sorted(run_dir.parent.glob(f"offline-run-*-{logger.experiment.id}-*"))
+            also = (f" {run_dir.parent}/offline-run-*-{logger.experiment.id}-*" if children else "")
+            print(f"W&B ran offline (no login or no network); the run is in {run_dir}"
+                  + (f", its {len(children)} per-method and per-mask runs beside it" if children else "")
+                  + f". To upload it: `wandb login`, then `wandb sync {run_dir}{also}`.")
+
+
+# -- what every run carries -------------------------------------------------------------------------------
+def _wandb_loggers(logger_config) -> list:
+    """The W&B loggers' parsed configs among ``trainer.logger`` (one, a list, or a bool)."""
+    found = []
+    for item in logger_config if isinstance(logger_config, list) else [logger_config]:
+        path = getattr(item, "class_path", None)
+        if path:
+            module, _, name = path.rpartition(".")
+            cls = getattr(importlib.import_module(module), name, None)
+            if isinstance(cls, type) and issubclass(cls, WandbLogger):
+                found.append(item)
+    return found
+
+
+def configure_runs(config, subcommand: str) -> None:
+    """Before the loggers are built: every W&B run of a command gets its job type (the command decides it, over
+    what a reused config says), tags and the flat config keys known before the run: ``model`` (its feature
+    type; an explanation run relabels it with ``--explainer.model_name``) and ``seed``. The group is the
+    config's (``--trainer.logger.init_args.group``)."""
+    kind = job_type(subcommand, config.get("explain"))
+    model = (config.get("model") or {}).get("features")
+    for logger in _wandb_loggers(config.trainer.logger):
+        args = logger.init_args
+        args.job_type = kind
+        args.config = {**(args.get("config") or {}), "model": model, "seed": config.get("seed_everything")}
+        args.tags = list(dict.fromkeys([*(args.get("tags") or []), kind, *([model] if model else [])]))
+
+
+# -- what an explanation run adds --------------------------------------------------------------------------
+def _joined(*parts) -> str:
+    return "/".join(str(p) for p in parts)
+
+
+def _finite(value):
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def _is_control(method: str) -> bool:
+    return bool(METHODS[method].control)
+
+
+class _Children:
+    """Child runs of an explanation run: same project, directory, mode, group and tags, ids derived from
+    its id (so ``wandb sync`` finds them by one pattern)."""
+
+    def __init__(self, parent, save_dir: str | None, keys: dict):
+        self.parent, self.save_dir, self.keys, self.count = parent, save_dir, keys, 0
+
+    def log(self, kind: str, parts: tuple, config: dict, summary: dict, history=()) -> None:
+        """One child run for ``parts`` (method, or method and mask): its config besides the run key, the rows
+        of its history, then its summary."""
+        import wandb
+        parent = self.parent
+        self.count += 1
+        # its own run while the parent stays open (wandb.init would otherwise return the open one)
+        run = wandb.init(project=parent.project, entity=parent.entity or None, group=parent.group or None,
+                         job_type=kind, name=_joined(*self.keys.values(), *parts), id="-".join((parent.id, *parts)),
+                         tags=list(parent.tags or ()), config={**self.keys, **config, "parent": parent.id},
+                         dir=self.save_dir, reinit="create_new", mode="offline" if parent.offline else "online",
+                         settings=wandb.Settings(silent=True))
+        for row in history:
+            run.log(row)
+        run.summary.update({k: _finite(v) for k, v in summary.items()})
+        run.finish()
+
+
+def log_explanation(logger: WandbLogger, cb, results: list, curves: dict, sanity: list | None,
+                    localisation: list | None, n: int) -> None:
+    """Rank 0, at the end of an explanation run: flat config keys and tags of the run, its results tables,
+    and its child runs (module docstring). ``cb`` is the ``ExplainCallback``; ``results`` are the rows of
+    results.csv (``explain.records.Result``)."""
+    run = logger.experiment
+    keys = {k: getattr(results[0].key, k) for k in RUN_KEYS}
+    run.config.update({**keys, "methods": cb.methods, "masks": list(cb.masks), "precision": cb.precision,
+                       "tf32": cb.tf32}, allow_val_change=True)
+    run.tags = tuple(dict.fromkeys((*(run.tags or ()), *map(str, keys.values()), *cb.methods)))
+    for name, cls, records in (("results", Result, results), ("curves", CurvePoint, cb.curve_points(curves, n)),
+                               ("sanity", SanityValue, sanity or []), ("localisation", LocalisationValue, localisation)):
+        if records:
+            logger.log_table(f"explain/{name}", columns=cls.columns(), data=[r.row() for r in records])
+
+    children = _Children(run, logger.save_dir, keys)
+    key = _joined(*keys.values())
+    values = {(r.method, r.mask): dict(r.values) for r in results}
+    controls = [m for m in cb.methods if _is_control(m)]
+    located = _localisation_by_method(localisation)
+    for method in cb.methods:
+        base = {"method": method, "control": _is_control(method), RUN_KEY: key, RUN_METHOD: _joined(key, method)}
+        for mask in cb.masks:
+            summary = {**values[(method, mask)], "n": n, **located.get(method, {}).get(mask, {})}
+            for c in controls:
+                if c != method:
+                    summary.update({margin_key(m, c): values[(method, mask)][m] - values[(c, mask)][m]
+                                    for m in METRIC_NAMES})
+            first = [keys[k] for k in RUN_KEYS if k not in COMPARED] + [method, mask]
+            config = {**base, "mask": mask, RUN_METHOD_MASK: _joined(key, method, mask),
+                      **{compared_key(f): _joined(*first, *(keys[k] for k in COMPARED if k != f), keys[f])
+                         for f in COMPARED}}
+            children.log(MASK_RUN, (method, mask), config, summary)
+        _log_method_run(children, cb, method, base, values, curves.get(method), sanity,
+                        located.get(method, {}).get("", {}))
+    print(f"W&B: {children.count} child runs of this run (job types {METHOD_RUN}, one per method, and {MASK_RUN}, "
+          "one per method and mask) for `audio-xai dashboard`")
+
+
+def _localisation_by_method(rows: list | None) -> dict:
+    """method -> mask ('' for the map's own metrics) -> metric -> value, from localisation.csv's rows."""
+    out: dict = {}
+    for r in rows or ():
+        out.setdefault(r.method, {}).setdefault(r.mask, {})[r.metric] = r.value
+    return out
+
+
+def _log_method_run(children: _Children, cb, method: str, base: dict, values: dict, curve: dict | None,
+                    sanity: list | None, located: dict) -> None:
+    summary, config = dict(located), dict(base)
+    for m in METRIC_NAMES:
+        pick = (max if HIGHER_IS_BETTER[m] else min)(cb.masks, key=lambda k: values[(method, k)][m])
+        summary[best_key(m)] = values[(method, pick)][m]
+        config[f"best_mask_{m}"] = pick
+    history = []
+    if curve:
+        summary.update({k: curve[k] for k in CURVE_AREAS})
+        history += [{FRACTION: f, **{c: curve[c][i] for c in CURVES}} for i, f in enumerate(cb.fractions)]
+    if sanity:
+        by_layer = {(r.layer, r.similarity): r.value for r in sanity if r.method == method}
+        for i, layer in enumerate(cb.sanity_layers, 1):  # the cascade's order: i layers random
+            row = {s: by_layer[(layer, s)] for s in SIMILARITIES if (layer, s) in by_layer}
+            history += [{LAYERS_RANDOMISED: i, **row}] if row else []
+    media = _media(cb, method)
+    children.log(METHOD_RUN, (method,), config, summary, history + ([media] if media else []))
+
+
+def _media(cb, method: str) -> dict:
+    """The method's example figures (one per clip and mask) and audio (each clip's original, then each mask's
+    masked-in and masked-out sound)."""
+    import wandb
+    figures, audio = [], []
+    for clip in sorted(p for p in (cb.out / "examples").glob("*") if (p / method).is_dir()):
+        pngs = sorted((clip / method).glob("*.png"),
+                      key=lambda p: cb.masks.index(p.stem) if p.stem in cb.masks else len(cb.masks))
+        figures += [wandb.Image(str(p), caption=f"{clip.name}: {p.stem}") for p in pngs]
+        wavs = [(clip / "original.wav", "original")] + [
+            (p.with_name(f"{p.stem}{s}.wav"), f"{p.stem} masked {s[1:]}") for p in pngs for s in ("_in", "_out")]
+        audio += [wandb.Audio(str(w), sample_rate=cb.features.sample_rate, caption=f"{clip.name}: {c}")
+                  for w, c in wavs if w.is_file()]
+    return {**({FIGURES: figures} if figures else {}), **({AUDIO: audio} if audio else {})}

@@ -1,0 +1,311 @@
+"""W&B: what fit and test runs log (job type, group, flat config keys, the per-(method, mask) child runs), read
+back from the offline runs' own files, and the dashboard built from it (``main.py dashboard``), offline."""
+import json
+import socket
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from explain.curves import CURVES
+from explain.metrics import HIGHER_IS_BETTER, METRIC_NAMES
+from explain.records import Result, RunKey
+from tests.helpers import ROOT, read_csv, read_wandb_runs, run_cli
+
+QUICKSTART = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
+GROUP = "dash-test"  # the test run's group, given on the command line over the config's
+
+
+# -- what a panel names, read from the saved spec's JSON (W&B's wire format, not the package's classes) --------
+# fields of a panel's config that only present (titles, aggregation, sizes)
+PRESENTING = {"chartTitle", "vertical", "groupAgg", "groupArea", "limit", "barLimit", "aggregate", "columnCount"}
+
+
+def _key(accessor: str) -> tuple[str, str]:
+    """('config' | 'summary' | 'history', name) of one accessor string of a panel."""
+    for prefix, section in (("summary:", "summary"), ("summary_metrics.", "summary"), ("config:", "config"),
+                            ("config.", "config")):
+        if accessor.startswith(prefix):
+            name = accessor[len(prefix):]
+            return section, name.split(".value")[0] if section == "config" else name
+    raise AssertionError(f"unexpected accessor {accessor!r}")
+
+
+def panel_keys(panel: dict) -> set[tuple[str, str]]:
+    """Every (section, key) a panel reads: summary keys for run-level charts, history keys for line plots and
+    media, config keys for grouping and axes. A config field not understood here fails the test."""
+    config, kind = panel["config"], panel["viewType"]
+    unknown = set(config) - PRESENTING - {"metrics", "xAxis", "yAxis", "zAxis", "groupBy", "columns", "mediaKeys"}
+    assert not unknown, f"{kind}: fields {unknown} not checked"
+    plain = "history" if kind in ("Run History Line Plot", "Media Browser") else "summary"
+    keys = set()
+    for m in config.get("metrics", []) + config.get("mediaKeys", []):
+        keys.add(_key(m) if ":" in m or m.startswith(("summary_metrics.", "config.")) else (plain, m))
+    for axis in ("xAxis", "yAxis", "zAxis"):
+        if axis in config:
+            keys.add(_key(config[axis]) if ":" in config[axis] else ("history", config[axis]))
+    if "groupBy" in config:
+        keys.add(("config", config["groupBy"].split(".value")[0]))
+    keys |= {_key(c["accessor"]) for c in config.get("columns", [])}
+    return keys
+
+
+def runset_filter(filters: dict) -> dict:
+    """{(section, name): (op, value)} of a runset's conjunctive filters."""
+    out = {}
+    for f in filters["filters"]:
+        assert f.get("connector", "AND") == "AND" and not f.get("disabled")
+        out[(f["key"]["section"], f["key"]["name"])] = (f["op"], f["value"])
+    return out
+
+
+def grids(spec: dict) -> list[tuple[dict, list[dict]]]:
+    """(filters, panels) of every panel grid of the report and of the workspace view."""
+    out = [(runset_filter(rs["filters"]), b["metadata"]["panelBankSectionConfig"]["panels"])
+           for b in spec["report"]["spec"]["blocks"] if b["type"] == "panel-grid"
+           for rs in b["metadata"]["runSets"]]
+    view = spec["workspace"]["spec"]["section"]
+    view_filter = runset_filter(view["runSets"][0]["filters"])
+    out += [(view_filter, s["panels"]) for s in view["panelBankConfig"]["sections"]]
+    return out
+
+
+def selected(runs: list[dict], filters: dict) -> list[dict]:
+    def keep(run):
+        for (section, name), (op, value) in filters.items():
+            have = {("run", "jobType"): run["job_type"], ("run", "group"): run["group"]}.get((section, name))
+            assert have is not None or section == "config", f"filter on {section}.{name} not checked"
+            if section == "config":
+                have = run["config"].get(name.split(".value")[0])
+            if not (have == value if op == "=" else have in value if op == "IN" else False):
+                return False
+        return True
+    return [r for r in runs if keep(r)]
+
+
+def missing_keys(spec: dict, runs: list[dict]) -> list[str]:
+    """Each key some panel names that none of the runs its grid selects has logged, and each grid that
+    selects no run."""
+    missing = []
+    for filters, panels in grids(spec):
+        chosen = selected(runs, filters)
+        if not chosen:
+            missing.append(f"no run matches {filters}")
+            continue
+        for panel in panels:
+            for section, key in panel_keys(panel):
+                if not any(key in r[section] for r in chosen):
+                    missing.append(f"{panel['viewType']} {panel['config'].get('chartTitle')!r}: {section} {key}")
+    return missing
+
+
+# -- the dashboard command, offline -----------------------------------------------------------------------
+@pytest.fixture
+def no_network(monkeypatch):
+    """A login but no network: any connection attempt fails as it would without one."""
+    def refuse(*args, **kwargs):
+        raise OSError("no network in this test")
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+
+
+def test_dashboard_offline_writes_the_spec_and_says_how_to_publish_it(tmp_path, monkeypatch, capsys, no_network):
+    from main import main
+    monkeypatch.chdir(tmp_path)
+    main(["dashboard", "--entity", "my-team", "--project", "audio-xai", "--group", "study"])  # returns: exit 0
+    out = capsys.readouterr().out
+    assert "offline" in out and "wandb login" in out and "run this command again" in out
+    spec = json.loads((tmp_path / "dashboard.json").read_text())  # the default --out
+    assert spec["report"]["project"] == {"name": "audio-xai", "entityName": "my-team"}
+    assert spec["workspace"]["entity"] == "my-team" and spec["workspace"]["project"] == "audio-xai"
+    filters = [f for f, _ in grids(spec)]
+    assert len(filters) > 10 and all(f[("run", "group")] == ("=", "study") for f in filters)
+    main(["dashboard", "--entity", "my-team", "--project", "audio-xai", "--out", str(tmp_path / "d" / "all.json")])
+    assert all(("run", "group") not in f for f, _ in grids(json.loads((tmp_path / "d" / "all.json").read_text())))
+
+
+@pytest.mark.parametrize("option,value", [
+    ("--entity", "my-team/audio-xai"), ("--entity", "https://wandb.ai/my-team"), ("--entity", "my team"),
+    ("--entity", ""), ("--project", "my-team/audio-xai"), ("--project", "a:b"), ("--project", "a#b"),
+    ("--project", ""), ("--project", " audio-xai"), ("--project", "p" * 129), ("--group", ""),
+])
+def test_a_wrong_entity_project_or_group_is_a_one_line_error(tmp_path, monkeypatch, capsys, no_network, option,
+                                                              value):
+    from main import main
+    monkeypatch.chdir(tmp_path)
+    given = {"--entity": "my-team", "--project": "audio-xai", option: value}
+    with pytest.raises(SystemExit) as exit:
+        main(["dashboard", *(a for kv in given.items() for a in kv)])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {option} {value!r}") and len(err.splitlines()) == 2  # the error and the debug hint
+    assert not (tmp_path / "dashboard.json").exists()
+
+
+def test_an_out_that_is_a_folder_or_below_a_file_is_named(tmp_path, capsys, no_network):
+    from main import main
+    (tmp_path / "file").write_text("")
+    for out, says in ((tmp_path, "is a folder"), (tmp_path / "file" / "d.json", "is a file, not a folder")):
+        with pytest.raises(SystemExit):
+            main(["dashboard", "--entity", "my-team", "--project", "audio-xai", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --out {out}:") and says in err
+
+
+@pytest.mark.parametrize("project", ["audio-xai", "a/b", "a:b", "a#b", "a?b", "a%b", "a\\b", "p" * 128, "p" * 129,
+                                     "My study 2"])
+def test_project_names_are_refused_as_wandb_refuses_them(project):
+    """wandb's own settings are the oracle for the characters and the length."""
+    import wandb
+    from errors import UsageValueError
+    from report.dashboard import check_names
+    try:
+        wandb.Settings(project=project)
+        wandb_accepts = True
+    except Exception:
+        wandb_accepts = False
+    try:
+        check_names("my-team", project, None)
+        accepted = True
+    except UsageValueError:
+        accepted = False
+    assert accepted == wandb_accepts
+
+
+def test_the_spec_names_no_project_in_its_runsets_offline(no_network):
+    """Naming one makes wandb-workspaces look its id up on the server; offline the runsets are the report's."""
+    from report.dashboard import build, spec
+    built = spec(*build("my-team", "audio-xai", None, online=False))
+    for block in built["report"]["spec"]["blocks"]:
+        for rs in block.get("metadata", {}).get("runSets", []):
+            assert "project" not in rs
+
+
+# -- what the runs log --------------------------------------------------------------------------------------
+def test_child_runs_hold_each_rows_values_margins_and_best_masks(tmp_path):
+    """Two methods (one a control) x two masks, values chosen by hand: the child runs read back carry them,
+    the margins over the control and each method's best mask per metric (AD: lower is better)."""
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    from callbacks.wandb_log import RUN_KEYS, log_explanation
+    values = {("saliency", "bin"): 0.2, ("saliency", "topK_5"): 0.5, ("random", "bin"): 0.1, ("random", "topK_5"): 0.7}
+    rows = []
+    for (method, mask), v in values.items():
+        rows.append(Result(RunKey("mel", "clean", protocol="study", fill="floor"), method, mask, 3,
+                           {m: v + i for i, m in enumerate(METRIC_NAMES)}))
+    cb = SimpleNamespace(methods=["saliency", "random"], masks=("bin", "topK_5"), precision="32", tf32=False,
+                         out=tmp_path / "explain", fractions=(0.0, 1.0), sanity_layers=("head",),
+                         curve_points=lambda curves, n: [])
+    # a run of its own: a WandbLogger alone would reuse a run another test left open in this process
+    run = wandb.init(project="audio-xai-test", dir=str(tmp_path), mode="offline", group="g", job_type="explain",
+                     reinit="create_new")
+    logger = WandbLogger(save_dir=str(tmp_path), experiment=run)
+    log_explanation(logger, cb, rows, {}, None, None, 3)
+    logger.experiment.finish()
+    runs = read_wandb_runs(tmp_path)
+    parent = next(r for r in runs if r["job_type"] == "explain")
+    assert {k: parent["config"][k] for k in RUN_KEYS} == {"model": "mel", "scenario": "clean", "protocol": "study",
+                                                           "fill": "floor"}
+    masks = {(r["config"]["method"], r["config"]["mask"]): r for r in runs if r["job_type"] == "explain-mask"}
+    assert set(masks) == set(values)
+    for (method, mask), r in masks.items():
+        assert r["group"] == "g" and r["config"]["parent"] == parent["id"] and r["config"]["fill"] == "floor"
+        assert r["config"]["control"] == (method == "random")
+        assert r["summary"]["AD"] == pytest.approx(values[(method, mask)] + METRIC_NAMES.index("AD"))
+    assert masks[("saliency", "topK_5")]["summary"]["FF_vs_random"] == pytest.approx(0.5 - 0.7)
+    assert masks[("saliency", "bin")]["summary"]["AD_vs_random"] == pytest.approx(0.2 - 0.1)
+    assert "FF_vs_random" not in masks[("random", "bin")]["summary"]  # no margin over itself
+    assert masks[("saliency", "bin")]["config"]["by_protocol"] == "mel/clean/saliency/bin/floor/study"
+    methods = {r["config"]["method"]: r for r in runs if r["job_type"] == "explain-method"}
+    assert methods["saliency"]["summary"]["best_FF"] == pytest.approx(0.5)  # higher is better: topK_5
+    assert methods["saliency"]["config"]["best_mask_FF"] == "topK_5"
+    assert methods["saliency"]["summary"]["best_AD"] == pytest.approx(0.2 + METRIC_NAMES.index("AD"))  # lower: bin
+    assert (methods["random"]["config"]["best_mask_AD"], methods["random"]["config"]["best_mask_AI"]) == ("bin", "topK_5")
+
+
+@pytest.fixture(scope="module")
+def dashboard_run(quickstart_run, tmp_path_factory):
+    """A small quickstart-style ``test`` (the study's methods and the controls, the sanity check, two masks)
+    through the real command line, in a folder of its own, with the group given on the command line: (that
+    folder, its explain folder)."""
+    work = tmp_path_factory.mktemp("dashboard")
+    run_cli("test", "--config", str(ROOT / "configs" / "quickstart.yaml"),
+            "--ckpt_path", str(quickstart_run / "runs" / "quickstart" / "best.ckpt"),
+            "--data.root", str(quickstart_run / "data" / "quickstart"), "--explain", "study,controls",
+            "--explainer.sanity", "true", "--explainer.sanity_clips", "2", "--explainer.masks", "[bin,topK_5]",
+            "--explainer.lime_samples", "20", "--explainer.examples", "1", "--data.batch_size", "3",
+            "--trainer.limit_test_batches", "2", "--trainer.logger.init_args.group", GROUP, cwd=work)
+    return work, next(work.glob("runs/quickstart/test-*/explain"))
+
+
+def test_fit_and_test_runs_carry_job_type_group_and_flat_keys(quickstart_run, dashboard_run):
+    work, out = dashboard_run
+    from callbacks.wandb_log import RUN_KEYS
+    fit = [r for r in read_wandb_runs(quickstart_run / "runs" / "wandb") if r["job_type"] == "fit"]
+    assert len(fit) == 1
+    assert fit[0]["group"] == QUICKSTART["trainer"]["logger"]["init_args"]["group"]  # the config's
+    assert fit[0]["config"]["model"] == QUICKSTART["model"]["features"] and fit[0]["config"]["seed"] == 0
+    assert "fit" in fit[0]["tags"]
+    test = [r for r in read_wandb_runs(work / "runs" / "wandb") if r["job_type"] == "explain"]
+    assert len(test) == 1 and test[0]["group"] == GROUP  # overridden on the command line
+    row = read_csv(out / "results.csv")[0]
+    assert {k: test[0]["config"][k] for k in RUN_KEYS} == {k: row[k] for k in RUN_KEYS}
+    assert {row[k] for k in RUN_KEYS} | {"explain"} <= set(test[0]["tags"])
+    assert test[0]["config"]["methods"] == json.loads((out / "run.json").read_text())["methods"]
+
+
+def test_one_child_run_per_method_and_mask_holds_the_files_values(dashboard_run):
+    work, out = dashboard_run
+    runs = read_wandb_runs(work / "runs" / "wandb")
+    parent = next(r for r in runs if r["job_type"] == "explain")
+    results = read_csv(out / "results.csv")
+    masks = {(r["config"]["method"], r["config"]["mask"]): r for r in runs if r["job_type"] == "explain-mask"}
+    assert set(masks) == {(r["method"], r["mask"]) for r in results}
+    by_row = {(r["method"], r["mask"]): r for r in results}
+    for key, run in masks.items():
+        assert run["group"] == GROUP and run["config"]["parent"] == parent["id"]
+        for m in METRIC_NAMES:
+            assert run["summary"][m] == pytest.approx(float(by_row[key][m]), rel=1e-6), (key, m)
+        for control in ("random", "energy"):
+            if key[0] != control:
+                assert run["summary"][f"FF_vs_{control}"] == pytest.approx(
+                    float(by_row[key]["FF"]) - float(by_row[(control, key[1])]["FF"]), abs=1e-9)
+    for r in read_csv(out / "localisation.csv"):
+        if r["mask"]:
+            assert masks[(r["method"], r["mask"])]["summary"][r["metric"]] == pytest.approx(float(r["value"]))
+    methods = {r["config"]["method"]: r for r in runs if r["job_type"] == "explain-method"}
+    assert set(methods) == {r["method"] for r in results}
+    curves, sanity = read_csv(out / "curves.csv"), read_csv(out / "sanity.csv")
+    layers = json.loads((out / "run.json").read_text())["sanity"]["layers"]
+    for method, run in methods.items():
+        rows = [r for r in results if r["method"] == method]
+        for m in METRIC_NAMES:
+            best = (max if HIGHER_IS_BETTER[m] else min)(float(r[m]) for r in rows)
+            assert run["summary"][f"best_{m}"] == pytest.approx(best, rel=1e-6)
+        for c in CURVES:
+            mine = [r for r in curves if r["method"] == method and r["curve"] == c]
+            assert run["history"]["fraction"] == pytest.approx([float(r["fraction"]) for r in mine])
+            assert run["history"][c] == pytest.approx([float(r["prob"]) for r in mine], rel=1e-6)
+        mine = [float(next(r["value"] for r in sanity if r["method"] == method and r["layer"] == layer
+                           and r["similarity"] == "spearman_abs")) for layer in layers]
+        assert run["history"]["layers_randomised"] == list(range(1, len(layers) + 1))
+        assert run["history"]["spearman_abs"] == pytest.approx(mine, rel=1e-6, nan_ok=True)
+        clip = next((out / "examples").iterdir()).name
+        assert run["summary"]["examples/figures"]["captions"] == [f"{clip}: bin", f"{clip}: topK_5"]
+        assert len(run["summary"]["examples/audio"]["captions"]) == 1 + 2 * 2  # original, each mask in and out
+
+
+def test_every_key_a_dashboard_panel_names_is_logged_by_a_quickstart_run(dashboard_run, no_network):
+    from report.dashboard import build, spec
+    work, _ = dashboard_run
+    runs = read_wandb_runs(work / "runs" / "wandb")
+    built = spec(*build("my-team", "audio-xai", GROUP, online=False))
+    assert missing_keys(built, runs) == []
+    # the check fails for a panel naming a key no run logged, and for a group no run is in
+    panels = next(b for b in built["report"]["spec"]["blocks"] if b["type"] == "panel-grid")
+    panels["metadata"]["panelBankSectionConfig"]["panels"][0]["config"]["metrics"].append("no_such_key")
+    assert len(missing_keys(built, runs)) == 1
+    assert all(m.startswith("no run matches") for m in missing_keys(spec(*build("t", "p", "other", False)), runs))
