@@ -82,7 +82,8 @@ def _spearman(spearmanr, a: np.ndarray, b: np.ndarray) -> float:
 
 def mean_interval(values: Sequence[float], n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Mean and 95 % percentile bootstrap interval of the mean."""
-    return (float(np.mean(np.asarray(values, dtype=np.float64))), *bootstrap_ci(values, n_boot, seed=seed))
+    return (float(np.mean(np.asarray(values, dtype=np.float64))),
+            *bootstrap_ci(values, n_boot, seed=seed, quantiles=(0.025, 0.975)))
 
 
 def randomisation_test(model: nn.Module, explain: Callable[[nn.Module, str], torch.Tensor], methods: Sequence[str],
