@@ -24,6 +24,7 @@ from .records import RunKey, SanityValue
 
 LAYERS = ("head", "fc1", "conv_block6", "conv_block5", "conv_block4", "conv_block3", "conv_block2", "conv_block1")
 SIMILARITIES = ("spearman", "spearman_abs", "ssim")
+FLAGGED_SIMILARITY = "spearman_abs"  # the similarity a method is flagged on (``still_similar``)
 STILL_SIMILAR = 0.5
 
 
@@ -124,4 +125,4 @@ def still_similar(rows: Iterable[SanityValue], layers: Sequence[str] = LAYERS) -
     """Methods whose maps keep a Spearman correlation of |map| of at least ``STILL_SIMILAR`` once every layer
     in ``layers`` is random: they do not follow the model."""
     last = layers[-1]
-    return [r.method for r in rows if r.layer == last and r.similarity == "spearman_abs" and r.value >= STILL_SIMILAR]
+    return [r.method for r in rows if r.layer == last and r.similarity == FLAGGED_SIMILARITY and r.value >= STILL_SIMILAR]

@@ -20,7 +20,7 @@ from explain.localisation import MAP_METRICS, MASK_METRICS
 from explain.measures import MEASURES, better_word, header
 from explain.metrics import CONCISENESS_METRICS, METRIC_NAMES, STUDY_METRICS
 from explain.records import RunKey
-from explain.sanity import STILL_SIMILAR
+from explain.sanity import FLAGGED_SIMILARITY, STILL_SIMILAR
 
 from . import figures
 from .checks import FLAG_METRIC, NOISE, Curve, not_beaten
@@ -29,7 +29,6 @@ from .tables import Row, column_marks, is_control, method_label, metrics_of, nor
 from .uncertainty import overlapping
 
 CURVE_ACTIONS = {"deletion": "removed", "insertion": "put back"}  # what happens to the cells along the x-axis
-FLAGGED_SIMILARITY = "spearman_abs"  # the one explain.sanity.still_similar flags on
 
 
 # -- texts ---------------------------------------------------------------------------------------------
