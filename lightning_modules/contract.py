@@ -199,16 +199,16 @@ def rescale_rule_problems(model: nn.Module, x: torch.Tensor) -> list[str]:
     return found + [f"the nn.ReLU {n} used {k} times in one pass" for n, k in calls.items() if k > 1]
 
 
-def check_rescale_rule(model: nn.Module, x: torch.Tensor, method: str) -> None:
-    """An error naming ``method`` and what it cannot handle, unless DeepLIFT's rescale rule is exact on ``model``:
-    without this check such a model would get a map that is only gradient times input in places, and whose
-    sum is not the output's difference."""
+def check_rescale_rule(model: nn.Module, x: torch.Tensor, method: str, label: str = "") -> None:
+    """An error naming ``method`` (with its ``label``) and what it cannot handle, unless DeepLIFT's rescale rule
+    is exact on ``model``: without this check such a model would get a map that is only gradient times input in
+    places, and whose sum is not the output's difference."""
     problems = rescale_rule_problems(model, x)
     if problems:
         shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
         raise UsageValueError(
-            f"{method} needs every nonlinearity of the model to be an nn.ReLU module, each used once (its rescale "
-            f"rule replaces their gradients; anything else would be explained as gradient times input, and the "
+            f"{method}{f' ({label})' if label else ''} needs every nonlinearity of the model to be an nn.ReLU "
+            f"module, each used once (its rescale rule replaces their gradients; anything else would be explained as gradient times input, and the "
             f"map would not add up to the output), but {type(model).__name__} has: {shown}. Leave {method} out "
             f"of --explain (ig and gradshap need nothing from the model), or write those nonlinearities as nn.ReLU "
             f"modules")
