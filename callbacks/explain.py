@@ -267,7 +267,8 @@ class ExplainCallback(Callback):
                 write_wav(base.with_name(f"{mask}_in.wav"), rebuilt_in[ki, j], sr)
                 write_wav(base.with_name(f"{mask}_out.wav"), rebuilt_out[ki, j], sr)
                 figures.append((base.with_suffix(".png"), [("original", x[j, 0]), (f"masked in ({mask})", x_in[ki, j, 0]),
-                                                           ("masked out", x_out[ki, j, 0])], f"{cid} ({classes[j]}): {method}, {mask}"))
+                                                           ("masked out", x_out[ki, j, 0])],
+                                f"{cid} ({classes[j]}): {method}, {mask}"))
         save_spectrogram_figures(figures, freqs, duration)
 
     # -- end ----------------------------------------------------------------------------------------

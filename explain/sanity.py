@@ -6,11 +6,12 @@ The spectrogram model's layers are re-initialised cumulatively from the head dow
 ``lightning_modules.contract.sanity_layers``), convolutions, linear layers and batch norms as Cnn14
 initialises them at construction (convolutions Xavier uniform, linear layers PyTorch's default, batch norms
 weight 1, bias 0 and fresh running statistics), from a generator seeded per layer, and any other module
-that holds weights by its own ``reset_parameters()`` under a seed drawn from that generator. After each step every method's maps of the same clips are recomputed
-and compared with the maps of the trained model: Spearman rank correlation of the signed maps and of their
-absolute values (``scipy.stats.spearmanr``, average ranks for ties: LIME's maps are piecewise constant),
-and SSIM (``skimage.metrics.structural_similarity`` with the data range of the two maps). A method whose
-maps keep ``STILL_SIMILAR`` or more Spearman correlation of |map| once every layer is random is flagged.
+that holds weights by its own ``reset_parameters()`` under a seed drawn from that generator. After each
+step every method's maps of the same clips are recomputed and compared with the maps of the trained model:
+Spearman rank correlation of the signed maps and of their absolute values (``scipy.stats.spearmanr``,
+average ranks for ties: LIME's maps are piecewise constant), and SSIM
+(``skimage.metrics.structural_similarity`` with the data range of the two maps). A method whose maps keep
+``STILL_SIMILAR`` or more Spearman correlation of |map| once every layer is random is flagged.
 """
 from __future__ import annotations
 

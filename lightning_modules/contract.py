@@ -208,8 +208,8 @@ def check_rescale_rule(model: nn.Module, x: torch.Tensor, method: str, label: st
         shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
         raise UsageValueError(
             f"{method}{f' ({label})' if label else ''} needs every nonlinearity of the model to be an nn.ReLU "
-            f"module, each used once (its rescale rule replaces their gradients; anything else would be explained as gradient times input, and the "
-            f"map would not add up to the output), but {type(model).__name__} has: {shown}. Leave {method} out "
+            f"module, each used once (its rescale rule replaces their gradients; anything else would be explained "
+            f"as gradient times input, and the map would not add up to the output), but {type(model).__name__} has: {shown}. Leave {method} out "
             f"of --explain (ig and gradshap need nothing from the model), or write those nonlinearities as nn.ReLU "
             f"modules")
 

@@ -134,7 +134,8 @@ def test_a_split_column_of_names_and_text_labels(tmp_path):
 @pytest.mark.parametrize("change, message", [
     (dict(label_column="species"), r"no column --data.label_column 'species'; its columns: file, label, split"),
     (dict(test_folds=["holdout"]), r"--data.test_folds: unknown fold\(s\) \['holdout'\].*has folds \['test', 'train'"),
-    (dict(audio_dir="elsewhere"), r"2 clip\(s\) listed in .*labels.csv are missing: .*elsewhere/0.wav.*--data.audio_dir"),
+    (dict(audio_dir="elsewhere"),
+     r"2 clip\(s\) listed in .*labels.csv are missing: .*elsewhere/0.wav.*--data.audio_dir"),
     (dict(audio_dir="clips/{fold}"), r"--data.audio_dir 'clips/\{fold\}': 'fold' is not a column"),
     (dict(csv="nothing.csv"), r"no metadata CSV at .*nothing.csv"),
 ])

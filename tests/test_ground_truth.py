@@ -28,7 +28,8 @@ def clips_to_explain(model, root) -> tuple:
     box, span = signature_boxes(model.features, names, read_signatures(root), x.shape[2])
     with torch.no_grad():
         background = model.features(dm.background(2, 100)["waveform"])
-    return x[correct], pred[correct], [n for n, ok in zip(names, correct) if ok], box[correct], span[correct], background
+    kept = [n for n, ok in zip(names, correct) if ok]
+    return x[correct], pred[correct], kept, box[correct], span[correct], background
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,8 @@ def deeplift_gap(model, x):
 
 def test_the_rescale_check_passes_exactly_the_models_deeplift_adds_up_on():
     exact = ReluModules().eval()
-    assert rescale_rule_problems(exact, X) == [] and rescale_rule_problems(Cnn14(32, 3, 4).eval(), torch.randn(1, 1, 32, 32)) == []
+    assert rescale_rule_problems(exact, X) == []
+    assert rescale_rule_problems(Cnn14(32, 3, 4).eval(), torch.randn(1, 1, 32, 32)) == []
     total, gap = deeplift_gap(exact, X)
     assert torch.allclose(total, gap, rtol=1e-4, atol=1e-5)
     functional = ReluModules(functional=True).eval()
