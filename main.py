@@ -173,9 +173,10 @@ def _main(args: Optional[list[str]] = None) -> None:
         def parse_arguments(self, parser, args):
             super().parse_arguments(parser, args)
             # before Lightning reads the checkpoint's hyperparameters, so a bad file is named in one line
-            ckpt = self.config.get(self.config.get("subcommand") or "", {}).get("ckpt_path")
+            sub = self.config.get(self.config.get("subcommand") or "", {})
+            ckpt = sub.get("ckpt_path")
             if ckpt and not (ckpt in ("best", "last", "hpc") or ckpt.startswith("registry")):
-                check_lightning_checkpoint(ckpt)
+                check_lightning_checkpoint(ckpt, model_class=sub.get("model", {}).get("class_path"))
 
         def before_instantiate_classes(self):
             sub = self.config[self.subcommand]
