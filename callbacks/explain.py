@@ -22,9 +22,9 @@ from explain.localisation import LOCALISATION_COLUMNS, ground_truth
 from explain.cache import clips_hash
 from explain.pipeline import ExplanationPipeline
 from explain.sanity import LAYERS as SANITY_LAYERS, SANITY_COLUMNS, still_similar
-from lightning_modules.contract import check_explainable, check_sanity_layers, sanity_layers
 from explain.protocol import check_protocol
 from files import claim_folder, write_csv, write_json
+from lightning_modules.contract import check_explainable, check_sanity_layers, sanity_layers
 from report.media import save_spectrogram_figures, write_wav
 
 log = logging.getLogger(__name__)
