@@ -83,13 +83,22 @@ def main(args: Optional[list[str]] = None) -> None:
             if _global_rank() == 0:
                 print(f"stopped by {signal.Signals(stopped[0]).name}. {_resume_hint()}", file=sys.stderr)
             sys.exit(128 + stopped[0])
-        if not isinstance(err, UsageError) or os.environ.get("AUDIOXAI_DEBUG"):
+        usage = _usage_error(err)
+        if usage is None or os.environ.get("AUDIOXAI_DEBUG"):
             raise
-        print(f"error: {err}\n(set AUDIOXAI_DEBUG=1 to see where it was raised)", file=sys.stderr)
+        print(f"error: {usage}\n(set AUDIOXAI_DEBUG=1 to see where it was raised)", file=sys.stderr)
         sys.exit(2)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _usage_error(err: BaseException) -> Optional[UsageError]:
+    """``err`` if it is a ``UsageError``, else the one it was raised from: jsonargparse raises its own error
+    from the one a class given by ``class_path`` raised in its ``__init__``."""
+    while err is not None and not isinstance(err, UsageError):
+        err = err.__cause__
+    return err
 
 
 def _global_rank() -> int:
@@ -137,12 +146,11 @@ def _main(args: Optional[list[str]] = None) -> None:
     from callbacks.wandb_log import choose_wandb_mode, configure_runs, print_sync_hint
     choose_wandb_mode()
 
+    import lightning as L
     from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
     from callbacks import BestCheckpoint, ExplainCallback
     from explain.base import describe_methods, known_methods, method_groups
-    from datamodules import ESC50DataModule
-    from lightning_modules import AudioClassifier
     from lightning_modules.checkpoint import check_lightning_checkpoint
 
     class RunConfig(SaveConfigCallback):
@@ -170,9 +178,10 @@ def _main(args: Optional[list[str]] = None) -> None:
         def parse_arguments(self, parser, args):
             super().parse_arguments(parser, args)
             # before Lightning reads the checkpoint's hyperparameters, so a bad file is named in one line
-            ckpt = self.config.get(self.config.get("subcommand") or "", {}).get("ckpt_path")
+            sub = self.config.get(self.config.get("subcommand") or "", {})
+            ckpt = sub.get("ckpt_path")
             if ckpt and not (ckpt in ("best", "last", "hpc") or ckpt.startswith("registry")):
-                check_lightning_checkpoint(ckpt)
+                check_lightning_checkpoint(ckpt, model_class=sub.get("model", {}).get("class_path"))
 
         def before_instantiate_classes(self):
             sub = self.config[self.subcommand]
@@ -200,7 +209,11 @@ def _main(args: Optional[list[str]] = None) -> None:
                 self.trainer.callbacks.append(explainer)
                 explainer.apply_to_trainer(self.trainer)
 
-    cli = CLI(AudioClassifier, ESC50DataModule, args=args, seed_everything_default=0,
+    # any LightningModule and LightningDataModule, by --model.class_path and --data.class_path (LightningCLI's
+    # subclass mode); configs/default.yaml names AudioClassifier and ESC50DataModule, and a config or option
+    # without a class_path sets their arguments
+    cli = CLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+              args=args, seed_everything_default=0,
               parser_kwargs={sub: {"default_config_files": [str(DEFAULT_CONFIG)]}
                              for sub in ("fit", "validate", "test", "predict")},
               save_config_callback=RunConfig, save_config_kwargs={"overwrite": True, "save_to_log_dir": False})

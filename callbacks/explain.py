@@ -28,6 +28,7 @@ from explain.records import (ClipValues, CurvePoint, LocalisationValue, Result, 
 from explain.sanity import LAYERS as SANITY_LAYERS, still_similar
 from explain.protocol import check_protocol
 from files import claim_folder, write_json
+from lightning_modules.contract import check_explainable, check_sanity_layers, sanity_layers
 from report.media import save_spectrogram_figures, write_wav
 
 from .wandb_log import log_explanation
@@ -90,8 +91,9 @@ class ExplainCallback(Callback):
             off: full float32, so the threshold metrics do not move between a GPU and a CPU; ``fit`` keeps
             torch's default). Recorded in ``run.json`` and the attribution cache key.
         sanity: run the model-parameter randomisation test (``explain/sanity.py``) on the first
-            ``sanity_clips`` test clips, randomising ``sanity_layers`` (default the head down to
-            conv_block1) cumulatively; written to ``sanity.csv``.
+            ``sanity_clips`` test clips, randomising ``sanity_layers`` (default: found from the model, for Cnn14
+            the head down to conv_block1; ``lightning_modules.contract.sanity_layers``) cumulatively; written to
+            ``sanity.csv``.
     """
 
     def __init__(self, methods: Union[str, list[str], None] = None, seed: int = 0, batch_size: Optional[int] = None,
@@ -112,8 +114,8 @@ class ExplainCallback(Callback):
         self.sanity, self.sanity_clips = sanity, sanity_clips
         if sanity_layers is not None and not sanity_layers:
             raise UsageValueError(f"--explainer.sanity_layers is empty: name the layers to randomise, or leave it "
-                                  f"unset for the whole cascade ({', '.join(SANITY_LAYERS)})")
-        self.sanity_layers = SANITY_LAYERS if sanity_layers is None else tuple(sanity_layers)
+                                  f"unset for the cascade found from the model (Cnn14's: {', '.join(SANITY_LAYERS)})")
+        self.sanity_layers = None if sanity_layers is None else tuple(sanity_layers)  # None: the model's
         self.protocol = check_protocol(protocol)
         check_fill(fill)
         self.fractions = tuple(FRACTIONS if fractions is None else fractions)
@@ -165,6 +167,7 @@ class ExplainCallback(Callback):
         if not self.methods:
             raise UsageValueError("ExplainCallback has no methods; pass --explain with a comma list or 'all'")
         self.apply_to_trainer(trainer)
+        check_explainable(pl_module)
         weight = next(iter(pl_module.spectrogram_model.parameters()), None)
         dtype = weight.dtype if weight is not None else torch.float32
         if dtype != torch.float32:
@@ -172,7 +175,8 @@ class ExplainCallback(Callback):
                                   "use --trainer.precision 32 with --explainer.precision bf16 for bfloat16 "
                                   "forward passes")
         self.features = pl_module.features
-        self.model_label = self.model_name or getattr(self.features, "kind", "model")
+        self.model_label = self.model_name or getattr(pl_module, "model_label", getattr(self.features, "kind", "model"))
+        self._class_names = list(getattr(trainer.datamodule, "class_names", None) or [])
         self.out = Path(self.output_dir or Path(trainer.default_root_dir) / "explain")
         if trainer.is_global_zero:  # rank 0 alone writes the folder; it holds the claim for the whole run
             self._claim = claim_folder(self.out)
@@ -189,12 +193,9 @@ class ExplainCallback(Callback):
         self._values: dict[str, list[torch.Tensor]] = {m: [] for m in self.methods}  # (K, B, metrics) per batch
         self._sanity_clips: list[tuple] = []  # (dataset index, id, spectrogram, predicted class) for the check
         if self.sanity:
-            for layer in self.sanity_layers:
-                try:
-                    pl_module.spectrogram_model.get_submodule(layer)
-                except AttributeError:
-                    raise UsageValueError(f"--explainer.sanity_layers: the model has no layer {layer!r}; "
-                                          f"its layers: {', '.join(n for n, _ in pl_module.spectrogram_model.named_children())}") from None
+            net = pl_module.spectrogram_model
+            self.sanity_layers = self.sanity_layers or sanity_layers(net)
+            check_sanity_layers(net, self.sanity_layers)
         self._scenario = "clean"
         self._saw_truth = False  # whether the batches carried a ground truth (localisation.csv)
 
@@ -205,7 +206,8 @@ class ExplainCallback(Callback):
     def _background(self, trainer, pl_module, name: str, per_class: int, size: int) -> torch.Tensor:
         dm = trainer.datamodule
         if dm is None or not hasattr(dm, "background"):
-            raise UsageValueError(f"{name} needs a background from the training folds: use ESC50DataModule")
+            raise UsageValueError(f"{name} needs a background from the training folds: use a data module with a "
+                                  f"background() (ESC50DataModule, AudioFolderDataModule)")
         wave = dm.background(per_class, size)["waveform"].to(pl_module.device)
         with torch.no_grad():
             spec = torch.cat([self.features(w) for w in wave.split(16)])
@@ -213,6 +215,11 @@ class ExplainCallback(Callback):
         return spec
 
     # -- per batch --------------------------------------------------------------------------------
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch_idx == 0:  # what each method needs from the model, before anything is computed
+            with torch.no_grad():
+                self.pipeline.check(self.features(batch["waveform"][:1]))
+
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         wave, ids = batch["waveform"], list(batch["filename"])
         self._scenario = batch["scenario"][0] if "scenario" in batch else "clean"
@@ -234,30 +241,40 @@ class ExplainCallback(Callback):
             self._values[name].append(explained.values[name].cpu())
             if example:
                 self._save_examples(name, [ids[i] for i in example], x[example], explained.x_in[name][:, example],
-                                    explained.x_out[name][:, example], phase[example], wave.shape[-1])
+                                    explained.x_out[name][:, example], phase[example], wave.shape[-1],
+                                    [self._classes(batch["target"][i], explained.pred[i]) for i in example])
 
     # -- examples ---------------------------------------------------------------------------------
-    def _save_examples(self, method: str, ids, x, x_in, x_out, phase, length: int) -> None:
+    def _classes(self, true, pred) -> str:
+        """'true dog, predicted cat': the data's class names where it has them, else the class numbers."""
+        names = self._class_names
+        true, pred = int(true), int(pred)
+        return (f"true {names[true] if true < len(names) else true}, "
+                f"predicted {names[pred] if pred < len(names) else pred}")
+
+    def _save_examples(self, method: str, ids, x, x_in, x_out, phase, length: int, classes: list[str]) -> None:
         feats = self.features
         sr = feats.sample_rate
         freqs = feats.bin_frequencies()
         with torch.no_grad():
             original = feats.inverse(x, phase, length)
-            rebuilt_in = feats.inverse(x_in.flatten(0, 1), phase.repeat(len(self.masks), 1, 1), length)
-            rebuilt_out = feats.inverse(x_out.flatten(0, 1), phase.repeat(len(self.masks), 1, 1), length)
+            phases = phase.repeat(len(self.masks), *[1] * (phase.dim() - 1))  # masks outer, clips inner
+            rebuilt_in = feats.inverse(x_in.flatten(0, 1), phases, length)
+            rebuilt_out = feats.inverse(x_out.flatten(0, 1), phases, length)
         rebuilt_in = rebuilt_in.view(len(self.masks), len(ids), -1)
         rebuilt_out = rebuilt_out.view(len(self.masks), len(ids), -1)
         duration = length / sr
         figures = []
         for j, cid in enumerate(ids):
-            folder = self.out / "examples" / Path(cid).stem
+            folder = self.out / "examples" / str(Path(cid).with_suffix("")).replace("/", "__")  # a/b.wav: a__b
             write_wav(folder / "original.wav", original[j], sr)
             for ki, mask in enumerate(self.masks):
                 base = folder / method / mask
                 write_wav(base.with_name(f"{mask}_in.wav"), rebuilt_in[ki, j], sr)
                 write_wav(base.with_name(f"{mask}_out.wav"), rebuilt_out[ki, j], sr)
                 figures.append((base.with_suffix(".png"), [("original", x[j, 0]), (f"masked in ({mask})", x_in[ki, j, 0]),
-                                                           ("masked out", x_out[ki, j, 0])], f"{cid}: {method}, {mask}"))
+                                                           ("masked out", x_out[ki, j, 0])],
+                                f"{cid} ({classes[j]}): {method}, {mask}"))
         save_spectrogram_figures(figures, freqs, duration)
 
     # -- end ----------------------------------------------------------------------------------------
@@ -364,7 +381,7 @@ class ExplainCallback(Callback):
                        "still_similar": still_similar(sanity, self.sanity_layers)} if sanity else None,
             "curve_areas": {n: {k: v for k, v in c.items() if k.endswith("_auc")} for n, c in curves.items()},
             "localisation_clips": n_localised,
-            "methods": self.methods, "masks": list(self.masks),
+            "methods": self.methods, "masks": list(self.masks), "classes": self._class_names or None,
             "options": self.pipeline.options(), "conciseness_on": self.conciseness_on,
             "precision": self.precision, "tf32": self.tf32, "batch_sizes": self.pipeline.batch_sizes,
             "memory_gb": self.memory_gb,

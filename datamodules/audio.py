@@ -57,6 +57,12 @@ def rms_normalise(wave: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return torch.where(rms > eps, wave / rms.clamp_min(eps), torch.zeros_like(wave))
 
 
+def clip_path(root: Path, row: dict) -> Path:
+    """Where a metadata row's audio is: the row's own ``path`` where the data module gives one (the audio-folder
+    module does), else ESC-50's ``<root>/audio/<filename>``."""
+    return Path(row["path"]) if "path" in row else Path(root) / "audio" / row["filename"]
+
+
 def load_clip(path: str | Path, sample_rate: int = SAMPLE_RATE, duration: float = DURATION) -> torch.Tensor:
     """The protocol's clip: mono, resampled, peak-normalised, padded or cut to ``duration``."""
     wave, rate = read_audio(path)

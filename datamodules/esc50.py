@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from errors import UsageFileExistsError, UsageFileNotFoundError, UsageValueError
-from .audio import DURATION, SAMPLE_RATE, load_clip
+from .audio import DURATION, SAMPLE_RATE, clip_path, load_clip
 from files import DownloadError, download, extract_zip_into
 from .noise import MIXTURE, Mixture, ScenarioNoise, TrainNoise
 from .synthetic import is_synthetic, read_signatures, write_synthetic_esc50
@@ -64,7 +64,7 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         row = self.rows[i]
-        wave = load_clip(self.root / "audio" / row["filename"], self.sample_rate, self.duration)
+        wave = load_clip(clip_path(self.root, row), self.sample_rate, self.duration)
         if self.train_noise is not None:
             # drawn from torch's generator: new noise every epoch, reproducible under seed_everything
             rng = random.Random(int(torch.randint(0, 2**31 - 1, (1,))))
@@ -221,6 +221,18 @@ class ESC50DataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         rows = self.rows if self.rows is not None else self._load_rows()
         return max(r["target"] for r in rows) + 1
+
+    @property
+    def class_names(self) -> list[str]:
+        """The name of each class by its number (ESC-50's ``category``), for the outputs."""
+        rows = self.rows if self.rows is not None else self._load_rows()
+        names = {r["target"]: r["category"] for r in rows}
+        return [names.get(t, str(t)) for t in range(self.num_classes)]
+
+    @property
+    def classes_source(self) -> str:
+        """Where the class count comes from, for the model's check of it."""
+        return f"targets 0 to {self.num_classes - 1} in its meta/esc50.csv"
 
     # -- loaders --------------------------------------------------------------------------------
     def _loader(self, ds: ClipDataset, shuffle: bool) -> DataLoader:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from errors import UsageFileNotFoundError, UsageValueError
-from .audio import AudioError, fix_length, load_clip, mix_at_snr, mix_scenario
+from .audio import AudioError, clip_path, fix_length, load_clip, mix_at_snr, mix_scenario
 
 # The paper's three freesound.org backgrounds (id in the file name), looked up in ``noise_dir``.
 SCENARIOS = {
@@ -121,7 +121,7 @@ def mixture_partners(rows: list[dict], seed: int) -> list[int]:
 
 
 class Mixture:
-    """The ``mixture`` scenario over the clips ``rows`` (of ``root/audio``): clip i plus its partner's clip
+    """The ``mixture`` scenario over the clips ``rows`` (of ``root/audio``, or each row's ``path``): clip i plus its partner's clip
     at ``snr_db``. An item gets the mix as its waveform and both scaled parts, from which the ground truth
     (the ideal binary mask) is computed in the feature domain."""
 
@@ -135,7 +135,7 @@ class Mixture:
 
     def __call__(self, i: int, clip: torch.Tensor) -> dict:
         other = self.rows[self.partners[i]]
-        distractor = load_clip(self.root / "audio" / other["filename"], self.sample_rate, self.duration)
+        distractor = load_clip(clip_path(self.root, other), self.sample_rate, self.duration)
         target_part, distractor_part = mix_parts(clip, distractor, self.snr_db)
         return {"waveform": target_part + distractor_part, "target_part": target_part,
                 "distractor_part": distractor_part, "distractor": other["filename"]}

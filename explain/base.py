@@ -148,7 +148,8 @@ class AttributionMethod:
     run under autocast), ``runtime_options`` (options that do not change a map, so no cache key holds
     them), ``aliases`` (older ``--explainer.<alias>`` spellings of an option), ``control`` (a map that
     explains nothing, for chance levels: in the ``controls`` group, not in ``all``) and ``cached`` (its maps
-    go to the attribution cache; off for maps cheaper to make than to read).
+    go to the attribution cache; off for maps cheaper to make than to read). What it needs from the model
+    (a layer, a kind of nonlinearity) it checks in ``check_model``, which runs before the first map.
     """
 
     name = "base"
@@ -185,6 +186,11 @@ class AttributionMethod:
         """Option name -> (default, help with the values it takes), in the declared order."""
         return {o.name: (o.default, o.help + ("" if o.kind is str else f"; {o.allowed()}"))  # choices: in the help
                 for o in cls.declared_options}
+
+    def check_model(self, x: torch.Tensor) -> None:
+        """What the method needs from the model beyond spectrogram -> logits, checked on ``x`` (a (1, 1, T, F)
+        spectrogram of the data) before its first map: a ``UsageValueError`` that names what is missing and what
+        to do. A method that needs only the model's outputs and gradients needs nothing (this default)."""
 
     def set_background(self, background: torch.Tensor) -> None:
         raise NotImplementedError

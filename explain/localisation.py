@@ -21,6 +21,7 @@ Example:
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
@@ -79,6 +80,11 @@ def ground_truth(features, batch: dict, frames: int) -> torch.Tensor | None:
     if "target_part" in batch:
         return ideal_binary_mask(features, batch["target_part"], batch["distractor_part"])
     if "box" in batch:
+        if not all(hasattr(features, a) for a in ("n_fft", "hop_length")):
+            # a box in seconds and Hz maps onto STFT frames and bins; another front-end's cells are its own
+            warnings.warn(f"the data has ground-truth boxes but the front-end {type(features).__name__} has no n_fft "
+                          f"and hop_length to map them onto its cells: no localisation")  # said once
+            return None
         cells = torch.stack([box_cells(features, b.tolist(), frames) for b in batch["box"].cpu()])
         return cells.unsqueeze(1).to(batch["box"].device)
     return None

@@ -113,6 +113,7 @@ class ExplanationPipeline(nn.Module):
         self._caches: dict[str, AttributionCache] = {}
         self.counts = {n: {"cached": 0, "computed": 0} for n in methods}
         self.batch_sizes: dict[str, int] | None = None
+        self._checked = False
 
     def close(self) -> None:
         for method in self.methods.values():
@@ -125,6 +126,14 @@ class ExplanationPipeline(nn.Module):
 
     def set_background(self, name: str, background: torch.Tensor) -> None:
         self.methods[name].set_background(background)
+
+    def check(self, x: torch.Tensor) -> None:
+        """Every method's requirements of the model (``AttributionMethod.check_model``) on one spectrogram of
+        ``x``; run once, before the first map (by ``explain`` itself if not called before)."""
+        if not self._checked:
+            for method in self.methods.values():
+                method.check_model(x[:1].detach())
+            self._checked = True
 
     def _ensure_batches(self, x: torch.Tensor) -> None:
         if self.batch_sizes is not None:
@@ -171,6 +180,7 @@ class ExplanationPipeline(nn.Module):
             return self._explain(x, list(ids))
 
     def _explain(self, x: torch.Tensor, ids: list[str]) -> Explained:
+        self.check(x)
         probs = self.predict(x)
         out = Explained(probs, probs.argmax(-1))
         # one copy to the host and one hash per clip serve every method's cache

@@ -1,14 +1,17 @@
 """The model-parameter randomisation test (Adebayo et al. 2018): a map that does not change when the model's
 weights are destroyed is not explaining the model.
 
-The spectrogram model's layers are re-initialised cumulatively from the head down (``head``, ``fc1``,
-``conv_block6`` ... ``conv_block1``), each as Cnn14 initialises it at construction (convolutions Xavier
-uniform, linear layers PyTorch's default, batch norms weight 1, bias 0 and fresh running statistics),
-from a generator seeded per layer. After each step every method's maps of the same clips are recomputed
-and compared with the maps of the trained model: Spearman rank correlation of the signed maps and of their
-absolute values (``scipy.stats.spearmanr``, average ranks for ties: LIME's maps are piecewise constant),
-and SSIM (``skimage.metrics.structural_similarity`` with the data range of the two maps). A method whose
-maps keep ``STILL_SIMILAR`` or more Spearman correlation of |map| once every layer is random is flagged.
+The spectrogram model's layers are re-initialised cumulatively from the head down (Cnn14's ``LAYERS``:
+``head``, ``fc1``, ``conv_block6`` ... ``conv_block1``; another model's are found from it or given, see
+``lightning_modules.contract.sanity_layers``), convolutions, linear layers and batch norms as Cnn14
+initialises them at construction (convolutions Xavier uniform, linear layers PyTorch's default, batch norms
+weight 1, bias 0 and fresh running statistics), from a generator seeded per layer, and any other module
+that holds weights by its own ``reset_parameters()`` under a seed drawn from that generator. After each
+step every method's maps of the same clips are recomputed and compared with the maps of the trained model:
+Spearman rank correlation of the signed maps and of their absolute values (``scipy.stats.spearmanr``,
+average ranks for ties: LIME's maps are piecewise constant), and SSIM
+(``skimage.metrics.structural_similarity`` with the data range of the two maps). A method whose maps keep
+``STILL_SIMILAR`` or more Spearman correlation of |map| once every layer is random is flagged.
 """
 from __future__ import annotations
 
@@ -30,10 +33,16 @@ STILL_SIMILAR = 0.5
 
 @torch.no_grad()
 def reinitialise(module: nn.Module, seed: int) -> None:
-    """Re-initialise every layer inside ``module`` as Cnn14's constructor does, from ``seed``."""
+    """Re-initialise every layer inside ``module`` as Cnn14's constructor does, and any other module that holds
+    weights by its own ``reset_parameters()``, from ``seed``."""
+    from lightning_modules.contract import reset_rule
+
     g = torch.Generator().manual_seed(seed)
     for m in module.modules():
-        if isinstance(m, nn.Conv2d):
+        rule = reset_rule(m)
+        if rule not in (None, "cnn14") and any(True for _ in m.parameters(recurse=False)):
+            _reset_own(m, rule, int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
+        elif isinstance(m, nn.Conv2d):
             bound = (6.0 / (m.weight[0].numel() + m.weight.shape[0] * m.weight[0, 0].numel())) ** 0.5
             m.weight.copy_(torch.empty_like(m.weight, device="cpu").uniform_(-bound, bound, generator=g))
             if m.bias is not None:
@@ -45,6 +54,17 @@ def reinitialise(module: nn.Module, seed: int) -> None:
                 m.bias.copy_(torch.empty_like(m.bias, device="cpu").uniform_(-bound, bound, generator=g))
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_parameters()
+
+
+def _reset_own(module: nn.Module, rule: str, seed: int) -> None:
+    """The weights ``module`` holds itself, drawn by its own reset method on a CPU copy under ``seed`` (so the
+    same on every device), copied back."""
+    fresh = copy.deepcopy(module).cpu()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        getattr(fresh, rule)()
+    for name, p in module.named_parameters(recurse=False):
+        p.copy_(getattr(fresh, name))
 
 
 def cascade(model: nn.Module, layers: Sequence[str] = LAYERS, seed: int = 0,

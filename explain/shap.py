@@ -3,7 +3,8 @@
 Per clip x and background clip b, DeepLIFT backpropagates the target logit with each ReLU's gradient
 replaced by the multiplier (relu(x_in) - relu(b_in)) / (x_in - b_in) (0 where the two are equal), and the attribution is (x - b) times that multiplier, averaged over b. It
 sums to f_c(x) - mean_b f_c(b) because the model exposes every nonlinearity as its own ``nn.ReLU``
-(see ``lightning_modules/cnn14.py``).
+(see ``lightning_modules/cnn14.py``); a model that does not is refused before the first map
+(``check_model``).
 
 ``rule="gradient"`` is what the study's code computed (explain/protocol.py): ``shap.DeepExplainer`` on a
 Cnn14 made of functional calls, which its DeepLIFT rules never see, gives the mean over background clips b
@@ -65,6 +66,11 @@ class DeepShap(AttributionMethod):
         self.background: torch.Tensor | None = None
         self._relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
         self._refs: dict[nn.Module, torch.Tensor] = {}
+
+    def check_model(self, x):
+        if self.rule == "deeplift":  # the gradient rule needs nothing from the model
+            from lightning_modules.contract import check_rescale_rule
+            check_rescale_rule(self.model, x, "shap", "Deep SHAP")
 
     @torch.no_grad()
     def set_background(self, background: torch.Tensor) -> None:

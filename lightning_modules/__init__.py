@@ -1,7 +1,11 @@
-"""Features -> model: the dB front-ends with their inverses, Cnn14, and the classifier."""
+"""Features -> model: the dB front-ends with their inverses, the model contract, Cnn14 and its classifier, and
+a spectrogram transformer."""
 from .classifier import AudioClassifier
 from .cnn14 import Cnn14
+from .contract import SpectrogramClassifier
 from .features import MeldB, STFTdB, make_features
 from .pretrained import load_panns_weights
+from .transformer import SpectrogramTransformer
 
-__all__ = ["AudioClassifier", "Cnn14", "MeldB", "STFTdB", "make_features", "load_panns_weights"]
+__all__ = ["AudioClassifier", "Cnn14", "MeldB", "STFTdB", "SpectrogramClassifier", "SpectrogramTransformer",
+           "make_features", "load_panns_weights"]

@@ -44,8 +44,18 @@ def read_checkpoint(path: str | Path, option: str, fix: str) -> dict:
     return ckpt
 
 
-def check_lightning_checkpoint(path: str | Path, option: str = "--ckpt_path") -> None:
-    """``path`` is a checkpoint that ``main.py fit`` could have written."""
+OWN_MODELS = "lightning_modules."  # the project's own model classes, which any checkpoint may name
+
+
+def check_lightning_checkpoint(path: str | Path, option: str = "--ckpt_path", model_class: str | None = None) -> None:
+    """``path`` is a checkpoint that ``main.py fit`` could have written. The model class it names (LightningCLI
+    builds that class from it) is the project's own or ``model_class``, the one the config or command line
+    names: a checkpoint never chooses which code runs."""
     fix = "give a .ckpt file written by `main.py fit` (for example runs/<name>/best.ckpt)"
-    if "state_dict" not in read_checkpoint(path, option, fix):
+    ckpt = read_checkpoint(path, option, fix)
+    if "state_dict" not in ckpt:
         raise UsageValueError(f"{option} {path} is not a Lightning checkpoint (it has no state_dict); {fix}")
+    named = (ckpt.get("hyper_parameters") or {}).get("_class_path")
+    if isinstance(named, str) and not named.startswith(OWN_MODELS) and named != model_class:
+        raise UsageValueError(f"{option} {path} holds a model of class {named}, code from outside this project: "
+                              f"name it yourself to run it (--model.class_path {named}, or a --config that does)")

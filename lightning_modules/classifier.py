@@ -5,14 +5,9 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-import lightning as L
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from torchmetrics.classification import MulticlassAccuracy
-
 from errors import UsageValueError
 from .cnn14 import SPEC_AUGMENTS, Cnn14
+from .contract import SpectrogramClassifier
 from .features import make_features
 from .pretrained import fetch_panns_checkpoint, load_panns_weights
 
@@ -21,7 +16,7 @@ log = logging.getLogger(__name__)
 OLD_CHECKPOINT_CHOICES = {"filterbank": "slaney", "spec_augment": "after_bn0"}
 
 
-class AudioClassifier(L.LightningModule):
+class AudioClassifier(SpectrogramClassifier):
     """Fine-tunes Cnn14 on spectrograms.
 
     Args:
@@ -40,53 +35,18 @@ class AudioClassifier(L.LightningModule):
     def __init__(self, features: str = "mel", width: int = 64, num_classes: int = 50, lr: float = 1e-4,
                  sample_rate: int = 32000, pretrained: Optional[str] = None, download_pretrained: bool = False,
                  filterbank: str = "htk", spec_augment: str = "study"):
-        super().__init__()
-        self.save_hyperparameters()
+        super().__init__(num_classes, lr)
         self.features = make_features(features, sample_rate, filterbank)
         self.net = Cnn14(self.features.num_bins, num_classes, width, spec_augment)
-        self.metrics = nn.ModuleDict({s: MulticlassAccuracy(num_classes, average="micro")
-                                      for s in ("train_acc", "val_acc", "test_acc")})
-
-    @property
-    def spectrogram_model(self) -> nn.Module:
-        """Spectrogram (B, 1, T, F) -> logits: what the explanation methods explain."""
-        return self.net
 
     def setup(self, stage: str) -> None:
-        self._check_data(stage)
+        super().setup(stage)
         # Only a fresh fine-tuning run starts from PANNs; a restored checkpoint has its own weights.
         if stage == "fit" and self.hparams.pretrained and not getattr(self, "_restored", False):
             path = Path(self.hparams.pretrained)
             if not path.is_file() and self.hparams.download_pretrained:
                 fetch_panns_checkpoint(path)
             load_panns_weights(self.net, path)
-
-    def _check_data(self, stage: str) -> None:
-        """The head needs one output per class of the data and the front-end the data's sample rate.
-
-        Checked before any step (the data module is set up first), so a wrong class count is this message
-        rather than an index error inside the loss, or a silent accuracy of 0. Under the CLI a ``--ckpt_path``
-        checkpoint's own hyperparameters are already this model's here."""
-        data = getattr(self._trainer, "datamodule", None)
-        if data is None or not hasattr(data, "num_classes"):
-            return
-        ours, theirs = self.hparams.num_classes, data.num_classes
-        root = getattr(data, "root", "?")
-        if ours != theirs:
-            where = f"the data at --data.root {root} has {theirs} (targets 0 to {theirs - 1} in its meta/esc50.csv)"
-            if stage == "fit":
-                raise UsageValueError(f"--model.num_classes is {ours} but {where}; pass --model.num_classes {theirs}")
-            raise UsageValueError(f"the model was trained for {ours} classes but {where}; use the data the checkpoint "
-                                  f"was trained on (--data.root), or a checkpoint trained on this data "
-                                  f"(main.py fit --data.root {root} --model.num_classes {theirs})")
-        rate = getattr(getattr(data, "hparams", None), "sample_rate", None)
-        if rate is not None and rate != self.hparams.sample_rate:
-            if stage == "fit":
-                raise UsageValueError(f"--model.sample_rate is {self.hparams.sample_rate} but --data.sample_rate is "
-                                      f"{rate}; the features must be computed at the data's rate: pass the same "
-                                      f"value to both")
-            raise UsageValueError(f"the model was trained at sample rate {self.hparams.sample_rate} but "
-                                  f"--data.sample_rate is {rate}; pass --data.sample_rate {self.hparams.sample_rate}")
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._restored = True
@@ -119,28 +79,3 @@ class AudioClassifier(L.LightningModule):
                     log.warning("the checkpoint predates --model.spec_augment: it was trained with masking after "
                                 "bn0, so the resumed fit keeps that (--model.spec_augment after_bn0)")
             self.hparams[key] = old
-
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.net(self.features(waveform))
-
-    def _step(self, batch: dict, stage: str) -> torch.Tensor:
-        logits = self(batch["waveform"])
-        loss = F.cross_entropy(logits, batch["target"])
-        acc = self.metrics[f"{stage}_acc"]
-        acc(logits, batch["target"])
-        bs = batch["target"].shape[0]
-        self.log(f"{stage}/loss", loss, prog_bar=stage != "test", batch_size=bs, sync_dist=stage != "train")
-        self.log(f"{stage}/acc", acc, prog_bar=True, batch_size=bs)
-        return loss
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "test")
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

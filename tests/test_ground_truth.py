@@ -12,29 +12,41 @@ from tests.helpers import quickstart_seconds
 CAM_CELL = 32  # spectrogram cells per conv_block6 cell, each way (five 2 x 2 poolings)
 
 
-@pytest.fixture(scope="module")
-def explained_clips(quickstart_run, quickstart_model):
-    root = quickstart_run / "data" / "quickstart"
+def clips_to_explain(model, root) -> tuple:
+    """20 test clips of the quickstart data at ``root`` (two per class) that ``model`` (a LightningModule of the
+    contract) predicts right, with their boxes, time spans and the SHAP background."""
     dm = ESC50DataModule(root=str(root), batch_size=80, duration=quickstart_seconds())
     dm.setup("test")
     batch = next(iter(dm.test_dataloader()))
     pick = torch.arange(0, len(batch["target"]), 4)  # 20 clips, two per class
     names = [batch["filename"][i] for i in pick]
     with torch.no_grad():
-        x = quickstart_model.features(batch["waveform"][pick])
-        pred = quickstart_model.net(x).argmax(1)
+        x = model.features(batch["waveform"][pick])
+        pred = model.spectrogram_model(x).argmax(1)
     correct = pred == batch["target"][pick]
     assert correct.float().mean() >= 0.7
-    box, span = signature_boxes(quickstart_model.features, names, read_signatures(root), x.shape[2])
+    box, span = signature_boxes(model.features, names, read_signatures(root), x.shape[2])
     with torch.no_grad():
-        background = quickstart_model.features(dm.background(2, 100)["waveform"])
-    return x[correct], pred[correct], [n for n, ok in zip(names, correct) if ok], box[correct], span[correct], background
+        background = model.features(dm.background(2, 100)["waveform"])
+    kept = [n for n, ok in zip(names, correct) if ok]
+    return x[correct], pred[correct], kept, box[correct], span[correct], background
+
+
+@pytest.fixture(scope="module")
+def explained_clips(quickstart_run, quickstart_model):
+    return clips_to_explain(quickstart_model, quickstart_run / "data" / "quickstart")
 
 
 @pytest.mark.parametrize("name", ["saliency", "gradcam", "lime", "shap"])
 def test_positive_attribution_falls_in_the_signature_box(quickstart_model, explained_clips, name):
-    x, pred, names, box, span, background = explained_clips
-    method = make_method(name, quickstart_model.net, batch_size=64, **({"num_samples": 150} if name == "lime" else {}))
+    assert_maps_find_the_signatures(quickstart_model.net, explained_clips, name)
+
+
+def assert_maps_find_the_signatures(net, clips, name: str) -> None:
+    """Most of method ``name``'s positive attribution of ``net`` on the ``clips`` lies in the signature's time
+    span, and far more of it in the box than the box's share of the cells (what a random map puts there)."""
+    x, pred, names, box, span, background = clips
+    method = make_method(name, net, batch_size=64, **({"num_samples": 150} if name == "lime" else {}))
     if method.needs_background:
         method.set_background(background)
     with torch.enable_grad():

@@ -9,6 +9,7 @@ import tomllib
 from importlib.metadata import packages_distributions
 
 import pytest
+import yaml
 
 from tests.helpers import ROOT
 
@@ -63,7 +64,9 @@ def test_the_installed_command_finds_its_configs_from_another_folder(tmp_path):
                           cwd=work, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(lib)})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert re.search(r"^  width: 8$", proc.stdout, re.M) and re.search(r"^  root: data/quickstart$", proc.stdout, re.M)
+    config = yaml.safe_load(proc.stdout)  # the quickstart's values over the default config's classes
+    assert config["model"]["init_args"]["width"] == 8 and config["data"]["init_args"]["root"] == "data/quickstart"
+    assert config["model"]["class_path"] == "lightning_modules.AudioClassifier"
 
 
 def test_every_third_party_import_is_declared():
