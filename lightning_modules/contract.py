@@ -42,11 +42,7 @@ def check_explainable(module: nn.Module) -> None:
         missing.append("`features` (the front-end module: waveform -> (B, 1, T, F) dB spectrogram)")
     else:
         missing += [f"`features.{a}`" for a in FRONT_END if not hasattr(features, a)]
-    try:
-        net = getattr(module, "spectrogram_model", None)
-    except AttributeError:
-        net = None
-    if not isinstance(net, nn.Module):
+    if not isinstance(getattr(module, "spectrogram_model", None), nn.Module):
         missing.append("`spectrogram_model` (the module from that spectrogram to the logits)")
     if missing:
         raise UsageValueError(f"--explain: the model {name} does not follow the model contract: it lacks "
