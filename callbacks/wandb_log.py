@@ -128,7 +128,9 @@ def configure_runs(config, subcommand: str) -> None:
     type; an explanation run relabels it with ``--explainer.model_name``) and ``seed``. The group is the
     config's (``--trainer.logger.init_args.group``)."""
     kind = job_type(subcommand, config.get("explain"))
-    model = (config.get("model") or {}).get("features")
+    model_config = config.get("model") or {}
+    # a model given by class_path holds its arguments under init_args
+    model = model_config.get("features") or (model_config.get("init_args") or {}).get("features")
     for logger in _wandb_loggers(config.trainer.logger):
         args = logger.init_args
         args.job_type = kind
