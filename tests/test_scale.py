@@ -161,9 +161,12 @@ def test_an_output_folder_is_never_overwritten(tmp_path):
     class Stub:
         default_root_dir = str(tmp_path)
         is_global_zero = True
+        datamodule = None
         test_loop = type("L", (), {})()
 
-    module = type("M", (), {"spectrogram_model": torch.nn.Identity(), "features": None, "device": "cpu"})()
+    from lightning_modules.features import make_features
+    module = type("M", (), {"spectrogram_model": torch.nn.Identity(), "features": make_features("mel"),
+                            "device": "cpu"})()  # follows the model contract: setup gets as far as the folder
     try:
         cb.setup(Stub(), module, "test")
     except FileExistsError as err:
