@@ -343,7 +343,7 @@ class ExplainCallback(Callback):
             torch.distributed.all_gather_object(everything, local)
             torch.distributed.all_gather_object(counts, self.pipeline.counts)
         in_order = sorted((r for part in everything for r in part), key=lambda r: r[0])
-        clips = [ClipValues(clip, true, pred, int(true == pred), name, mask, dict(zip(METRIC_NAMES, by_method[name][ki].tolist())))
+        clips = [ClipValues(self.run_key(), clip, true, pred, int(true == pred), name, mask, dict(zip(METRIC_NAMES, by_method[name][ki].tolist())))
                  for name in self.methods for ki, mask in enumerate(self.masks)
                  for _, clip, true, pred, by_method in in_order if name in by_method]
         total = {m: {k: sum(c[m][k] for c in counts) for k in ("cached", "computed")} for m in self.methods}

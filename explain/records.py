@@ -1,7 +1,7 @@
 """What the output files hold, stated once: the run key, and one record type per file.
 
 A ``RunKey`` names what a row's numbers belong to: the model and scenario explained and the settings that
-change the numbers (protocol, fill). Rows of different keys never share a scaling, and two runs whose keys
+change the numbers (protocol, fill, and what was scored: the masked spectrogram or the sound heard). Rows of different keys never share a scaling, and two runs whose keys
 differ in one setting can be compared (``report``). Adding a key is one field of ``RunKey``, with its
 default for files written before it and its allowed values: every file that carries the key gets the
 column, every reader its old-file default.
@@ -15,9 +15,9 @@ name the file and line, and old files' defaults.
 Example:
     >>> r = Result(RunKey("mel", "clean"), "saliency", "bin", 3, {"FF": 0.5, "AI": 10.0})
     >>> Result.columns(metrics=["FF", "AI"])
-    ['model', 'scenario', 'method', 'mask', 'n', 'FF', 'AI', 'protocol', 'fill']
+    ['model', 'scenario', 'method', 'mask', 'n', 'FF', 'AI', 'protocol', 'fill', 'scored']
     >>> r.row(metrics=["FF", "AI"])
-    ['mel', 'clean', 'saliency', 'bin', 3, 0.5, 10.0, 'corrected', 'floor']
+    ['mel', 'clean', 'saliency', 'bin', 3, 0.5, 10.0, 'corrected', 'floor', 'spectrogram']
 """
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ from files import write_csv
 from .masks import FILLS, MASK_NAMES
 from .metrics import METRIC_NAMES, STUDY_METRICS
 from .protocol import PROTOCOLS
+
+# what the metrics score: the masked spectrogram X (x) M, or what is heard of it, the model's front-end applied to
+# its audio T(T_inv(X (x) M)) (explain/heard.py)
+SCORED = ("spectrogram", "heard")
 
 
 class RecordError(UsageValueError):
@@ -56,6 +60,7 @@ class RunKey:
     scenario: str
     protocol: str = _setting("corrected", PROTOCOLS, "study", "protocols")
     fill: str = _setting("floor", FILLS, "floor", "fills")
+    scored: str = _setting("spectrogram", SCORED, "spectrogram", "scored inputs")
 
     def __iter__(self):  # unpacks as the tuple of its fields' values
         return iter(dataclasses.astuple(self))
@@ -224,7 +229,9 @@ class Result(Record):
 
 @dataclass(frozen=True)
 class ClipValues(Record):
-    """A row of ``per_clip.csv``: one clip's metrics under one (method, mask); the run key is its run's."""
+    """A row of ``per_clip.csv``: one clip's metrics under one (method, mask); files written before it had the
+    key's columns take their run's key (``read(path, key)``)."""
+    key: RunKey
     clip: str
     true_class: int
     pred_class: int
@@ -235,6 +242,40 @@ class ClipValues(Record):
     VALUES_AFTER = "mask"
     REQUIRED_METRICS = ()  # older runs lack newer metrics: the report uses those every file has
     OPTIONAL = ("clip", "true_class", "pred_class", "correct")
+
+
+@dataclass(frozen=True)
+class DistortionValue(Record):
+    """A row of ``distortion.csv``: how far what is heard is from what was scored, the mean over ``n`` clips of
+    the log-spectral distance (dB, RMS over cells) and the spectral convergence between a spectrogram and the
+    front-end applied to its audio; ``part`` is ``in`` or ``out`` (the masked-in or masked-out spectrogram of
+    a method and mask) or ``clip`` (the unmasked clip, method and mask empty: what the inverse alone costs)."""
+    key: RunKey
+    method: str
+    mask: str
+    part: str
+    lsd_db: float
+    spectral_convergence: float
+    n: int
+
+    def check(self, where: str) -> None:
+        from .heard import PARTS
+        if self.part not in PARTS:
+            raise RecordError(f"{where}: part is {self.part!r}, expected one of {', '.join(PARTS)}")
+
+
+@dataclass(frozen=True)
+class SeparationValue(Record):
+    """A row of ``separation.csv`` (mixture runs): one clip's listenable interpretation (the audio of the
+    masked-in spectrogram) scored against the target clip the mix holds, SI-SDR in dB and its improvement over
+    the mix itself (SI-SDRi); besides the methods, ``ideal_binary_mask`` (the cells where the target is louder
+    than the distractor: the best a spectrogram mask can do) and ``mixture`` (the mix, SI-SDRi 0), mask empty."""
+    key: RunKey
+    clip: str
+    method: str
+    mask: str
+    si_sdr: float
+    si_sdri: float
 
 
 @dataclass(frozen=True)

@@ -74,9 +74,9 @@ class Row:
         return (self.model, self.scenario, self.method, self.mask)
 
     @property
-    def file_key(self) -> tuple[str, str, str, str]:
-        """The key as its run's files (``per_clip.csv``) know it."""
-        return (self.label, self.scenario, self.method, self.mask)
+    def file_key(self) -> tuple[RunKey, str, str]:
+        """The key as its run's files (``per_clip.csv``) know it: the run key with the model label of the file."""
+        return (dataclasses.replace(self.run, model=self.label), self.method, self.mask)
 
     @property
     def split(self) -> bool:

@@ -10,30 +10,32 @@ import numpy as np
 from explain.bootstrap import bootstrap_ci
 from explain.metrics import METRIC_NAMES
 
-from explain.records import ClipValues, csv_records
+from explain.records import SETTING_DEFAULTS, ClipValues, Result
 
 from .tables import ReportInputError, Row
 
 
-def read_per_clip(results_csv: Path) -> dict[tuple[str, str, str, str], dict[str, np.ndarray]]:
-    """Per-clip values from the ``per_clip.csv`` beside ``results_csv``, keyed like the results rows."""
+def read_per_clip(results_csv: Path) -> dict[tuple, dict[str, np.ndarray]]:
+    """Per-clip values from the ``per_clip.csv`` beside ``results_csv``, keyed like the results rows
+    (``Row.file_key``)."""
     return {key: values for key, (_, values) in read_clip_values(results_csv).items()}
 
 
-def read_clip_values(results_csv: Path) -> dict[tuple[str, str, str, str], tuple[list[str], dict[str, np.ndarray]]]:
+def read_clip_values(results_csv: Path) -> dict[tuple, tuple[list[str], dict[str, np.ndarray]]]:
     """Like ``read_per_clip``, with the clip names the values belong to (in the file's order)."""
     per_clip = results_csv.with_name("per_clip.csv")
     if not per_clip.is_file():
         return {}
-    with csv_records(results_csv) as reader:  # read and checked in full by the report already
-        labels = {(r["model"], r["scenario"]) for r in reader}
-    if len(labels) != 1:
-        raise ReportInputError(f"{results_csv}: a run folder should hold one model and scenario, found {sorted(labels)}")
-    model, scenario = labels.pop()
+    keys = {rec.key for _, rec in Result.read(results_csv)}
+    if len({(k.model, k.scenario) for k in keys}) != 1:
+        raise ReportInputError(f"{results_csv}: a run folder should hold one model and scenario, found "
+                               f"{sorted({(k.model, k.scenario) for k in keys})}")
+    # files written before per_clip.csv had the key's columns hold its one run key
+    run = min(keys, key=lambda k: k.scored != SETTING_DEFAULTS["scored"])
     cols: dict[tuple, dict[str, list[float]]] = {}
     clips: dict[tuple, list[str]] = {}
-    for _, rec in ClipValues.read(per_clip):
-        key = (model, scenario, rec.method, rec.mask)
+    for _, rec in ClipValues.read(per_clip, run):
+        key = (rec.key, rec.method, rec.mask)
         store = cols.setdefault(key, {m: [] for m in rec.values})
         for m, v in rec.values.items():
             store[m].append(v)

@@ -39,11 +39,16 @@ def test_fit_on_real_clips_then_test_from_the_checkpoint(tmp_path, mini_root):
     run_here("fit", *common, "--trainer.max_epochs", "1", cwd=tmp_path)
     best = tmp_path / "runs" / "mini" / "best.ckpt"
     assert best.resolve().is_file()
-    # the checkpoint alone restores the model (width, classes) over the config's defaults
-    proc = run_here("test", "--data.root", str(root), "--data.num_workers", "0", "--trainer.accelerator", "cpu",
-                    "--trainer.logger", "false", "--trainer.default_root_dir", "runs/mini",
-                    "--ckpt_path", str(best), cwd=tmp_path)
-    assert re.search(r"test/acc\s+[0-9.]+", proc.stdout)
+    # the checkpoint alone restores the model (width, classes) over the config's defaults, also one written
+    # before models were named by class_path (its hyperparameters without the class)
+    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    assert ckpt["hyper_parameters"].pop("_class_path") == "lightning_modules.AudioClassifier"
+    torch.save(ckpt, tmp_path / "older.ckpt")
+    for path in (best, tmp_path / "older.ckpt"):
+        proc = run_here("test", "--data.root", str(root), "--data.num_workers", "0", "--trainer.accelerator", "cpu",
+                        "--trainer.logger", "false", "--trainer.default_root_dir", "runs/mini",
+                        "--ckpt_path", str(path), cwd=tmp_path)
+        assert re.search(r"test/acc\s+[0-9.]+", proc.stdout)
 
 
 @pytest.mark.slow

@@ -48,7 +48,7 @@ def make_run(folder: Path, per_clip: dict, protocol="corrected", fill="floor", s
                         protocol, fill])
         lines += [[c, 0, 0, 1, method, mask, *(values[m][i] for m in METRIC_NAMES)] for i, c in enumerate(clips)]
     write_table(folder / "results.csv", Result.columns(), results)
-    write_table(folder / "per_clip.csv", ClipValues.columns(), lines)
+    write_table(folder / "per_clip.csv", ClipValues.columns(key=False), lines)  # as files before the key
     return folder
 
 
