@@ -23,8 +23,9 @@ from explain.masks import check_fill
 from explain.localisation import ground_truth
 from explain.cache import clips_hash
 from explain.pipeline import ExplanationPipeline
-from explain.records import (ClipValues, CurvePoint, LocalisationValue, Result, RunKey, SanityValue,
-                             write_records)
+from explain.heard import DEFAULT_SCORED, IDEAL, MEASURES, MIXTURE, Sound, check_scored
+from explain.records import (ClipValues, CurvePoint, DistortionValue, LocalisationValue, Result, RunKey,
+                             SanityValue, SeparationValue, write_records)
 from explain.sanity import LAYERS as SANITY_LAYERS, still_similar
 from explain.protocol import check_protocol
 from files import claim_folder, write_json
@@ -34,6 +35,17 @@ from report.media import save_spectrogram_figures, write_wav
 from .wandb_log import log_explanation
 
 log = logging.getLogger(__name__)
+
+
+def separation_means(rows: Sequence[SeparationValue]) -> dict[tuple[str, str], tuple[float, float]]:
+    """(method, mask) -> mean (SI-SDR, SI-SDRi) over the clips of separation.csv's rows."""
+    sums: dict[tuple[str, str], list] = {}
+    for r in rows:
+        acc = sums.setdefault((r.method, r.mask), [0.0, 0.0, 0])
+        acc[0] += r.si_sdr
+        acc[1] += r.si_sdri
+        acc[2] += 1
+    return {k: (a / n, b / n) for k, (a, b, n) in sums.items()}
 
 
 def check_method_options(options: dict) -> None:
@@ -90,6 +102,12 @@ class ExplainCallback(Callback):
         tf32: allow TF32 in CUDA convolutions and matrix products during the explanation passes (default
             off: full float32, so the threshold metrics do not move between a GPU and a CPU; ``fit`` keeps
             torch's default). Recorded in ``run.json`` and the attribution cache key.
+        scored: what the metrics score, a comma list: ``spectrogram`` (the masked spectrogram X (x) M, as the
+            study) and ``heard`` (what a listener hears of it: the model's front-end applied to its audio,
+            T(T_inv(X (x) M)); with it ``distortion.csv`` and, in the mixture scenario, ``separation.csv``:
+            explain/heard.py); unset: both, or ``spectrogram`` alone under ``--explainer.protocol study``.
+        heard_clips: score what is heard on the first ``heard_clips`` test clips only (each of its spectrograms
+            costs an inverse, a front-end and a model pass per mask, masked in and out); unset: every clip.
         sanity: run the model-parameter randomisation test (``explain/sanity.py``) on the first
             ``sanity_clips`` test clips, randomising ``sanity_layers`` (default: found from the model, for Cnn14
             the head down to conv_block1; ``lightning_modules.contract.sanity_layers``) cumulatively; written to
@@ -104,7 +122,8 @@ class ExplainCallback(Callback):
                  model_name: Optional[str] = None, cache: bool = True, cache_dir: Optional[str] = None,
                  protocol: str = "corrected", fill: str = "floor", curves: bool = True,
                  fractions: Optional[list[float]] = None, sanity: bool = False, sanity_clips: int = 32,
-                 sanity_layers: Optional[list[str]] = None, tf32: bool = False, memory_gb: float = CUDA_MEMORY_GB):
+                 sanity_layers: Optional[list[str]] = None, tf32: bool = False, memory_gb: float = CUDA_MEMORY_GB,
+                 scored: Union[str, list[str], None] = None, heard_clips: Optional[int] = None):
         super().__init__()
         if isinstance(memory_gb, bool) or not isinstance(memory_gb, (int, float)) or not 0 < memory_gb < float("inf"):
             raise UsageValueError(f"--explainer.memory_gb must be a positive number of GB, got {memory_gb!r}")
@@ -117,6 +136,7 @@ class ExplainCallback(Callback):
                                   f"unset for the cascade found from the model (Cnn14's: {', '.join(SANITY_LAYERS)})")
         self.sanity_layers = None if sanity_layers is None else tuple(sanity_layers)  # None: the model's
         self.protocol = check_protocol(protocol)
+        self.scored = DEFAULT_SCORED[self.protocol] if scored is None else check_scored(scored)
         check_fill(fill)
         self.fractions = tuple(FRACTIONS if fractions is None else fractions)
         # the curves' areas are over the whole range: without 0 and 1 they would read as a perfect map
@@ -125,7 +145,8 @@ class ExplainCallback(Callback):
             raise UsageValueError(f"--explainer.fractions must be increasing fractions from 0 to 1, both included "
                                   f"(the curves' areas span the whole range), got {fractions!r}")
         self.fill, self.with_curves = fill, curves
-        for option, value, least in (("batch_size", batch_size, 1), ("examples", examples, 0),
+        self.heard_clips = heard_clips
+        for option, value, least in (("batch_size", batch_size, 1), ("examples", examples, 0), ("heard_clips", heard_clips, 1),
                                      ("lime_samples", lime_samples, 2),
                                      ("shap_background_per_class", shap_background_per_class, 1),
                                      ("shap_background_size", shap_background_size, 1)):
@@ -187,10 +208,14 @@ class ExplainCallback(Callback):
             conciseness_on=self.conciseness_on, cache_dir=self._cache_root if self.cache else None,
             protocol=self.protocol, fill=self.fill, curves=self.with_curves, fractions=self.fractions,
             localisation=True,  # used only where the batches carry a ground truth
-            tf32=self.tf32, memory_gb=self.memory_gb,
+            tf32=self.tf32, memory_gb=self.memory_gb, scored=self.scored, features=self.features,
         ).to(pl_module.device)
-        self._clips: list[tuple] = []  # (dataset index, clip, true, pred) in this rank's test order
-        self._values: dict[str, list[torch.Tensor]] = {m: [] for m in self.methods}  # (K, B, metrics) per batch
+        # per input scored, (dataset index, clip, true, pred) of the clips scored, in this rank's test order
+        self._clips: dict[str, list[tuple]] = {s: [] for s in self.scored}
+        self._seen: list[tuple[int, str]] = []  # (dataset index, clip) of every clip explained
+        # per scored input and method, (K, B, metrics) per batch
+        self._values: dict[str, dict[str, list[torch.Tensor]]] = {s: {m: [] for m in self.methods} for s in self.scored}
+        self._separation: list[tuple] = []  # (dataset index, clip, {name: (K,) or () SI-SDR}, mixture SI-SDR)
         self._sanity_clips: list[tuple] = []  # (dataset index, id, spectrogram, predicted class) for the check
         if self.sanity:
             net = pl_module.spectrogram_model
@@ -225,24 +250,44 @@ class ExplainCallback(Callback):
         self._scenario = batch["scenario"][0] if "scenario" in batch else "clean"
         with torch.no_grad():
             x, phase = self.features(wave, return_phase=True)
-        explained = self.pipeline.explain(x, ids)
+        parts = [batch[k].to(wave.device) if k in batch else None for k in ("target_part", "distractor_part")]
+        indices = batch["index"].tolist()
+        heard = None if self.heard_clips is None else torch.tensor(
+            [i for i, idx in enumerate(indices) if idx < self.heard_clips], dtype=torch.long)
+        explained = self.pipeline.explain(x, ids, Sound(phase, wave.shape[-1], *parts, clips=heard))
         truth = ground_truth(self.features, batch, x.shape[2])
         if truth is not None:
             self._saw_truth = True
             # the truth marks the true class's sound: scored where the model predicts that class
             keep = (explained.pred == batch["target"].to(explained.pred.device)) & truth.flatten(1).any(1)
             self.pipeline.localise(explained, truth, keep, ids)
-        self._clips += list(zip(batch["index"].tolist(), ids, batch["target"].tolist(), explained.pred.tolist()))
+        clips = list(zip(indices, ids, batch["target"].tolist(), explained.pred.tolist()))
+        self._seen += list(zip(indices, ids))
+        for scored in self.scored:
+            self._clips[scored] += clips if scored == "spectrogram" else [clips[i] for i in explained.heard_clips.tolist()]
         if self.sanity:
             self._sanity_clips += [(idx, ids[i], x[i].cpu(), int(explained.pred[i]))
                                    for i, idx in enumerate(batch["index"].tolist()) if idx < self.sanity_clips]
         example = [i for i, idx in enumerate(batch["index"].tolist()) if idx < self.examples]
+        if explained.separation_bounds:
+            kept = explained.heard_clips.tolist()
+            self._keep_separation([indices[i] for i in kept], [ids[i] for i in kept], explained)
         for name in self.methods:
-            self._values[name].append(explained.values[name].cpu())
+            for scored, values in (("spectrogram", explained.values), ("heard", explained.heard)):
+                if scored in self.scored:
+                    self._values[scored][name].append(values[name].cpu())
             if example:
                 self._save_examples(name, [ids[i] for i in example], x[example], explained.x_in[name][:, example],
                                     explained.x_out[name][:, example], phase[example], wave.shape[-1],
                                     [self._classes(batch["target"][i], explained.pred[i]) for i in example])
+
+    def _keep_separation(self, indices: list[int], ids: list[str], explained) -> None:
+        mix = explained.separation_bounds[MIXTURE].cpu()
+        ideal = explained.separation_bounds[IDEAL].cpu()
+        by_method = {n: v.cpu() for n, v in explained.si_sdr.items()}
+        for i, (index, clip) in enumerate(zip(indices, ids)):
+            self._separation.append((index, clip, float(mix[i]), float(ideal[i]),
+                                     {n: v[:, i].tolist() for n, v in by_method.items()}))
 
     # -- examples ---------------------------------------------------------------------------------
     def _classes(self, true, pred) -> str:
@@ -278,20 +323,51 @@ class ExplainCallback(Callback):
         save_spectrogram_figures(figures, freqs, duration)
 
     # -- end ----------------------------------------------------------------------------------------
-    def run_key(self) -> RunKey:
-        return RunKey(self.model_label, self._scenario, self.protocol, self.fill)
+    def run_key(self, scored: str = "spectrogram") -> RunKey:
+        """The key of the rows of ``scored`` (curves, sanity and localisation are of the spectrogram's)."""
+        return RunKey(self.model_label, self._scenario, self.protocol, self.fill, scored)
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
-        key = self.run_key()
-        means, n = self.pipeline.results(), self.pipeline.count()  # torchmetrics sums every rank's states here
-        results = [Result(key, name, mask, n, means[name][mask]) for name in self.methods for mask in self.masks]
+        results = []
+        for scored in self.scored:
+            n = self.pipeline.count(scored)  # torchmetrics sums every rank's states here
+            means = self.pipeline.results(scored)
+            results += [Result(self.run_key(scored), name, mask, n, means[name][mask])
+                        for name in self.methods for mask in self.masks]
+        distortion = self.distortion_records(self.pipeline.count("heard")) if "heard" in self.scored else []
+        n = self.pipeline.count()
         curves = self.pipeline.curve_results()
-        localisation = self.localisation_records(key, self.pipeline.localisation_results())
+        localisation = self.localisation_records(self.run_key(), self.pipeline.localisation_results())
         clips, counts = self._gather(trainer)
+        separation = self._gather_separation(trainer)
         sanity = self._sanity(trainer, pl_module) if self.sanity else None
         if trainer.is_global_zero:
-            self._write(trainer, results, clips, counts, curves, sanity, localisation)
-            self._log(trainer, results, curves, sanity, localisation, n)
+            self._write(trainer, results, clips, counts, curves, sanity, localisation, distortion, separation)
+            self._log(trainer, results, curves, sanity, localisation, n, distortion, separation)
+
+    def distortion_records(self, n: int) -> list[DistortionValue]:
+        """The rows of distortion.csv: per method, mask and part, and the unmasked clips' floor."""
+        by_method, floor = self.pipeline.distortion_results()
+        key = self.run_key("heard")
+        out = [DistortionValue(key, "", "", "clip", *floor.tolist(), n)]
+        for name, means in by_method.items():
+            out += [DistortionValue(key, name, mask, part, *means[ki, pi].tolist(), n)
+                    for ki, mask in enumerate(self.masks) for pi, part in enumerate(("in", "out"))]
+        return out
+
+    def _gather_separation(self, trainer) -> list[SeparationValue]:
+        """Every rank's per-clip SI-SDR in dataset order: the rows of separation.csv (none outside a mixture)."""
+        everything = [self._separation]
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            everything = [None] * trainer.world_size
+            torch.distributed.all_gather_object(everything, self._separation)
+        key = self.run_key("heard")
+        out = []
+        for _, clip, mix, ideal, by_method in sorted((r for part in everything for r in part), key=lambda r: r[0]):
+            out += [SeparationValue(key, clip, MIXTURE, "", mix, 0.0), SeparationValue(key, clip, IDEAL, "", ideal, ideal - mix)]
+            out += [SeparationValue(key, clip, name, mask, v[ki], v[ki] - mix)
+                    for name, v in by_method.items() for ki, mask in enumerate(self.masks)]
+        return out
 
     def localisation_records(self, key: RunKey, localised: dict) -> list[LocalisationValue]:
         """The rows of localisation.csv; none when the data had no ground truth."""
@@ -333,21 +409,27 @@ class ExplainCallback(Callback):
         """Every rank's per-clip values in dataset order (per method and mask), and the cache counts summed
         over ranks."""
         local = []
-        values = {n: torch.cat(v, dim=1) if v else None for n, v in self._values.items()}
-        for ci, (index, clip, true, pred) in enumerate(self._clips):
-            local.append((index, clip, true, pred, {n: v[:, ci].numpy() for n, v in values.items() if v is not None}))
+        for scored, by_method in self._values.items():
+            values = {n: torch.cat(v, dim=1) for n, v in by_method.items() if v}
+            for ci, (index, clip, true, pred) in enumerate(self._clips[scored]):
+                local.append((scored, index, clip, true, pred, {n: v[:, ci].numpy() for n, v in values.items()}))
         everything, counts = [local], [self.pipeline.counts]
         if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             everything = [None] * trainer.world_size
             counts = [None] * trainer.world_size
             torch.distributed.all_gather_object(everything, local)
             torch.distributed.all_gather_object(counts, self.pipeline.counts)
-        in_order = sorted((r for part in everything for r in part), key=lambda r: r[0])
-        clips = [ClipValues(self.run_key(), clip, true, pred, int(true == pred), name, mask, dict(zip(METRIC_NAMES, by_method[name][ki].tolist())))
-                 for name in self.methods for ki, mask in enumerate(self.masks)
-                 for _, clip, true, pred, by_method in in_order if name in by_method]
+        in_order = sorted((r for part in everything for r in part), key=lambda r: r[1])
+        clips = [ClipValues(self.run_key(scored), clip, true, pred, int(true == pred), name, mask,
+                            dict(zip(METRIC_NAMES, by_method[name][ki].tolist())))
+                 for scored in self.scored for name in self.methods for ki, mask in enumerate(self.masks)
+                 for s, _, clip, true, pred, by_method in in_order if s == scored and name in by_method]
         total = {m: {k: sum(c[m][k] for c in counts) for k in ("cached", "computed")} for m in self.methods}
-        self._clip_names = [r[1] for r in in_order]
+        seen = [self._seen]
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            seen = [None] * trainer.world_size
+            torch.distributed.all_gather_object(seen, self._seen)
+        self._clip_names = [clip for _, clip in sorted(c for part in seen for c in part)]
         return clips, total
 
     def curve_points(self, curves: dict, n: int) -> list[CurvePoint]:
@@ -356,9 +438,19 @@ class ExplainCallback(Callback):
                 for name, c in curves.items() for curve in CURVES for f, p in zip(self.fractions, c[curve])]
 
     def _write(self, trainer, results: Sequence[Result], clips: list[ClipValues], counts: dict, curves: dict,
-               sanity: list[SanityValue] | None, localisation: list[LocalisationValue]) -> None:
+               sanity: list[SanityValue] | None, localisation: list[LocalisationValue],
+               distortion: list[DistortionValue], separation: list[SeparationValue]) -> None:
         names = self._clip_names
         write_records(self.out / "per_clip.csv", clips, ClipValues)
+        if distortion:
+            write_records(self.out / "distortion.csv", distortion, DistortionValue)
+            floor = distortion[0]
+            print(f"\nwhat is heard: {self.out / 'distortion.csv'} (the unmasked clips' round trip through the "
+                  f"inverse: {floor.lsd_db:.2f} dB log-spectral distance, spectral convergence "
+                  f"{floor.spectral_convergence:.3f})")
+        if separation:
+            write_records(self.out / "separation.csv", separation, SeparationValue)
+            print(f"\nseparation against the mix's target clip (SI-SDR, SI-SDRi): {self.out / 'separation.csv'}")
         n_localised = localisation[0].n if localisation else None
         if localisation:
             write_records(self.out / "localisation.csv", localisation, LocalisationValue)
@@ -375,7 +467,7 @@ class ExplainCallback(Callback):
         write_records(self.out / "results.csv", results, Result)
         ckpt = getattr(trainer, "ckpt_path", None)
         write_json(self.out / "run.json", {
-            **dataclasses.asdict(self.run_key()),
+            **dataclasses.asdict(self.run_key()), "scored": list(self.scored),
             "curve_fractions": list(self.fractions) if curves else None,
             "sanity": {"clips": sanity[0].n, "layers": list(self.sanity_layers),
                        "still_similar": still_similar(sanity, self.sanity_layers)} if sanity else None,
@@ -398,9 +490,17 @@ class ExplainCallback(Callback):
               f"audio and figures: {self.out / 'examples'}); attributions: {attributions}")
 
     def _log(self, trainer, results: Sequence[Result], curves: dict, sanity: list[SanityValue] | None,
-             localisation: list[LocalisationValue], n: int) -> None:
+             localisation: list[LocalisationValue], n: int, distortion: list[DistortionValue],
+             separation: list[SeparationValue]) -> None:
         """Rank 0 only: nothing here may sync metric states (the other ranks have left the loop)."""
-        scalars = {f"explain/{r.key.scenario}/{r.method}/{r.mask}/{m}": v for r in results for m, v in r.values.items()}
+        # what is heard under its own prefix: the spectrogram's names stay as they were
+        scalars = {f"explain/{r.key.scenario}/{'heard/' if r.key.scored == 'heard' else ''}{r.method}/{r.mask}/{m}": v
+                   for r in results for m, v in r.values.items()}
+        heard = f"explain/{self._scenario}/heard"
+        scalars.update({f"{heard}/{r.method}/{r.mask}/{r.part}_{m}" if r.method else f"{heard}/clip/{m}": getattr(r, m)
+                        for r in distortion for m in MEASURES})
+        for (method, mask), (sdr, sdri) in separation_means(separation).items():
+            scalars.update({f"{heard}/{method}/{mask or 'none'}/si_sdr": sdr, f"{heard}/{method}/{mask or 'none'}/si_sdri": sdri})
         scalars.update({f"explain/{r.key.scenario}/{r.method}/localisation/{r.mask + '/' if r.mask else ''}{r.metric}":
                         r.value for r in localisation})
         scalars.update({f"explain/{self._scenario}/{name}/{key}": value
@@ -408,4 +508,5 @@ class ExplainCallback(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(scalars)
             if isinstance(logger, WandbLogger):
-                log_explanation(logger, self, results, curves, sanity, localisation, n)
+                log_explanation(logger, self, results, curves, sanity, localisation, n,
+                                {"distortion": distortion, "separation": separation})

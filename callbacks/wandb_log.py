@@ -155,8 +155,9 @@ class _Children:
     """Child runs of an explanation run: same project, directory, mode, group and tags, ids derived from
     its id (so ``wandb sync`` finds them by one pattern)."""
 
-    def __init__(self, parent, save_dir: str | None, keys: dict):
-        self.parent, self.save_dir, self.keys, self.count = parent, save_dir, keys, 0
+    def __init__(self, parent, save_dir: str | None, keys: dict, tag: tuple = ()):
+        # ``tag``: what sets these children's ids apart from other keys' children of the same parent
+        self.parent, self.save_dir, self.keys, self.tag, self.count = parent, save_dir, keys, tag, 0
 
     def log(self, kind: str, parts: tuple, config: dict, summary: dict, history=()) -> None:
         """One child run for ``parts`` (method, or method and mask): its config besides the run key, the rows
@@ -166,7 +167,7 @@ class _Children:
         self.count += 1
         # its own run while the parent stays open (wandb.init would otherwise return the open one)
         run = wandb.init(project=parent.project, entity=parent.entity or None, group=parent.group or None,
-                         job_type=kind, name=_joined(*self.keys.values(), *parts), id="-".join((parent.id, *parts)),
+                         job_type=kind, name=_joined(*self.keys.values(), *parts), id="-".join((parent.id, *self.tag, *parts)),
                          tags=list(parent.tags or ()), config={**self.keys, **config, "parent": parent.id},
                          dir=self.save_dir, reinit="create_new", mode="offline" if parent.offline else "online",
                          settings=wandb.Settings(silent=True))
@@ -177,42 +178,63 @@ class _Children:
 
 
 def log_explanation(logger: WandbLogger, cb, results: list, curves: dict, sanity: list | None,
-                    localisation: list | None, n: int) -> None:
+                    localisation: list | None, n: int, tables: dict | None = None) -> None:
     """Rank 0, at the end of an explanation run: flat config keys and tags of the run, its results tables,
-    and its child runs (module docstring). ``cb`` is the ``ExplainCallback``; ``results`` are the rows of
-    results.csv (``explain.records.Result``)."""
+    and its child runs (module docstring), per run key of its results (the spectrogram's and what is heard:
+    the curves, sanity check, localisation and examples belong to the first). ``cb`` is the
+    ``ExplainCallback``; ``results`` are the rows of results.csv (``explain.records.Result``); ``tables``:
+    further records to log as tables, by name (distortion, separation)."""
     run = logger.experiment
-    keys = {k: getattr(results[0].key, k) for k in RUN_KEYS}
+    by_key: dict = {}
+    for r in results:
+        by_key.setdefault(r.key, []).append(r)
+    first = next(iter(by_key))
+    keys = {k: getattr(first, k) for k in RUN_KEYS}
     run.config.update({**keys, "methods": cb.methods, "masks": list(cb.masks), "precision": cb.precision,
                        "tf32": cb.tf32}, allow_val_change=True)
-    run.tags = tuple(dict.fromkeys((*(run.tags or ()), *map(str, keys.values()), *cb.methods)))
+    values_of_keys = [str(getattr(k, f)) for k in by_key for f in RUN_KEYS]
+    run.tags = tuple(dict.fromkeys((*(run.tags or ()), *values_of_keys, *cb.methods)))
     for name, cls, records in (("results", Result, results), ("curves", CurvePoint, cb.curve_points(curves, n)),
-                               ("sanity", SanityValue, sanity or []), ("localisation", LocalisationValue, localisation)):
+                               ("sanity", SanityValue, sanity or []), ("localisation", LocalisationValue, localisation),
+                               *((name, type(rows[0]), rows) for name, rows in (tables or {}).items() if rows)):
         if records:
             logger.log_table(f"explain/{name}", columns=cls.columns(), data=[r.row() for r in records])
+    count = 0
+    for key, rows in by_key.items():
+        primary = key == first
+        count += _log_children(run, logger.save_dir, cb, key, rows, n, curves if primary else {},
+                               sanity if primary else None, localisation if primary else None,
+                               tag=() if primary else (key.scored,), media=primary)
+    print(f"W&B: {count} child runs of this run (job types {METHOD_RUN}, one per method, and {MASK_RUN}, "
+          f"one per method and mask{', per input scored' if len(by_key) > 1 else ''}) for `audio-xai dashboard`")
 
-    children = _Children(run, logger.save_dir, keys)
-    key = _joined(*keys.values())
+
+def _log_children(run, save_dir, cb, key, results: list, n: int, curves: dict, sanity: list | None,
+                  localisation: list | None, tag: tuple, media: bool) -> int:
+    """The child runs of one run key's results; returns how many."""
+    keys = {k: getattr(key, k) for k in RUN_KEYS}
+    children = _Children(run, save_dir, keys, tag)
+    joined = _joined(*keys.values())
     values = {(r.method, r.mask): dict(r.values) for r in results}
+    clips = {(r.method, r.mask): r.n for r in results}
     controls = [m for m in cb.methods if _is_control(m)]
     located = _localisation_by_method(localisation)
     for method in cb.methods:
-        base = {"method": method, "control": _is_control(method), RUN_KEY: key, RUN_METHOD: _joined(key, method)}
+        base = {"method": method, "control": _is_control(method), RUN_KEY: joined, RUN_METHOD: _joined(joined, method)}
         for mask in cb.masks:
-            summary = {**values[(method, mask)], "n": n, **located.get(method, {}).get(mask, {})}
+            summary = {**values[(method, mask)], "n": clips[(method, mask)], **located.get(method, {}).get(mask, {})}
             for c in controls:
                 if c != method:
                     summary.update({margin_key(m, c): values[(method, mask)][m] - values[(c, mask)][m]
                                     for m in METRIC_NAMES})
             first = [keys[k] for k in RUN_KEYS if k not in COMPARED] + [method, mask]
-            config = {**base, "mask": mask, RUN_METHOD_MASK: _joined(key, method, mask),
+            config = {**base, "mask": mask, RUN_METHOD_MASK: _joined(joined, method, mask),
                       **{compared_key(f): _joined(*first, *(keys[k] for k in COMPARED if k != f), keys[f])
                          for f in COMPARED}}
             children.log(MASK_RUN, (method, mask), config, summary)
         _log_method_run(children, cb, method, base, values, curves.get(method), sanity,
-                        located.get(method, {}).get("", {}))
-    print(f"W&B: {children.count} child runs of this run (job types {METHOD_RUN}, one per method, and {MASK_RUN}, "
-          "one per method and mask) for `audio-xai dashboard`")
+                        located.get(method, {}).get("", {}), media)
+    return children.count
 
 
 def _localisation_by_method(rows: list | None) -> dict:
@@ -224,7 +246,7 @@ def _localisation_by_method(rows: list | None) -> dict:
 
 
 def _log_method_run(children: _Children, cb, method: str, base: dict, values: dict, curve: dict | None,
-                    sanity: list | None, located: dict) -> None:
+                    sanity: list | None, located: dict, media: bool = True) -> None:
     summary, config = dict(located), dict(base)
     for m in METRIC_NAMES:
         pick = (max if HIGHER_IS_BETTER[m] else min)(cb.masks, key=lambda k: values[(method, k)][m])
@@ -239,8 +261,8 @@ def _log_method_run(children: _Children, cb, method: str, base: dict, values: di
         for i, layer in enumerate(cb.sanity_layers, 1):  # the cascade's order: i layers random
             row = {s: by_layer[(layer, s)] for s in SIMILARITIES if (layer, s) in by_layer}
             history += [{LAYERS_RANDOMISED: i, **row}] if row else []
-    media = _media(cb, method)
-    children.log(METHOD_RUN, (method,), config, summary, history + ([media] if media else []))
+    found = _media(cb, method) if media else {}
+    children.log(METHOD_RUN, (method,), config, summary, history + ([found] if found else []))
 
 
 def _media(cb, method: str) -> dict:

@@ -1,14 +1,19 @@
 """Scoring one method's maps: the 14 masks, the masked-in and masked-out spectrograms through the model
-in large batches, and the 7 metrics, accumulated over the test set."""
+in large batches, and the 7 metrics, accumulated over the test set; on the spectrograms themselves and,
+given a way to hear them, on what a listener hears of them (explain/heard.py)."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
 from errors import UsageValueError
+from typing import Callable
+
 from .batching import chunks
+from .heard import Distortion, distortion
 from .masks import MASK_NAMES, SILENCE_DB, apply_mask, check_mask_names, make_masks
 from .metrics import METRIC_NAMES, ClipMetrics
+from .records import SCORED
 
 
 @torch.no_grad()
@@ -19,46 +24,84 @@ def predict_probs(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.T
 
 
 class MaskScorer(nn.Module):
-    """The metrics of every mask of one method, in one ``ClipMetrics`` state of (masks, metrics).
+    """The metrics of every mask of one method, one ``ClipMetrics`` state of (masks, metrics) per input scored
+    (``scored``: ``spectrogram``, the masked spectrograms, and ``heard``, what is heard of them), and with
+    ``heard`` the distortion between the two.
 
     ``conciseness_on``: ``mask`` scores SPS and COMP on the masks (as the published numbers),
     ``attribution`` on the attribution map itself. ``metric_options``: see ``ClipMetrics``.
     """
 
-    def __init__(self, masks: tuple[str, ...] = MASK_NAMES, conciseness_on: str = "mask", **metric_options):
+    def __init__(self, masks: tuple[str, ...] = MASK_NAMES, conciseness_on: str = "mask",
+                 scored: tuple[str, ...] = ("spectrogram",), **metric_options):
         super().__init__()
         if conciseness_on not in ("mask", "attribution"):
             raise UsageValueError(f"conciseness_on must be 'mask' or 'attribution', got {conciseness_on!r}")
         check_mask_names(masks)
         self.masks, self.conciseness_on = tuple(masks), conciseness_on
-        self.metrics = ClipMetrics(len(self.masks), **metric_options)
+        self.scored = tuple(s for s in SCORED if s in scored)
+        self.metrics = nn.ModuleDict({s: ClipMetrics(len(self.masks), **metric_options) for s in self.scored})
+        self.distortion = Distortion(len(self.masks)) if "heard" in self.scored else None
 
     def update(self, model: nn.Module, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor,
-               attributions: torch.Tensor, batch_size: int, fill: float | torch.Tensor = SILENCE_DB) -> dict:
-        """Score one batch, masked-out cells set to ``fill`` (see ``explain.masks.fill_values``); returns the
-        masks, masked inputs and per-clip values (K, B, metrics), metrics in ``METRIC_NAMES`` order."""
+               attributions: torch.Tensor, batch_size: int, fill: float | torch.Tensor = SILENCE_DB,
+               hear: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+               heard_clips: torch.Tensor | None = None) -> dict:
+        """Score one batch, masked-out cells set to ``fill`` (see ``explain.masks.fill_values``). ``hear``: the
+        audio and the heard spectrograms of masked spectrograms (masks, B, 1, T, F) flattened to (masks * B, ...)
+        (``explain.heard.hear`` with the phase of the clips ``heard_clips``), needed to score ``heard``;
+        ``heard_clips``: the indices in the batch of the clips heard (None: all). Returns the masks, masked
+        inputs, per-clip values (K, B, metrics) of each input scored (``values[scored]``, metrics in
+        ``METRIC_NAMES`` order; of ``heard``, (K, clips heard, metrics)) and with ``heard`` the audio of the
+        masked-in spectrograms (K, clips heard, samples) and the per-clip distortion (K, 2 parts, clips heard,
+        measures)."""
         k, b = len(self.masks), len(x)
         flat = attributions.reshape(b, -1)
         ordered = torch.sort(flat, dim=1).values  # one sort serves every quantile and the sparseness
         masks = make_masks(attributions, self.masks, sorted_values=ordered)
         x_in, x_out = apply_mask(x.unsqueeze(0), masks, fill)
-        probs_in, probs_out = predict_probs(model, torch.cat([x_in, x_out]).flatten(0, 1), batch_size).view(2, k, b, -1)
         # SPS and COMP do not depend on the order of values: they get sorted, non-negative rows (no second sort)
         if self.conciseness_on == "mask":
             concise = make_masks(ordered, self.masks, sorted_values=ordered)  # the masks of the sorted map, sorted
         else:
             concise = flat.abs().sort(dim=1).values.expand(k, b, -1)
-        values = torch.stack([self.metrics.values(probs=probs, probs_in=probs_in[ki], probs_out=probs_out[ki],
-                                                  target=target, maps=concise[ki], presorted=True)
-                              for ki in range(k)])
-        self.metrics.update(values)
-        return {"masks": masks, "x_in": x_in, "x_out": x_out, "values": values}
+        out = {"masks": masks, "x_in": x_in, "x_out": x_out, "values": {}}
+        both = torch.cat([x_in, x_out])  # (2 K, B, 1, T, F): one model call for both
+        # each input scored: its spectrograms, and which clips of the batch they are
+        inputs = {"spectrogram": (both.flatten(0, 1), torch.arange(b, device=x.device))} if "spectrogram" in self.scored else {}
+        if "heard" in self.scored and heard_clips is not None and not len(heard_clips):
+            out["values"]["heard"] = torch.zeros(k, 0, len(METRIC_NAMES), dtype=torch.float64, device=x.device)
+        elif "heard" in self.scored:
+            if hear is None:
+                raise ValueError("scoring what is heard needs hear(): the batch's phase and length")
+            kept = torch.arange(b, device=x.device) if heard_clips is None else heard_clips.to(x.device)
+            scored = both[:, kept].flatten(0, 1)
+            audio, heard = hear(scored)
+            out["audio_in"] = audio.view(2, k, len(kept), -1)[0]
+            out["distortion"] = distortion(scored, heard).view(2, k, len(kept), -1).transpose(0, 1)
+            self.distortion.update(out["distortion"])
+            inputs["heard"] = (heard, kept)
+        for name, (spectrograms, clips) in inputs.items():
+            n = len(clips)
+            probs_in, probs_out = predict_probs(model, spectrograms, batch_size).view(2, k, n, -1)
+            values = torch.stack([self.metrics[name].values(probs=probs[clips], probs_in=probs_in[ki],
+                                                            probs_out=probs_out[ki], target=target[clips],
+                                                            maps=concise[ki][clips], presorted=True)
+                                  for ki in range(k)])
+            self.metrics[name].update(values)
+            out["values"][name] = values
+        return out
 
-    def compute(self) -> dict[str, dict[str, float]]:
-        """Mask -> metric -> mean over every clip scored (by every process)."""
-        means = self.metrics.compute().tolist()
+    def compute(self, scored: str = "spectrogram") -> dict[str, dict[str, float]]:
+        """Mask -> metric -> mean over every clip scored (by every process), of the input ``scored``."""
+        means = self.metrics[scored].compute().tolist()
         return {mask: dict(zip(METRIC_NAMES, row)) for mask, row in zip(self.masks, means)}
 
-    def count(self) -> int:
-        """Clips scored, over every process of a distributed run."""
-        return self.metrics.count()
+    def distortion_means(self) -> torch.Tensor:
+        """(masks, 2 parts, measures) means over every clip scored (by every process)."""
+        return self.distortion.compute()
+
+    def count(self, scored: str | None = None) -> int:
+        """Clips scored (``scored``: of that input; None: the first scored), over every process of a
+        distributed run."""
+        return self.metrics[scored or self.scored[0]].count()

@@ -30,13 +30,16 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from errors import UsageValueError
+
 from .base import make_method
 from .batching import CPU_BATCH, CUDA_MEMORY_GB, autocast, batch_sizes, check_precision, tf32
 from .cache import AttributionCache, tensor_hash, weights_hash
 from .evaluate import MaskScorer, predict_probs
+from .heard import IDEAL, MIXTURE, ClipDistortion, Sound, check_scored, distortion, hear, ideal_binary_mask, si_sdr
 from .curves import CURVES, FRACTIONS, PerturbationCurves, cell_ranks, perturbation_curves
 from .localisation import Localisation
-from .masks import MASK_NAMES, check_fill, fill_values
+from .masks import MASK_NAMES, apply_mask, check_fill, fill_values
 from .protocol import settings as protocol_settings
 from .sanity import LAYERS, randomisation_test, sanity_rows
 
@@ -46,14 +49,24 @@ log = logging.getLogger(__name__)
 @dataclass
 class Explained:
     """One batch: clean probabilities and predicted classes, and per method its maps (B, 1, T, F),
-    per-clip metric values (masks, B, metrics), the masked-in and masked-out spectrograms
-    (masks, B, 1, T, F) and, when computed, the deletion and insertion curves (B, 2, fractions); and the
-    masks themselves (masks, B, 1, T, F)."""
+    per-clip metric values (masks, B, metrics) of the spectrograms (``values``) and of what is heard of them
+    (``heard``, when scored), the masked-in and masked-out spectrograms (masks, B, 1, T, F) and, when computed,
+    the deletion and insertion curves (B, 2, fractions); and the masks themselves (masks, B, 1, T, F).
+    Scoring what is heard adds per method the distortion (masks, 2 parts, B, measures) and, in a mixture, the
+    SI-SDR of each masked-in audio against the target (masks, B); and per batch the unmasked clips' distortion
+    (``clip_distortion``, (B, measures)) and the SI-SDR of the mix and of the ideal binary mask's audio
+    (``separation_bounds``, name -> (B,)); of the clips heard only (``heard_clips``)."""
 
     probs: torch.Tensor
     pred: torch.Tensor
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
     values: dict[str, torch.Tensor] = field(default_factory=dict)
+    heard: dict[str, torch.Tensor] = field(default_factory=dict)
+    distortion: dict[str, torch.Tensor] = field(default_factory=dict)
+    si_sdr: dict[str, torch.Tensor] = field(default_factory=dict)
+    clip_distortion: torch.Tensor | None = None
+    heard_clips: torch.Tensor | None = None  # the indices in the batch of the clips heard
+    separation_bounds: dict[str, torch.Tensor] = field(default_factory=dict)
     x_in: dict[str, torch.Tensor] = field(default_factory=dict)
     x_out: dict[str, torch.Tensor] = field(default_factory=dict)
     curves: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -84,6 +97,9 @@ class ExplanationPipeline(nn.Module):
         curves: also compute deletion and insertion curves at ``fractions`` (``explain/curves.py``).
         localisation: keep the localisation metrics against a ground truth (``explain/localisation.py``),
             fed by ``localise`` after each ``explain``.
+        scored: what the metrics score: ``spectrogram`` (the masked spectrograms), ``heard`` (the model's
+            front-end applied to their audio: explain/heard.py), or both; ``heard`` needs ``features`` (the
+            model's front-end, with ``inverse``) and each batch's ``Sound``.
     """
 
     def __init__(self, model: nn.Module, methods: Sequence[str], options: dict[str, dict] | None = None,
@@ -91,8 +107,15 @@ class ExplanationPipeline(nn.Module):
                  masks: Sequence[str] = MASK_NAMES, conciseness_on: str = "mask", cache_dir: str | Path | None = None,
                  protocol: str = "corrected", fill: str = "floor", curves: bool = False,
                  fractions: Sequence[float] = FRACTIONS, localisation: bool = False, tf32: bool = False,
-                 memory_gb: float = CUDA_MEMORY_GB):
+                 memory_gb: float = CUDA_MEMORY_GB, scored: Sequence[str] | str = ("spectrogram",),
+                 features: nn.Module | None = None):
         super().__init__()
+        self.scored = check_scored(scored)
+        if "heard" in self.scored and not callable(getattr(features, "inverse", None)):
+            raise UsageValueError("scoring what is heard needs the model's front-end with an inverse to audio "
+                                  "(features.inverse(spectrogram, phase, length)); score the spectrogram alone "
+                                  "(--explainer.scored spectrogram) or give the model such a front-end")
+        self.features = features
         self.tf32, self.memory_gb = bool(tf32), memory_gb
         check_fill(fill)
         self.fill, self.fractions = fill, tuple(fractions)
@@ -105,8 +128,9 @@ class ExplanationPipeline(nn.Module):
         self._method_options = {n: {**method_options.get(n, {}), **options.get(n, {})} for n in methods}
         self.methods = {n: make_method(n, model, seed=seed, batch_size=batch_size or CPU_BATCH, **self._method_options[n])
                         for n in methods}
-        self.scorers = nn.ModuleDict({n: MaskScorer(self.masks, conciseness_on, **self.metric_options)
+        self.scorers = nn.ModuleDict({n: MaskScorer(self.masks, conciseness_on, self.scored, **self.metric_options)
                                       for n in methods})
+        self.clip_distortion = ClipDistortion() if "heard" in self.scored else None
         self.curves = nn.ModuleDict({n: PerturbationCurves(self.fractions) for n in methods}) if curves else None
         self.localisers = nn.ModuleDict({n: Localisation(self.masks, seed) for n in methods}) if localisation else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -173,27 +197,64 @@ class ExplanationPipeline(nn.Module):
         return self._caches[name]
 
     # -- per batch ----------------------------------------------------------------------------------
-    def explain(self, x: torch.Tensor, ids: Sequence[str]) -> Explained:
+    def explain(self, x: torch.Tensor, ids: Sequence[str], sound: Sound | None = None) -> Explained:
         """Explain the model's predicted class of every spectrogram of ``x`` (B, 1, T, F) with every method,
-        and score every mask; ``ids`` name the clips (cache entries, per-clip seeds)."""
+        and score every mask; ``ids`` name the clips (cache entries, per-clip seeds); ``sound``: what scoring
+        what is heard needs (the phase and length of the clips, in a mixture its parts)."""
+        if "heard" in self.scored and sound is None:
+            raise ValueError("this pipeline scores what is heard: explain() needs the batch's Sound (phase, length)")
         with tf32(self.tf32):
-            return self._explain(x, list(ids))
+            return self._explain(x, list(ids), sound)
 
-    def _explain(self, x: torch.Tensor, ids: list[str]) -> Explained:
+    def _explain(self, x: torch.Tensor, ids: list[str], sound: Sound | None = None) -> Explained:
         self.check(x)
         probs = self.predict(x)
         out = Explained(probs, probs.argmax(-1))
+        listen = self._listener(x, out, sound) if "heard" in self.scored else None
+        kept = out.heard_clips
         # one copy to the host and one hash per clip serve every method's cache
         digests = [tensor_hash(row) for row in x.detach().cpu()] if self.cache_dir is not None else None
         for name in self.methods:
             maps = self.attribute(name, x, out.pred, ids, digests)
-            scored = self.score(name, x, probs, out.pred, maps)
-            out.maps[name], out.values[name] = maps, scored["values"]
+            scored = self.score(name, x, probs, out.pred, maps, listen, kept)
+            out.maps[name] = maps
+            out.values.update({name: scored["values"]["spectrogram"]} if "spectrogram" in scored["values"] else {})
+            out.heard.update({name: scored["values"]["heard"]} if "heard" in scored["values"] else {})
             out.x_in[name], out.x_out[name], out.masks[name] = scored["x_in"], scored["x_out"], scored["masks"]
+            if listen is not None:
+                out.distortion[name] = scored["distortion"]
+                if listen.target is not None:
+                    out.si_sdr[name] = si_sdr(scored["audio_in"], listen.target)
             if self.curves is not None:
                 out.ranks[name] = cell_ranks(maps, ids, self.seed)
                 out.curves[name] = self.curve(name, x, probs, out.pred, maps, ids, out.ranks[name])
         return out
+
+    def _listener(self, x: torch.Tensor, out: Explained, sound: Sound):
+        """What hears a batch's masked spectrograms of the clips ``sound.clips`` (``explain.heard.hear`` with
+        their phase, masks outer); and, once per batch, those clips' unmasked distortion and, in a mixture, the
+        SI-SDR of their mix and of the ideal binary mask's audio."""
+        self._ensure_batches(x)
+        size, kept = self.batch_sizes["forward"], sound.heard(len(x))
+        out.heard_clips = kept
+        if not len(kept):
+            return None
+        x, phase = x[kept], sound.phase[kept]
+        _, heard = hear(self.features, x, phase, sound.length, size)
+        out.clip_distortion = distortion(x, heard)
+        self.clip_distortion.update(out.clip_distortion)
+        target = None if sound.target is None else sound.target[kept]
+        if target is not None:
+            distractor = sound.distractor[kept]
+            ideal = ideal_binary_mask(self.features, target, distractor).to(x.dtype)
+            audio, _ = hear(self.features, apply_mask(x, ideal, fill_values(x, self.fill))[0], phase, sound.length, size)
+            out.separation_bounds = {MIXTURE: si_sdr(target + distractor, target), IDEAL: si_sdr(audio, target)}
+
+        def listen(spectrograms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return hear(self.features, spectrograms, phase.repeat(len(spectrograms) // len(x), *[1] * (phase.dim() - 1)),
+                        sound.length, size)
+        listen.target = target
+        return listen
 
     def curve(self, name: str, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor, maps: torch.Tensor,
               ids: Sequence[str], ranks: torch.Tensor | None = None) -> torch.Tensor:
@@ -220,12 +281,13 @@ class ExplanationPipeline(nn.Module):
             return predict_probs(self.model, x, self.batch_sizes["forward"])
 
     def score(self, name: str, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor,
-              maps: torch.Tensor) -> dict:
-        """Masks of one method's maps, the masked inputs through the model, and the metrics (accumulated)."""
+              maps: torch.Tensor, listen=None, heard_clips: torch.Tensor | None = None) -> dict:
+        """Masks of one method's maps, the masked inputs (and what is heard of them, by ``listen``) through the
+        model, and the metrics (accumulated)."""
         self._ensure_batches(x)
         with autocast(x.device, self.precision):
             return self.scorers[name].update(self.model, x, probs, target, maps, self.batch_sizes["forward"],
-                                             fill_values(x, self.fill))
+                                             fill_values(x, self.fill), listen, heard_clips)
 
     def attribute(self, name: str, x: torch.Tensor, target: torch.Tensor, ids: Sequence[str],
                   digests: Sequence[str] | None = None) -> torch.Tensor:
@@ -282,9 +344,15 @@ class ExplanationPipeline(nn.Module):
         return method
 
     # -- results ------------------------------------------------------------------------------------
-    def results(self) -> dict[str, dict[str, dict[str, float]]]:
-        """Mean of every metric per method and mask, over every clip seen (by every process)."""
-        return {n: s.compute() for n, s in self.scorers.items()}
+    def results(self, scored: str = "spectrogram") -> dict[str, dict[str, dict[str, float]]]:
+        """Mean of every metric per method and mask of the input ``scored``, over every clip seen (by every
+        process)."""
+        return {n: s.compute(scored) for n, s in self.scorers.items()}
+
+    def distortion_results(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Per method the mean distortion (masks, 2 parts, measures), and the unmasked clips' (measures,), over
+        every clip seen (by every process); only when scoring what is heard."""
+        return {n: s.distortion_means() for n, s in self.scorers.items()}, self.clip_distortion.compute()
 
     def curve_results(self) -> dict[str, dict]:
         """Per method: mean ``deletion`` and ``insertion`` curves (lists over ``fractions``) and their areas
@@ -304,9 +372,9 @@ class ExplanationPipeline(nn.Module):
             warnings.filterwarnings("ignore", message=".*compute.*before.*update.*")
             return {n: m.compute() for n, m in (self.localisers or {}).items()}
 
-    def count(self) -> int:
-        """Clips scored, over every process."""
-        return self.scorers[next(iter(self.scorers))].count() if self.scorers else 0
+    def count(self, scored: str | None = None) -> int:
+        """Clips scored (``scored``: of that input; None: the first scored), over every process."""
+        return self.scorers[next(iter(self.scorers))].count(scored) if self.scorers else 0
 
     def options(self) -> dict[str, dict]:
         return {n: m.options() for n, m in self.methods.items()}
