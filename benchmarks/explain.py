@@ -17,8 +17,13 @@ dataset), per method it measures seconds per clip and peak memory:
   forwards; SHAP: clip x background forward and backward; metrics: 1 + 2 x 14 forwards per clip;
   Saliency, Grad-CAM and Input x Gradient: one forward and backward per clip; IG: steps, SmoothGrad and
   GradientSHAP: samples forwards and backwards per clip; DeepLIFT: the clip and its baseline forward and
-  backward; Occlusion: one forward per rectangle; curves: 1 + 2 forwards per inner fraction), forward-only
-  passes under the same autocast as ours.
+  backward; Occlusion: one forward per rectangle; curves: 1 + 2 forwards per inner fraction; heard: 2 x 14
+  forwards per clip, the inverse to audio and the front-end left out, so its efficiency is the share of the
+  model passes in the heard stage), forward-only passes under the same autocast as ours.
+
+The ``heard`` stage scores saliency's masks on what is heard of them (``--explainer.scored heard``: each
+masked spectrogram to audio with the clip's phase, the front-end, the model; explain/heard.py); the study had
+no such stage, so it has no reference.
 
 Each figure is the median of ``--repeat`` runs after a warm-up run of the same step on two clips (the
 reference: one run). Speed-up = reference / ours; efficiency = bound / ours (1 means nothing but the model
@@ -50,12 +55,13 @@ from explain.masks import SILENCE_DB, apply_mask
 from explain.metrics import average_drop, average_gain, average_increase, faithfulness_of_features, fidelity_in
 from explain.batching import CUDA_MEMORY_GB, autocast, tf32
 from explain.curves import cells_at
+from explain.heard import Sound
 from explain.pipeline import ExplanationPipeline
 from lightning_modules import AudioClassifier, Cnn14, make_features
 
 CAPTUM = ("ig", "smoothgrad", "occlusion", "gradshap", "deeplift", "inputxgrad")
 STUDY = ("saliency", "gradcam", "lime", "shap")
-METHODS = (*STUDY, *CAPTUM, "metrics", "curves")
+METHODS = (*STUDY, *CAPTUM, "metrics", "curves", "heard")
 STUDY_CLIPS, STUDY_RUNS, STUDY_SCORED = 400, 5, len(STUDY) + 2  # ESC-50's test fold; 5 runs; 4 methods + 2 controls
 
 
@@ -132,9 +138,9 @@ def load_inputs(args, features, device):
     train = dm.train_set
     bg_wave = torch.stack([train[i]["waveform"] for i in range(min(args.background, len(train)))])
     with torch.no_grad():
-        x = features(test["waveform"][: args.clips].to(device))
+        x, phase = features(test["waveform"][: args.clips].to(device), return_phase=True)
         bg = torch.cat([features(w.to(device)) for w in bg_wave.split(16)])
-    return x, bg, list(test["filename"][: args.clips])
+    return x, bg, list(test["filename"][: args.clips]), Sound(phase, test["waveform"].shape[-1])
 
 
 # -- reference approaches (one clip at a time) ------------------------------------------------------------
@@ -290,8 +296,8 @@ def run(args) -> dict:
 
 def _run(args, device) -> dict:
     model, features = load_model(args, device)
-    x, bg, ids = load_inputs(args, features, device)
-    stages = {"metrics", "curves"}
+    x, bg, ids, sound = load_inputs(args, features, device)
+    stages = {"metrics", "curves", "heard"}
     explained = [m for m in args.methods if m not in stages] or ["saliency"]  # scored stages use saliency's maps
     options = {"lime": {"num_samples": args.lime_samples}, "shap": {"background_size": len(bg)},
                "ig": {"steps": args.steps} if args.steps else {},
@@ -319,7 +325,16 @@ def _run(args, device) -> dict:
             if scored not in maps:
                 maps[scored] = pipe.attribute(scored, x, target, ids)
             attr = maps[scored]
-            if name == "metrics":
+            if name == "heard":
+                listener = ExplanationPipeline(model, [scored], batch_size=args.batch, precision=args.precision,
+                                               tf32=args.tf32, memory_gb=args.memory_gb, scored="heard",
+                                               features=features).to(device)
+                listener.batch_sizes = pipe.batch_sizes
+                ours = lambda xs: listener.score_heard(scored, xs, pipe.predict(xs), target[:len(xs)],  # noqa: E731
+                                                       attr[:len(xs)], Sound(sound.phase[:len(xs)], sound.length))
+                reference = None  # the study heard nothing
+                passes = 2 * len(MASK_NAMES)
+            elif name == "metrics":
                 ours = lambda xs: pipe.score(scored, xs, pipe.predict(xs), target[:len(xs)], attr[:len(xs)])  # noqa: E731
                 reference = lambda xs: reference_metrics(model, xs, target[:len(xs)], attr[:len(xs)])  # noqa: E731
                 passes = 1 + 2 * len(MASK_NAMES)

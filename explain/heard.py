@@ -5,8 +5,8 @@ clip's own STFT phase; what the model hears of it is its front-end applied to th
 Masked cells come back refilled by the overlap of neighbouring frames and the windows' leakage, and the mel
 inverse is approximate, so the heard spectrogram is not the scored one. ``hear`` computes both, batched;
 ``log_spectral_distance`` and ``spectral_convergence`` measure the gap per spectrogram, ``Distortion`` keeps
-their means as torchmetrics states; ``si_sdr`` and ``ideal_binary_mask`` score the audio of the mixture
-scenario against its known target clip.
+their means as torchmetrics states; ``si_sdr`` scores the audio of the mixture scenario against its known
+target clip (with the ideal binary mask, ``explain.localisation.ideal_binary_mask``, as the upper bound).
 """
 from __future__ import annotations
 
@@ -104,13 +104,6 @@ def si_sdr(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Scale-invariant signal-to-distortion ratio in dB of ``estimate`` against ``target`` (..., N), per signal
     (torchmetrics' functional form), float64."""
     return scale_invariant_signal_distortion_ratio(estimate.double(), target.double().expand_as(estimate))
-
-
-@torch.no_grad()
-def ideal_binary_mask(features, target: torch.Tensor, distractor: torch.Tensor) -> torch.Tensor:
-    """(B, 1, T, F) bool: the cells of the front-end's spectrogram where the target part of a mix is at least as
-    loud as the distractor part: the spectrogram mask that best recovers the target."""
-    return features(target) >= features(distractor)
 
 
 class Distortion(Metric):

@@ -36,9 +36,9 @@ from .base import make_method
 from .batching import CPU_BATCH, CUDA_MEMORY_GB, autocast, batch_sizes, check_precision, tf32
 from .cache import AttributionCache, tensor_hash, weights_hash
 from .evaluate import MaskScorer, predict_probs
-from .heard import IDEAL, MIXTURE, ClipDistortion, Sound, check_scored, distortion, hear, ideal_binary_mask, si_sdr
+from .heard import IDEAL, MIXTURE, ClipDistortion, Sound, check_scored, distortion, hear, si_sdr
 from .curves import CURVES, FRACTIONS, PerturbationCurves, cell_ranks, perturbation_curves
-from .localisation import Localisation
+from .localisation import Localisation, ideal_binary_mask
 from .masks import MASK_NAMES, apply_mask, check_fill, fill_values
 from .protocol import settings as protocol_settings
 from .sanity import LAYERS, randomisation_test, sanity_rows
@@ -246,7 +246,8 @@ class ExplanationPipeline(nn.Module):
         target = None if sound.target is None else sound.target[kept]
         if target is not None:
             distractor = sound.distractor[kept]
-            ideal = ideal_binary_mask(self.features, target, distractor).to(x.dtype)
+            with torch.no_grad():
+                ideal = ideal_binary_mask(self.features, target, distractor).to(x.dtype)
             audio, _ = hear(self.features, apply_mask(x, ideal, fill_values(x, self.fill))[0], phase, sound.length, size)
             out.separation_bounds = {MIXTURE: si_sdr(target + distractor, target), IDEAL: si_sdr(audio, target)}
 
@@ -288,6 +289,12 @@ class ExplanationPipeline(nn.Module):
         with autocast(x.device, self.precision):
             return self.scorers[name].update(self.model, x, probs, target, maps, self.batch_sizes["forward"],
                                              fill_values(x, self.fill), listen, heard_clips)
+
+    def score_heard(self, name: str, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor, maps: torch.Tensor,
+                    sound: Sound) -> dict:
+        """``score`` of one method's maps with what is heard of its masks (as ``explain`` scores them)."""
+        out = Explained(probs, target)
+        return self.score(name, x, probs, target, maps, self._listener(x, out, sound), out.heard_clips)
 
     def attribute(self, name: str, x: torch.Tensor, target: torch.Tensor, ids: Sequence[str],
                   digests: Sequence[str] | None = None) -> torch.Tensor:

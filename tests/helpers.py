@@ -106,9 +106,12 @@ def read_csv(path) -> list[dict]:
 
 
 def assert_same_results(a: Path, b: Path, tol: float = 1e-5) -> None:
-    """Two explain folders hold the same tidy and per-clip results (and curves, where written), row for row."""
-    assert (a / "curves.csv").is_file() == (b / "curves.csv").is_file()
-    for name in ("results.csv", "per_clip.csv") + (("curves.csv",) if (a / "curves.csv").is_file() else ()):
+    """Two explain folders hold the same tidy and per-clip results (and curves, distortion and separation, where
+    written), row for row."""
+    optional = ("curves.csv", "distortion.csv", "separation.csv")
+    for name in optional:
+        assert (a / name).is_file() == (b / name).is_file(), name
+    for name in ("results.csv", "per_clip.csv") + tuple(n for n in optional if (a / n).is_file()):
         rows_a, rows_b = read_csv(a / name), read_csv(b / name)
         assert len(rows_a) == len(rows_b) > 0, name
         for ra, rb in zip(rows_a, rows_b):

@@ -150,8 +150,9 @@ def test_batch_size_one_gives_the_same_clip_values_through_the_cli(quickstart_ru
                  "--explainer.examples", "0", "--explainer.curves", "false", "--trainer.logger", "false",
                  "--data.num_workers", "0", "--trainer.default_root_dir", f"runs/batch-{bs}", cwd=quickstart_run)
         path = next((quickstart_run / "runs" / f"batch-{bs}").glob("test-*/explain/per_clip.csv"))
-        runs[bs] = {(r["clip"], r["method"], r["mask"]): r for r in read_csv(path)}
-    assert runs["1"].keys() == runs["4"].keys() and len(runs["1"]) == 13 * 4 * 14
+        runs[bs] = {(r["clip"], r["method"], r["mask"], r["scored"]): r for r in read_csv(path)}
+    # what is heard too: its inverse, front-end and model passes run per batch
+    assert runs["1"].keys() == runs["4"].keys() and len(runs["1"]) == 13 * 4 * 14 * 2
     for key, one in runs["1"].items():
         four = runs["4"][key]
         assert (one["AI"], one["FidIn"], one["pred_class"]) == (four["AI"], four["FidIn"], four["pred_class"]), key

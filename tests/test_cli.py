@@ -73,10 +73,12 @@ def test_explain_study_through_the_cli(quickstart_run, explained_run):
     assert "W&B ran offline" in stdout and "wandb sync runs/wandb/offline-run-" in stdout
     rows = read_rows(out / "results.csv")
     with open(out / "results.csv") as f:
-        assert f.readline().strip() == "model,scenario,method,mask,n,FF,AI,AD,AG,FidIn,SPS,COMP,COMPn,protocol,fill"
-    assert len(rows) == 4 * 14
-    assert {(r["method"], r["mask"]) for r in rows} == {(m, k) for m in ("saliency", "gradcam", "lime", "shap")
-                                                        for k in __import__("explain").MASK_NAMES}
+        assert f.readline().strip() == ("model,scenario,method,mask,n,FF,AI,AD,AG,FidIn,SPS,COMP,COMPn,protocol,"
+                                        "fill,scored")
+    assert len(rows) == 4 * 14 * 2  # scored on the spectrograms and on what is heard of them
+    for scored in ("spectrogram", "heard"):
+        assert {(r["method"], r["mask"]) for r in rows if r["scored"] == scored} == {
+            (m, k) for m in ("saliency", "gradcam", "lime", "shap") for k in __import__("explain").MASK_NAMES}
     d = quickstart_cells()
     for r in rows:
         assert r["model"] == "mel" and r["scenario"] == "clean" and r["n"] == "12"
@@ -85,12 +87,13 @@ def test_explain_study_through_the_cli(quickstart_run, explained_run):
             assert math.isfinite(v) and lo <= v <= hi, (r, metric)
         assert 0 <= float(r["COMP"]) <= math.log(d) + 1e-9
     clips = read_rows(out / "per_clip.csv")
-    assert len(clips) == 12 * 56
+    assert len(clips) == 12 * 56 * 2
     assert {c["clip"] for c in clips} == {c["clip"] for c in clips if c["method"] == "lime" and c["mask"] == "bin"}
-    # per-clip values average to the tidy table
-    ff = [float(c["FF"]) for c in clips if c["method"] == "shap" and c["mask"] == "sigmoid"]
-    assert sum(ff) / len(ff) == pytest.approx(float(next(r["FF"] for r in rows
-                                                         if r["method"] == "shap" and r["mask"] == "sigmoid")))
+    # per-clip values average to the tidy table, of each input scored
+    for scored in ("spectrogram", "heard"):
+        ff = [float(c["FF"]) for c in clips if c["method"] == "shap" and c["mask"] == "sigmoid" and c["scored"] == scored]
+        assert len(ff) == 12 and sum(ff) / len(ff) == pytest.approx(float(next(
+            r["FF"] for r in rows if r["method"] == "shap" and r["mask"] == "sigmoid" and r["scored"] == scored)))
     example = next((out / "examples").iterdir())
     assert (example / "original.wav").is_file()
     for method in ("saliency", "gradcam", "lime", "shap"):

@@ -109,7 +109,8 @@ def test_mixture_through_the_cli_scores_localisation_on_the_clips_still_recognis
     with open(out / "localisation.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     with open(out / "per_clip.csv", newline="") as f:
-        clips = [r for r in csv.DictReader(f) if r["method"] == "saliency" and r["mask"] == "minmax"]
+        clips = [r for r in csv.DictReader(f)
+                 if r["method"] == "saliency" and r["mask"] == "minmax" and r["scored"] == "spectrogram"]
     assert len(clips) == 4
     recognised = sum(int(r["correct"]) for r in clips)
     assert recognised >= 1, "the model should still recognise some clips at 10 dB"
@@ -119,3 +120,14 @@ def test_mixture_through_the_cli_scores_localisation_on_the_clips_still_recognis
     assert all(0 <= float(r["value"]) <= 1 for r in rows)
     with open(out / "results.csv", newline="") as f:
         assert {r["scenario"] for r in csv.DictReader(f)} == {"mixture"}
+    # what is heard of each listenable interpretation, scored against the target clip the mix holds
+    with open(out / "separation.csv", newline="") as f:
+        separation = list(csv.DictReader(f))
+    mixture = {r["clip"]: float(r["si_sdr"]) for r in separation if r["method"] == "mixture"}
+    assert len(mixture) == 4 and {r["clip"] for r in separation} == set(mixture)
+    for r in separation:
+        assert float(r["si_sdri"]) == pytest.approx(float(r["si_sdr"]) - mixture[r["clip"]], abs=1e-9), r
+    ideal = [float(r["si_sdri"]) for r in separation if r["method"] == "ideal_binary_mask"]
+    assert len(ideal) == 4 and sum(ideal) / 4 > 0  # the best mask of the mix's cells improves on the mix
+    assert {(r["method"], r["mask"]) for r in separation if r["mask"]} == {
+        (m, k) for m in ("saliency", "gradcam") for k in __import__("explain").MASK_NAMES}

@@ -67,9 +67,11 @@ def test_two_processes_give_the_one_process_results_clip_for_clip(quickstart_run
     assert_every_rank_ended_cleanly(ddp)
     one, two = explain_dir(quickstart_run / "runs" / "one"), explain_dir(quickstart_run / "runs" / "two")
     assert read_csv(two / "results.csv")[0]["n"] == "13"  # every clip once: no repeats to even out the ranks
-    clips = [r["clip"] for r in read_csv(two / "per_clip.csv") if r["method"] == "lime" and r["mask"] == "bin"]
-    assert len(clips) == len(set(clips)) == 13
-    assert (two / "curves.csv").is_file()
+    for scored in ("spectrogram", "heard"):  # what is heard too, by default
+        clips = [r["clip"] for r in read_csv(two / "per_clip.csv")
+                 if r["method"] == "lime" and r["mask"] == "bin" and r["scored"] == scored]
+        assert len(clips) == len(set(clips)) == 13, scored
+    assert (two / "curves.csv").is_file() and (two / "distortion.csv").is_file()
     assert_same_results(one, two)  # curves included: their sums reduce across ranks
     assert len(list((quickstart_run / "runs" / "two").glob("test-*/explain"))) == 1  # written once, by rank 0
 
