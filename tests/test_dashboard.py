@@ -208,7 +208,7 @@ def test_child_runs_hold_each_rows_values_margins_and_best_masks(tmp_path):
     runs = read_wandb_runs(tmp_path)
     parent = next(r for r in runs if r["job_type"] == "explain")
     assert {k: parent["config"][k] for k in RUN_KEYS} == {"model": "mel", "scenario": "clean", "protocol": "study",
-                                                           "fill": "floor"}
+                                                           "fill": "floor", "scored": "spectrogram"}
     masks = {(r["config"]["method"], r["config"]["mask"]): r for r in runs if r["job_type"] == "explain-mask"}
     assert set(masks) == set(values)
     for (method, mask), r in masks.items():
