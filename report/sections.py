@@ -344,7 +344,7 @@ def difference_table(diffs: list[Difference]) -> dict:
                   for (method, mask), by_metric in cells.items()])
 
 
-def both_means_table(diffs: list[Difference], label: Callable[[Row], str] = lambda r: r.mask) -> dict:
+def both_means_table(diffs: list[Difference], label: Callable[[Row], str] = lambda r: r.mask, head: str = "mask") -> dict:
     """One line per ``label`` of a row (one method's masks): per metric the mean of each side and their difference
     (b - a) with its interval."""
     cells: dict[str, dict[str, dict]] = {}
@@ -353,7 +353,7 @@ def both_means_table(diffs: list[Difference], label: Callable[[Row], str] = lamb
             f"{number(d.a.values[d.metric])} → {number(d.b.values[d.metric])}",
             " ".join(filter(None, [signed(d.difference), interval(d.ci)])))
     metrics = [m for m in METRIC_NAMES if any(d.metric == m for d in diffs)]
-    return table(["mask", *map(metric_header, metrics)],
+    return table([head, *map(metric_header, metrics)],
                  [[mask, *(by_metric.get(m, cell("")) for m in metrics)] for mask, by_metric in cells.items()])
 
 
@@ -395,7 +395,8 @@ def heard_pairs(found) -> list[dict]:
             "picks": [{"line": p.line(), "changed": p.changed} for p in picks],
             "changed": [method_label(p.method) for p in picks if p.changed],
             "picked_table": both_means_table([d for d in diffs if (d.a.method, d.a.mask) in by],
-                                             lambda r: f"{pick_label(r)} ({' and '.join(by[(r.method, r.mask)])} pick)"),
+                                             lambda r: f"{pick_label(r)} ({' and '.join(by[(r.method, r.mask)])} pick)",
+                                             "pick"),
             "table": difference_table(diffs),
             "figure": figures.against(panels, f"scored on the {a}", f"scored as {b}")})
     return pairs
@@ -417,7 +418,7 @@ def distortion_group(name: str, rows: list) -> dict:
                                           body),
             "floor": (f"the unmasked clip (what the inverse alone costs): {MEASURES['lsd_db'].label} "
                       f"{number(floor.lsd_db)}, {MEASURES['spectral_convergence'].label} "
-                      f"{number(floor.spectral_convergence)} ({floor.n} clips)") if floor else ""}
+                      f"{number(floor.spectral_convergence)} ({floor.n} clips)") if floor else "", "beats": []}
 
 
 def separation_group(name: str, rows: list) -> dict:
@@ -437,7 +438,7 @@ def separation_group(name: str, rows: list) -> dict:
             beaten.setdefault(method_label(s.method), []).extend([s.mask] if s.beats else [])
     return {"title": name, "table": table(["", *map(metric_header, SEPARATION_MEASURES), "n",
                                            f"{MEASURES['si_sdri'].label} minus the best control's"], body, classes),
-            "beats": [(m, ", ".join(masks) or "none") for m, masks in beaten.items()]}
+            "beats": [(m, ", ".join(masks) or "none") for m, masks in beaten.items()], "floor": ""}
 
 
 @dataclass(frozen=True)
