@@ -39,6 +39,12 @@ MEASURES: dict[str, Measure] = {
     "spearman": Measure("Spearman", False),
     "spearman_abs": Measure("Spearman of |map|", False),
     "ssim": Measure("SSIM", False),
+    # what is heard against what was scored (explain/heard.py): how far the front-end of the audio of a
+    # spectrogram is from it, and, in the mixture scenario, how well the masked-in audio recovers the target
+    "lsd_db": Measure("LSD (dB)", False),
+    "spectral_convergence": Measure("SC", False),
+    "si_sdr": Measure("SI-SDR (dB)", True),
+    "si_sdri": Measure("SI-SDRi (dB)", True),
 }
 
 

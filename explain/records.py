@@ -46,10 +46,12 @@ class RecordError(UsageValueError):
     """A file that is not what ``main.py test --explain`` or ``report`` writes."""
 
 
-def _setting(default: str, choices: Sequence[str], study: str, plural: str) -> dataclasses.Field:
+def _setting(default: str, choices: Sequence[str], study: str, plural: str, later: bool = False) -> dataclasses.Field:
     """A setting of the run key: ``default`` for files written before it existed, its allowed ``choices``, the
-    value of the ``study`` (the side a comparison subtracts), and its ``plural`` in the report's words."""
-    return field(default=default, metadata={"choices": tuple(choices), "study": study, "plural": plural})
+    value of the ``study`` (the side a comparison subtracts), and its ``plural`` in the report's words;
+    ``later``: added after the report's own files existed (``report_settings``)."""
+    return field(default=default, metadata={"choices": tuple(choices), "study": study, "plural": plural,
+                                            "later": later})
 
 
 @dataclass(frozen=True, order=True)
@@ -60,7 +62,7 @@ class RunKey:
     scenario: str
     protocol: str = _setting("corrected", PROTOCOLS, "study", "protocols")
     fill: str = _setting("floor", FILLS, "floor", "fills")
-    scored: str = _setting("spectrogram", SCORED, "spectrogram", "scored inputs")
+    scored: str = _setting("spectrogram", SCORED, "spectrogram", "scored inputs", later=True)
 
     def __iter__(self):  # unpacks as the tuple of its fields' values
         return iter(dataclasses.astuple(self))
@@ -79,6 +81,16 @@ SETTING_CHOICES = {f.name: f.metadata["choices"] for f in dataclasses.fields(Run
 SETTING_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunKey) if f.metadata}
 SETTING_STUDY = {f.name: f.metadata["study"] for f in dataclasses.fields(RunKey) if f.metadata}
 SETTING_PLURALS = {f.name: f.metadata["plural"] for f in dataclasses.fields(RunKey) if f.metadata}
+LATER_SETTINGS = tuple(f.name for f in dataclasses.fields(RunKey) if f.metadata and f.metadata["later"])
+
+
+def report_settings(keys: Iterable[RunKey]) -> tuple[str, ...]:
+    """The settings a report of runs with these ``keys`` names in its files and notes: every setting but those added
+    after the report's files existed that every key holds at its default, so that a report of older runs writes
+    what it wrote before (a file without a setting's column is read with its default)."""
+    keys = list(keys)
+    return tuple(f for f in SETTINGS
+                 if f not in LATER_SETTINGS or any(getattr(k, f) != SETTING_DEFAULTS[f] for k in keys))
 
 
 def check_setting(name: str, value: str, where: str) -> str:
@@ -136,27 +148,30 @@ class Record:
         return any(f.name == "key" for f in dataclasses.fields(cls))
 
     @classmethod
-    def columns(cls, metrics: Sequence[str] = METRIC_NAMES, key: bool = True) -> list[str]:
+    def columns(cls, metrics: Sequence[str] = METRIC_NAMES, key: bool = True,
+                settings: Sequence[str] = SETTINGS) -> list[str]:
         """The file's columns; ``metrics``: those a ``values`` field spreads into; ``key``: whether the run
-        key's columns are written (files of one run may leave it to the run's results.csv)."""
+        key's columns are written (files of one run may leave it to the run's results.csv); ``settings``: the
+        key's settings written (``report_settings``)."""
         own = cls._own()
         if any(f.name == "values" for f in dataclasses.fields(cls)):
             at = own.index(cls.VALUES_AFTER) + 1
             own = [*own[:at], *metrics, *own[at:]]
         if not (cls.keyed() and key):
             return own
+        written = [f for f in SETTINGS if f in settings]
         if cls.KEY_FIRST:
-            return [*KEY_FIELDS, *own]
-        return [*KEY_FIELDS[:2], *own, *SETTINGS]
+            return [*KEY_FIELDS[:2], *written, *own]
+        return [*KEY_FIELDS[:2], *own, *written]
 
-    def row(self, metrics: Sequence[str] = METRIC_NAMES, key: bool = True) -> list:
+    def row(self, metrics: Sequence[str] = METRIC_NAMES, key: bool = True, settings: Sequence[str] = SETTINGS) -> list:
         cells = {name: getattr(self, name) for name in self._own()}
         cells = {k: ("" if v is None else v) for k, v in cells.items()}
         if hasattr(self, "values"):
             cells.update({m: self.values[m] for m in metrics})
         if key and self.keyed():
             cells.update(dataclasses.asdict(self.key))
-        return [cells[c] for c in self.columns(metrics, key)]
+        return [cells[c] for c in self.columns(metrics, key, settings)]
 
     @classmethod
     def read(cls, path: Path, key: RunKey | None = None) -> list:
@@ -204,8 +219,8 @@ class Record:
 
 
 def write_records(path: Path, records: Sequence[Record], cls: type[Record], metrics: Sequence[str] = METRIC_NAMES,
-                  key: bool = True) -> Path:
-    return write_csv(path, cls.columns(metrics, key), [r.row(metrics, key) for r in records])
+                  key: bool = True, settings: Sequence[str] = SETTINGS) -> Path:
+    return write_csv(path, cls.columns(metrics, key, settings), [r.row(metrics, key, settings) for r in records])
 
 
 # -- the files of a run ----------------------------------------------------------------------------------
@@ -276,6 +291,7 @@ class SeparationValue(Record):
     mask: str
     si_sdr: float
     si_sdri: float
+    REFERENCES = ("ideal_binary_mask", "mixture")  # the rows that are no method's
 
 
 @dataclass(frozen=True)

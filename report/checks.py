@@ -19,7 +19,7 @@ import numpy as np
 
 from explain.curves import CURVES, area_under
 from explain.metrics import HIGHER_IS_BETTER
-from explain.records import CurveArea, CurvePoint, LocalisationValue, MarginValue, RunKey, SanityValue
+from explain.records import SCORED, CurveArea, CurvePoint, LocalisationValue, MarginValue, Record, RunKey, SanityValue
 from explain.sanity import still_similar
 
 from .compare import _clip_values, paired_differences
@@ -30,6 +30,9 @@ FLAG_METRIC = "FF"
 # own: a margin within 1e-6 of the values' scale (1 for values below 1) is rounding, not a difference, and
 # beats nothing (a margin of 1.5e-8 over two clips once did).
 NOISE = 1e-6
+# what curves, sanity and localisation score (explain/heard.py scores the metrics alone as heard too): their files
+# belong to their run's spectrogram key
+SPECTROGRAM = SCORED[0]
 
 
 # -- margins over the controls -----------------------------------------------------------------------
@@ -124,22 +127,38 @@ def margin_records(found: list[Margin], picks: set) -> list[MarginValue]:
 
 
 # -- files beside results.csv ------------------------------------------------------------------------
-def _sources(rows: list[Row], name: str) -> list[tuple[Path, RunKey]]:
-    """(file ``name`` beside a results file that gave rows, the run key of that file's rows), newest results
-    file first; a file holding several run keys is an error naming it."""
-    groups: dict[str, set] = {}
+def beside(rows: list[Row], name: str) -> list[tuple[Path, dict[RunKey, RunKey]]]:
+    """(file ``name`` beside a results file that gave rows, the run keys of that file's rows as its run's files
+    name them (their model label) -> as the report does (``Row.run``)), newest results file first."""
+    keys: dict[str, dict[RunKey, RunKey]] = {}
     for r in rows:
-        groups.setdefault(r.source, set()).add(r.group)
+        keys.setdefault(r.source, {})[r.file_key[0]] = r.run
+    found = [(Path(s).with_name(name), k, Path(s).stat().st_mtime) for s, k in keys.items()
+             if Path(s).with_name(name).is_file()]
+    return [(p, k) for p, k, _ in sorted(found, key=lambda f: (f[2], str(f[0])), reverse=True)]
+
+
+def _sources(rows: list[Row], name: str) -> list[tuple[Path, RunKey]]:
+    """(file ``name`` beside a results file that gave rows, the run key of that file's rows scored on the
+    spectrogram: ``SPECTROGRAM``), as ``beside``; a file holding several such run keys is an error naming it."""
     found = []
-    for source, group in groups.items():
-        path = Path(source).with_name(name)
-        if not path.is_file():
-            continue
-        if len(group) != 1:
-            raise ReportInputError(f"{source}: a run folder should hold one model, scenario, protocol and fill "
-                                   f"to read its {name}, found {sorted(map(tuple, group))}")
-        found.append((path, next(iter(group)), Path(source).stat().st_mtime))
-    return [(p, g) for p, g, _ in sorted(found, key=lambda f: (f[2], str(f[0])), reverse=True)]
+    for path, keys in beside(rows, name):
+        group = {k for k in keys.values() if k.scored == SPECTROGRAM}
+        if len(group) > 1:
+            raise ReportInputError(f"{path.with_name('results.csv')}: a run folder should hold one model, scenario, "
+                                   f"protocol and fill to read its {name}, found {sorted(map(tuple, group))}")
+        found += [(path, group.pop())] if group else []
+    return found
+
+
+def read_keyed(rows: list[Row], name: str, cls: type[Record]) -> list[tuple[Path, list]]:
+    """The records of file ``name`` (of a record ``cls`` whose rows carry their run key) beside each results file
+    that gave rows, newest first, each under its key as the report names it (``beside``)."""
+    out = []
+    for path, keys in beside(rows, name):
+        records = [rec for _, rec in cls.read(path)]
+        out.append((path, [dataclasses.replace(rec, key=keys.get(rec.key, rec.key)) for rec in records]))
+    return out
 
 
 @dataclass

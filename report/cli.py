@@ -8,12 +8,14 @@ from pathlib import Path
 from explain.metrics import METRIC_NAMES
 from files import atomic_write, write_csv
 
-from explain.records import SETTINGS, CurveArea, LocalisationValue, MarginValue, SanityValue, write_records
+from explain.records import (SETTINGS, CurveArea, DistortionValue, LocalisationValue, MarginValue, SanityValue,
+                             report_settings, write_records)
 
 from . import pages, sections
 from .checks import (FLAG_METRIC, controls_of, curve_area_records, margin_index, margin_records, margins, not_beaten,
                      read_curves, read_localisation, read_sanity)
 from .compare import compare, compared_setting, difference_rows, pick_rows
+from .heard import HEARD_METRICS, SEPARATION_MEASURES, heard_comparison, read_distortion, read_separation
 from .tables import ReportInputError, best_rows, full_tables, metrics_of, read_results, score, split_fields
 from .uncertainty import attach_intervals
 
@@ -51,15 +53,56 @@ def read_checks(rows: list, summary: dict, n_boot: int, seed: int) -> dict:
             "split": split_fields(rows)}
 
 
-def write_checks(out: Path, checks: dict) -> None:
+def write_checks(out: Path, checks: dict, settings: tuple[str, ...]) -> None:
+    """The checks' files; ``settings``: the run key's settings they name (``report_settings``)."""
     if checks["margins"]:
-        write_records(out / "margins.csv", margin_records(checks["margins"], checks["picked"]), MarginValue)
+        write_records(out / "margins.csv", margin_records(checks["margins"], checks["picked"]), MarginValue,
+                      settings=settings)
     if checks["curves"]:
-        write_records(out / "curve_areas.csv", curve_area_records(checks["curves"]), CurveArea)
+        write_records(out / "curve_areas.csv", curve_area_records(checks["curves"]), CurveArea, settings=settings)
     if checks["sanity"]:
-        write_records(out / "sanity.csv", [r for s in checks["sanity"] for r in s.rows], SanityValue)
+        write_records(out / "sanity.csv", [r for s in checks["sanity"] for r in s.rows], SanityValue,
+                      settings=settings)
     if checks["localisation"]:
-        write_records(out / "localisation.csv", checks["localisation"], LocalisationValue)
+        write_records(out / "localisation.csv", checks["localisation"], LocalisationValue, settings=settings)
+
+
+def read_heard(rows: list, comparison, n_boot: int, seed: int) -> dict:
+    """What is heard (``report/heard.py``): the comparison along ``scored`` (the report's own where it compares
+    that), distortion and separation per run key."""
+    reuse = comparison is not None and comparison.setting == "scored"
+    return {"comparison": comparison if reuse else heard_comparison(rows, n_boot, seed),
+            "distortion": read_distortion(rows), "separation": read_separation(rows, n_boot, seed)}
+
+
+SEPARATION_COLUMNS = ["method", "mask", "n", *(f"{m}{end}" for m in SEPARATION_MEASURES for end in ("", "_low", "_high")),
+                      "best_control", "si_sdri_vs_control", "si_sdri_vs_control_low", "si_sdri_vs_control_high", "beats"]
+
+
+def write_heard(out: Path, heard: dict, shown: dict, settings: tuple[str, ...]) -> None:
+    """heard.csv (every (method, mask) and metric that scoring what is heard changes), and the distortion and
+    separation tables (tables/distortion.*, tables/separation.*)."""
+    if heard["comparison"] is not None:
+        differences, _ = heard["comparison"].columns(settings=True)
+        write_csv(out / "heard.csv", differences, difference_rows(heard["comparison"], True, HEARD_METRICS))
+    if heard["distortion"]:
+        write_records(out / "tables" / "distortion.csv", [r for rows in heard["distortion"].values() for r in rows],
+                      DistortionValue, settings=settings)
+        atomic_write(out / "tables" / "distortion.md", lambda f: f.write(pages.render(
+            "groups.md.j2", title="What is heard: its distance from what was scored", groups=shown["distortion"])))
+    if heard["separation"]:
+        named = [f for f in SETTINGS if f in settings]
+        table = []
+        for key, found in heard["separation"].items():
+            for s in found:
+                margin = [s.control, *((s.margin, *(s.margin_ci or ("", ""))) if s.control else ("", "", "")),
+                          "" if s.beats is None else int(s.beats)]
+                table.append([key.model, key.scenario, *(getattr(key, f) for f in named), s.method, s.mask, s.n,
+                              *(v for m in SEPARATION_MEASURES for v in (s.means[m], *s.ci.get(m, ("", "")))),
+                              *margin])
+        write_csv(out / "tables" / "separation.csv", ["model", "scenario", *named, *SEPARATION_COLUMNS], table)
+        atomic_write(out / "tables" / "separation.md", lambda f: f.write(pages.render(
+            "groups.md.j2", title="What is heard: the target recovered from the mixture", groups=shown["separation"])))
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -97,13 +140,17 @@ def build(args: argparse.Namespace) -> dict:
     setting = compared_setting(rows, args.compare)
     comparison = compare(rows, setting, args.bootstrap, args.seed) if setting else None
     checks = read_checks(rows, summary, args.bootstrap, args.seed)
+    heard = read_heard(rows, comparison, args.bootstrap, args.seed)
+    settings = report_settings(r.run for r in rows)
     out.mkdir(parents=True, exist_ok=True)
     columns, table = summary_table(summary, split, checks)
-    write_checks(out, checks)
+    write_checks(out, checks, settings)
     write_csv(out / "summary.csv", columns, [[*r[:4], f"{r[4]:.6f}", *r[5:]] for r in table])
     result = {"rows": rows, "summary": summary, "full": full, "out": out, "skipped": skipped,
-              "comparison": comparison, "checks": checks, "examples": args.examples}
+              "comparison": comparison, "checks": checks, "heard": heard, "examples": args.examples}
     result["sections"] = shown = sections.contexts(result)
+    if shown["heard"] is not None:
+        write_heard(out, heard, shown["heard"], settings)
     if comparison is not None:
         differences, picks = comparison.columns()
         write_csv(out / "comparison.csv", differences, difference_rows(comparison))
@@ -135,7 +182,7 @@ def log_wandb(result: dict, project: str) -> None:
     run.log({"report/summary": wandb.Table(columns=columns, data=data)})
     artifact = wandb.Artifact("explanation-report", type="report")
     for name in ("report.html", "summary.csv", "comparison.csv", "picks.csv", "margins.csv", "curve_areas.csv",
-                 "sanity.csv", "localisation.csv"):
+                 "sanity.csv", "localisation.csv", "heard.csv", "tables/distortion.csv", "tables/separation.csv"):
         if (result["out"] / name).is_file():
             artifact.add_file(str(result["out"] / name))
     run.log_artifact(artifact)
@@ -148,7 +195,8 @@ def main(argv: list[str]) -> None:
     out = result["out"]
     files = {"margins": out / "margins.csv", "comparison": out / "comparison.csv",
              "comparison_md": out / "comparison.md", "picks": out / "picks.csv", "page": out / "report.html",
-             "tables": out / "tables", "summary": out / "summary.csv", "summary_md": out / "summary.md"}
+             "tables": out / "tables", "summary": out / "summary.csv", "summary_md": out / "summary.md",
+             "heard": out / "heard.csv"}
     sys.stdout.write(pages.render("terminal.txt.j2", **result["sections"], notes=result["skipped"], files=files))
     if args.wandb:
         log_wandb(result, args.wandb_project)

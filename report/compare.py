@@ -8,7 +8,8 @@ difference is then the mean of the per-clip differences, which equals the differ
 both runs explained the same clips. Clips explained by one run only are left out and counted; without
 per-clip values there is the difference of the means and no interval. Each method's best mask on each side
 comes from ``best_rows`` (the rule applied per run key). Runs are paired only where every other setting is
-equal: runs that differ in more than one are never compared.
+equal: runs that differ in more than one are never compared. What was scored (``scored``) is compared in a section of
+its own (``report/heard.py``), never by default here.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from explain.records import KEY_FIELDS, SETTING_CHOICES, SETTING_PLURALS, SETTIN
 
 from .tables import ReportInputError, Row, best_rows, method_label, method_rank, metrics_of
 from .uncertainty import read_clip_values
+
+OWN_SECTION = ("scored",)  # settings whose comparison the report always shows in a section of its own
 
 
 @dataclass
@@ -66,11 +69,18 @@ class Comparison:
     def plural(self) -> str:
         return SETTING_PLURALS[self.setting]
 
-    def columns(self) -> tuple[list[str], list[str]]:
-        """The columns of comparison.csv and picks.csv: the two sides named by the setting's values."""
+    @property
+    def others(self) -> list[str]:
+        """The settings a pair shares."""
+        return [f for f in SETTINGS if f != self.setting]
+
+    def columns(self, settings: bool = False) -> tuple[list[str], list[str]]:
+        """The columns of comparison.csv and picks.csv: the two sides named by the setting's values; ``settings``:
+        with the settings a pair shares after the scenario."""
         a, b = self.names
-        return (["model", "scenario", "method", "mask", "metric", a, b, "difference", "ci_low", "ci_high", "n_paired"],
-                ["model", "scenario", "method", a, b, "changed"])
+        shared = self.others if settings else []
+        return (["model", "scenario", *shared, "method", "mask", "metric", a, b, "difference", "ci_low", "ci_high",
+                 "n_paired"], ["model", "scenario", *shared, "method", a, b, "changed"])
 
 
 ClipValues = tuple[list[str], dict[str, np.ndarray]]  # clip names, values per metric
@@ -117,7 +127,8 @@ def _clip_values(row: Row, cache: dict) -> tuple | None:
 
 def compared_setting(rows: list[Row], asked: str | None = None) -> str | None:
     """The setting a report compares (``--compare``): the one asked for, else the one setting that varies among
-    ``rows`` (the protocol where several do: the study's question); None where none varies."""
+    ``rows`` (the protocol where several do: the study's question), settings of ``OWN_SECTION`` left to theirs;
+    None where none varies."""
     varying = [f for f in SETTINGS if len({getattr(r, f) for r in rows}) > 1]
     if asked is not None:
         if asked not in SETTINGS:
@@ -125,6 +136,7 @@ def compared_setting(rows: list[Row], asked: str | None = None) -> str | None:
         if asked not in varying:
             raise ReportInputError(f"--compare {asked}: every run given has the same {asked}; give runs that differ in it")
         return asked
+    varying = [f for f in varying if f not in OWN_SECTION]
     if len(varying) > 1 and "protocol" not in varying:
         raise ReportInputError(f"the runs given differ in {' and '.join(varying)}: a comparison needs runs that differ "
                                f"in exactly one; pass --compare with one of them (runs are then paired where the "
@@ -162,7 +174,9 @@ def same_model(rows: list[Row], setting: str) -> list[str]:
             raise ReportInputError(f"{label} / {scenario}: the {a} run {runs(a)} and the {b} run "
                                    f"{runs(b)} explained different models, so their {plural} cannot be "
                                    f"compared; give runs of one checkpoint, or report each run on its own")
-        if any("" in by_value[v] for v in by_value):
+        # rows of one run folder on both sides (one run that scored both ways) come from one model
+        same_runs = {run for w in by_value[a].values() for run in w} == {run for w in by_value[b].values() for run in w}
+        if any("" in by_value[v] for v in by_value) and not same_runs:
             notes.append(f"{label} / {scenario}: a run does not record the weights it explained (run.json written "
                          f"before it held them): not checked that both {plural} explained one model")
     return notes
@@ -242,14 +256,19 @@ def compare(rows: list[Row], setting: str = "protocol", n_boot: int = 2000, seed
     return comparison
 
 
-def difference_rows(comparison: Comparison) -> list[list]:
-    """The rows of ``comparison.csv`` (an interval's bounds empty where there is none)."""
+def difference_rows(comparison: Comparison, settings: bool = False,
+                    metrics: tuple[str, ...] | None = None) -> list[list]:
+    """The rows of ``comparison.csv`` (an interval's bounds empty where there is none); ``settings``: as in
+    ``Comparison.columns``; ``metrics``: only these."""
     out = []
     for diffs in comparison.differences.values():
         for d in diffs:
+            if metrics is not None and d.metric not in metrics:
+                continue
             lo, hi = d.ci if d.ci else ("", "")
-            out.append([*d.a.key, d.metric, d.a.values[d.metric], d.b.values[d.metric], d.difference, lo, hi,
-                        d.n_paired])
+            shared = [getattr(d.a, f) for f in comparison.others] if settings else []
+            out.append([*d.a.key[:2], *shared, *d.a.key[2:], d.metric, d.a.values[d.metric], d.b.values[d.metric],
+                        d.difference, lo, hi, d.n_paired])
     return out
 
 

@@ -123,3 +123,22 @@ def lines(panels: list[Panel], ticks: list[str], y_label: str, marker: str = "o"
     axes[0][0].set_ylabel(y_label)
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return png(fig)
+
+
+def against(panels: list[tuple[str, list[tuple[str, list[tuple[float, float]]]]]], x_label: str, y_label: str) -> str:
+    """Panels in a row, each (title, one (label, points) per method) of one quantity measured two ways, with the
+    diagonal where both agree; a method has one colour in every panel, its label in the legend once."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    for ax, (title, methods) in zip(axes[0], panels):
+        for i, (label, points) in enumerate(methods):
+            ax.scatter([p[0] for p in points], [p[1] for p in points], s=16, color=f"C{i}", label=label, alpha=0.8)
+        values = [v for _, points in methods for p in points for v in p]
+        lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+        ax.plot([lo, hi], [lo, hi], color="grey", linewidth=0.8, linestyle=":")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(x_label, fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(y_label)
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return png(fig)

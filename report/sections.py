@@ -3,7 +3,8 @@ of plain texts and numbers, already formatted, so that the templates (``report/t
 
 The data is what ``cli.build`` computes: ``rows`` (scored), ``summary`` (``tables.best_rows``), ``full``
 (``tables.full_tables``), ``checks`` (``cli.read_checks``), ``comparison`` (``compare.compare`` or None),
-``skipped`` (notes on what reading left out or split) and ``examples`` (clips to show per run).
+``heard`` (``cli.read_heard``), ``skipped`` (notes on what reading left out or split) and ``examples`` (clips to
+show per run).
 
 A table's context is ``{"head": [text], "rows": [{"cells": [cell], "class": text}]}``; a cell's is ``cell()``'s.
 """
@@ -25,6 +26,7 @@ from explain.sanity import FLAGGED_SIMILARITY, STILL_SIMILAR
 from . import figures
 from .checks import FLAG_METRIC, NOISE, Curve, not_beaten
 from .compare import Difference
+from .heard import HEARD_METRICS, SEPARATION_MEASURES
 from .tables import Row, column_marks, is_control, method_label, metrics_of, normalised
 from .uncertainty import overlapping
 
@@ -342,16 +344,101 @@ def difference_table(diffs: list[Difference]) -> dict:
                   for (method, mask), by_metric in cells.items()])
 
 
-def both_means_table(diffs: list[Difference]) -> dict:
-    """One method's masks: per metric the mean of each side and their difference (b - a) with its interval."""
+def both_means_table(diffs: list[Difference], label: Callable[[Row], str] = lambda r: r.mask, head: str = "mask") -> dict:
+    """One line per ``label`` of a row (one method's masks): per metric the mean of each side and their difference
+    (b - a) with its interval."""
     cells: dict[str, dict[str, dict]] = {}
     for d in diffs:
-        cells.setdefault(d.a.mask, {})[d.metric] = cell(
+        cells.setdefault(label(d.a), {})[d.metric] = cell(
             f"{number(d.a.values[d.metric])} → {number(d.b.values[d.metric])}",
             " ".join(filter(None, [signed(d.difference), interval(d.ci)])))
     metrics = [m for m in METRIC_NAMES if any(d.metric == m for d in diffs)]
-    return table(["mask", *map(metric_header, metrics)],
+    return table([head, *map(metric_header, metrics)],
                  [[mask, *(by_metric.get(m, cell("")) for m in metrics)] for mask, by_metric in cells.items()])
+
+
+REFERENCE_LABELS = {"ideal_binary_mask": "ideal binary mask (the best a mask can do)", "mixture": "the mixture itself"}
+
+
+def heard(data: dict) -> dict | None:
+    """What a listener hears: per pair of run keys scored on the spectrogram and as heard, each method's picks
+    under both, the picks' differences (heard - spectrogram) with their paired intervals and a figure of every
+    (method, mask); per run key, the distortion of what is heard and, in the mixture scenario, the separation."""
+    found = data["heard"]
+    if not (found["comparison"] or found["distortion"] or found["separation"]):
+        return None
+    shown = [f for f in data["checks"]["split"] if f != "scored"]  # each part names what it holds
+    return {"pairs": heard_pairs(found["comparison"]) if found["comparison"] else [],
+            "notes": found["comparison"].notes if found["comparison"] else [],
+            "distortion": [distortion_group(group_title(key, shown), rows)
+                           for key, rows in found["distortion"].items()],
+            "separation": [separation_group(group_title(key, shown), rows)
+                           for key, rows in found["separation"].items()]}
+
+
+def heard_pairs(found) -> list[dict]:
+    a, b = found.names
+    pairs = []
+    for pair, diffs in found.differences.items():
+        diffs = [d for d in diffs if d.metric in HEARD_METRICS]
+        picks = found.picks[pair]
+        by = {}
+        for p in picks:
+            by.setdefault((p.method, p.a), []).append(a)
+            by.setdefault((p.method, p.b), []).append(b)
+        methods = list(dict.fromkeys(d.a.method for d in diffs))
+        panels = [(metric_header(m), [(method_label(method), [(d.a.values[m], d.b.values[m]) for d in diffs
+                                                              if d.metric == m and d.a.method == method])
+                                      for method in methods]) for m in HEARD_METRICS if any(d.metric == m for d in diffs)]
+        pairs.append({
+            "title": title(pair), "notes": [n for n in found.notes if n.startswith(title(pair) + ":")],
+            "picks": [{"line": p.line(), "changed": p.changed} for p in picks],
+            "changed": [method_label(p.method) for p in picks if p.changed],
+            "picked_table": both_means_table([d for d in diffs if (d.a.method, d.a.mask) in by],
+                                             lambda r: f"{pick_label(r)} ({' and '.join(by[(r.method, r.mask)])} pick)",
+                                             "pick"),
+            "table": difference_table(diffs),
+            "figure": figures.against(panels, f"scored on the {a}", f"scored as {b}")})
+    return pairs
+
+
+def distortion_group(name: str, rows: list) -> dict:
+    """Per (method, mask): the distance of what is heard from the masked-in and the masked-out spectrogram; the
+    unmasked clip's (what the inverse alone costs) once, as the floor."""
+    floor = next((r for r in rows if r.part == "clip"), None)
+    lines: dict[tuple, dict] = {}
+    for r in rows:
+        if r.part != "clip":
+            lines.setdefault((r.method, r.mask), {"n": r.n})[r.part] = r
+    parts, kinds = ("in", "out"), ("lsd_db", "spectral_convergence")
+    body = [[f"{method_label(method)} + {mask}",
+             *(number(getattr(by[p], k)) if p in by else "" for p in parts for k in kinds), str(by["n"])]
+            for (method, mask), by in lines.items()]
+    return {"title": name, "table": table(["", *(f"masked {p}: {metric_header(k)}" for p in parts for k in kinds), "n"],
+                                          body),
+            "floor": (f"the unmasked clip (what the inverse alone costs): {MEASURES['lsd_db'].label} "
+                      f"{number(floor.lsd_db)}, {MEASURES['spectral_convergence'].label} "
+                      f"{number(floor.spectral_convergence)} ({floor.n} clips)") if floor else "", "beats": []}
+
+
+def separation_group(name: str, rows: list) -> dict:
+    """Per (method, mask): SI-SDR and SI-SDRi with their intervals; for a method, its SI-SDRi minus the best
+    control's at its mask (✓: the paired interval lies above 0); the ideal binary mask and the mixture last."""
+    body, classes = [], []
+    for s in rows:
+        label = REFERENCE_LABELS.get(s.method) or f"{method_label(s.method)} + {s.mask}"
+        margin = (cell(f"{signed(s.margin)}{' ✓' if s.beats else ''} ({s.control})", interval(s.margin_ci))
+                  if s.control else cell(""))
+        body.append([label, *(cell(number(s.means[m]), interval(s.ci.get(m))) for m in SEPARATION_MEASURES),
+                     str(s.n), margin])
+        classes.append("flag" if s.beats is False else "")
+    beaten: dict[str, list[str]] = {}
+    for s in rows:
+        if s.control:
+            beaten.setdefault(method_label(s.method), []).extend([s.mask] if s.beats else [])
+    return {"title": name, "table": table(["", *map(metric_header, SEPARATION_MEASURES), "n",
+                                           f"{MEASURES['si_sdri'].label} minus the best control's"], body, classes),
+            "beats": [(m, ", ".join(masks) or "none") for m, masks in beaten.items()], "floor": ""}
 
 
 @dataclass(frozen=True)
@@ -369,6 +456,7 @@ SECTIONS = (
     Section("sanity", sanity),
     Section("localisation", localisation),
     Section("comparison", comparison),
+    Section("heard", heard),
 )
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from explain import METHODS
 from explain.masks import MASK_NAMES
 from explain.metrics import HIGHER_IS_BETTER, METRIC_NAMES, STUDY_METRICS
-from explain.records import KEY_FIELDS, SETTING_CHOICES, SETTINGS, RecordError, Result, RunKey
+from explain.records import KEY_FIELDS, SETTING_CHOICES, SETTINGS, RecordError, Result, RunKey, report_settings
 
 CLIP = 1e-9
 
@@ -146,6 +146,7 @@ def split_identities(rows: list[Row]) -> list[str]:
     """Split rows of different models, clip sets or method options (see the module's text): each run folder
     involved gets its identity appended to its rows' model label. Returns one note per split."""
     notes = []
+    shown = report_settings(r.run for r in rows)
     suffixes: dict[str, list[str]] = {}  # per results file
     for name, what, scope, value, suffix in IDENTITIES:
         among: dict[tuple, dict[str, set]] = {}
@@ -159,7 +160,8 @@ def split_identities(rows: list[Row]) -> list[str]:
                     suffixes.setdefault(source, []).append(f"{name}-{suffix(v)}")
             kinds = "; ".join(f"{name}-{suffix(v)}: {', '.join(sorted(str(Path(s).parent) for s in src))}"
                               for v, src in sorted(found.items()))
-            notes.append(f"{' / '.join(where[:-1] if name != 'weights' else where)} ({', '.join(settings)}"
+            named = [v for f, v in zip(SETTINGS, settings) if f in shown]
+            notes.append(f"{' / '.join(where[:-1] if name != 'weights' else where)} ({', '.join(named)}"
                          f"{'' if name == 'weights' else ', weights ' + (where[-1][:8] or 'unknown')}): rows of "
                          f"{len(found)} different {what} "
                          f"({kinds}); each is labelled with its {name} and scaled and picked on its own")

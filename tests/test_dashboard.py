@@ -208,7 +208,7 @@ def test_child_runs_hold_each_rows_values_margins_and_best_masks(tmp_path):
     runs = read_wandb_runs(tmp_path)
     parent = next(r for r in runs if r["job_type"] == "explain")
     assert {k: parent["config"][k] for k in RUN_KEYS} == {"model": "mel", "scenario": "clean", "protocol": "study",
-                                                           "fill": "floor"}
+                                                           "fill": "floor", "scored": "spectrogram"}
     masks = {(r["config"]["method"], r["config"]["mask"]): r for r in runs if r["job_type"] == "explain-mask"}
     assert set(masks) == set(values)
     for (method, mask), r in masks.items():
@@ -218,7 +218,7 @@ def test_child_runs_hold_each_rows_values_margins_and_best_masks(tmp_path):
     assert masks[("saliency", "topK_5")]["summary"]["FF_vs_random"] == pytest.approx(0.5 - 0.7)
     assert masks[("saliency", "bin")]["summary"]["AD_vs_random"] == pytest.approx(0.2 - 0.1)
     assert "FF_vs_random" not in masks[("random", "bin")]["summary"]  # no margin over itself
-    assert masks[("saliency", "bin")]["config"]["by_protocol"] == "mel/clean/saliency/bin/floor/study"
+    assert masks[("saliency", "bin")]["config"]["by_protocol"] == "mel/clean/saliency/bin/floor/spectrogram/study"
     methods = {r["config"]["method"]: r for r in runs if r["job_type"] == "explain-method"}
     assert methods["saliency"]["summary"]["best_FF"] == pytest.approx(0.5)  # higher is better: topK_5
     assert methods["saliency"]["config"]["best_mask_FF"] == "topK_5"

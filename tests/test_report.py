@@ -27,7 +27,8 @@ def write(path: Path, *lines: str) -> Path:
 
 def row(method, mask, ff, ad, scenario="clean", protocol="corrected", **other):
     v = {"model": "mel", "scenario": scenario, "method": method, "mask": mask, "n": 400, "FF": ff, "AD": ad, "AI": 10,
-         "AG": 5, "FidIn": 0.5, "SPS": 0.3, "COMP": 9, "COMPn": 0.9, "protocol": protocol, "fill": "floor", **other}
+         "AG": 5, "FidIn": 0.5, "SPS": 0.3, "COMP": 9, "COMPn": 0.9, "protocol": protocol, "fill": "floor",
+         "scored": "spectrogram", **other}
     return ",".join(str(v[c]) for c in Result.columns())
 
 
@@ -329,7 +330,7 @@ def test_report_to_wandb_is_a_run_of_its_own_while_another_is_open(tmp_path):
 def test_non_utf8_per_clip_values_are_named(tmp_path):
     from report.uncertainty import read_per_clip
     results = tmp_path / "results.csv"
-    results.write_text(f"{HEADER}\nmel,clean,lime,bin,1,0.5,0,1,0,1,0.2,9\n")
+    write(results, row("lime", "bin", 0.5, 0))
     (tmp_path / "per_clip.csv").write_bytes(b"clip,method,mask,FF\n\xff\xfe,lime,bin,0.5\n")
     with pytest.raises(ValueError, match=f"{tmp_path / 'per_clip.csv'} is not UTF-8 text"):
         read_per_clip(results)

@@ -19,8 +19,8 @@ from tests.helpers import read_csv, run_here
 CLIPS = [f"c{i:02d}.wav" for i in range(40)]
 MASKS = ("bin", "minmax", "sigmoid")
 
-# localisation.csv as runs wrote it before it held the fill: the report takes the fill from the run
-OLD_LOCALISATION = [c for c in LocalisationValue.columns() if c != "fill"]
+# localisation.csv as runs wrote it before it held the fill and scored: the report takes them from the run
+OLD_LOCALISATION = [c for c in LocalisationValue.columns() if c not in ("fill", "scored")]
 
 
 def write_table(path: Path, columns, rows) -> Path:
@@ -45,7 +45,7 @@ def make_run(folder: Path, per_clip: dict, protocol="corrected", fill="floor", s
     results, lines = [], []
     for (method, mask), values in per_clip.items():
         results.append(["mel", scenario, method, mask, len(clips), *(values[m].mean() for m in METRIC_NAMES),
-                        protocol, fill])
+                        protocol, fill, "spectrogram"])
         lines += [[c, 0, 0, 1, method, mask, *(values[m][i] for m in METRIC_NAMES)] for i, c in enumerate(clips)]
     write_table(folder / "results.csv", Result.columns(), results)
     write_table(folder / "per_clip.csv", ClipValues.columns(key=False), lines)  # as files before the key
@@ -210,7 +210,7 @@ def write_curves(run: Path, methods, seed=0) -> None:
     for method in methods:
         for curve in ("deletion", "insertion"):
             probs = rng.random(len(FRACTIONS))
-            rows += [["mel", "clean", method, curve, f, p, len(CLIPS), "corrected", "floor"]
+            rows += [["mel", "clean", method, curve, f, p, len(CLIPS), "corrected", "floor", "spectrogram"]
                      for f, p in zip(FRACTIONS, probs)]
     write_table(run / "curves.csv", CurvePoint.columns(), rows)
 
@@ -285,7 +285,8 @@ def test_localisation_is_merged_across_runs_and_shown(tmp_path, capsys):
     main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--bootstrap", "0"])
     printed = capsys.readouterr().out
     merged = read_csv(tmp_path / "out" / "localisation.csv")
-    assert list(merged[0]) == LocalisationValue.columns()  # the fill added from the run
+    # the fill added from the run; scored left out, as every row is scored on the spectrogram
+    assert list(merged[0]) == LocalisationValue.columns(settings=("protocol", "fill"))
     assert len(merged) == 2 * (2 + 2 * len(MASKS)) and {r["scenario"] for r in merged} == {"clean", "noisy"}
     # the pick is sigmoid (the largest FF): its precision and recall are shown beside the map's metrics
     assert "| Saliency | sigmoid | 0.6250 | 0.2000 | 0.3000 | 0.3500 | 30 |" in printed

@@ -19,8 +19,8 @@ from tests.test_report_checks import MASKS, base_values, make_run, shifted, writ
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 
-# localisation.csv as runs wrote it before it held the fill: the report takes the fill from the run
-OLD_LOCALISATION = [c for c in LocalisationValue.columns() if c != "fill"]
+# localisation.csv as runs wrote it before it held the fill and scored: the report takes them from the run
+OLD_LOCALISATION = [c for c in LocalisationValue.columns() if c not in ("fill", "scored")]
 
 
 class Tables(HTMLParser):
@@ -109,7 +109,7 @@ def test_names_are_escaped_on_the_page_and_kept_as_they_are_in_markdown(tmp_path
     run.mkdir()
     write_table(run / "results.csv", Result.columns(),
                 [[model, "clean", method, mask, 4, *(base_values(k)[m].mean() for m in METRIC_NAMES),
-                  "corrected", "floor"] for k, mask in enumerate(MASKS)])
+                  "corrected", "floor", "spectrogram"] for k, mask in enumerate(MASKS)])
     build(parse([str(run), "--out", str(tmp_path / "out"), "--bootstrap", "0"]))
     html = (tmp_path / "out" / "report.html").read_text()
     assert "<script" not in html and "&lt;script&gt;" in html

@@ -209,7 +209,7 @@ def write_run(folder: Path, protocol: str, clips: dict[str, dict[tuple, dict[str
     keys = sorted({k for per in clips.values() for k in per})
     with open(folder / "per_clip.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(ClipValues.columns())
+        w.writerow(ClipValues.columns(key=False))  # as files before the key
         for method, mask in keys:
             for clip, per in clips.items():
                 w.writerow([clip, 0, 0, 1, method, mask, *(per[(method, mask)][m] for m in METRIC_NAMES)])
@@ -219,7 +219,7 @@ def write_run(folder: Path, protocol: str, clips: dict[str, dict[tuple, dict[str
         for method, mask in keys:
             v = {m: np.mean([per[(method, mask)][m] for per in clips.values()]) for m in METRIC_NAMES}
             v.update(model="mel", scenario="clean", method=method, mask=mask, n=len(clips), protocol=protocol,
-                     fill="floor")
+                     fill="floor", scored="spectrogram")
             w.writerow([v[c] for c in Result.columns()])
     return folder
 
