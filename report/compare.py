@@ -36,6 +36,13 @@ class Difference:
     difference: float  # b - a
     ci: tuple[float, float] | None  # None: no per-clip values paired, or no bootstrap asked for
     n_paired: int  # 0: no per-clip values
+    # the two sides' means over the clips paired where one side explained clips the other did not (the
+    # difference's own terms); else their rows' means
+    means: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        if self.means is None:
+            self.means = (self.a.values[self.metric], self.b.values[self.metric])
 
 
 @dataclass
@@ -109,6 +116,23 @@ def paired_differences(a: ClipValues, b: ClipValues, n_boot: int = 2000,
         d = c_values[m][ci] - s_values[m][si]
         out[m] = (float(d.mean()), bootstrap_ci(d, n_boot, seed=seed + i) if n_boot > 0 else None)
     return out, set(s_clips) - set(at), set(c_clips) - set(s_clips)
+
+
+def paired_means(a: ClipValues, b: ClipValues) -> dict[str, tuple[float, float]]:
+    """Per metric of both, the means of ``a`` and of ``b`` over the clips of both (inputs as ``paired_differences``).
+
+    Example:
+        >>> import numpy as np
+        >>> paired_means((["a", "b"], {"FF": np.array([1.0, 2.0])}), (["b", "c"], {"FF": np.array([4.0, 9.0])}))
+        {'FF': (2.0, 4.0)}
+    """
+    (s_clips, s_values), (c_clips, c_values) = a, b
+    at = {clip: i for i, clip in enumerate(c_clips)}
+    both = [(i, at[clip]) for i, clip in enumerate(s_clips) if clip in at]
+    if not both:
+        return {}
+    si, ci = (np.asarray(ix, dtype=int) for ix in zip(*both))
+    return {m: (float(s_values[m][si].mean()), float(c_values[m][ci].mean())) for m in s_values if m in c_values}
 
 
 def _order(row: Row) -> tuple:
@@ -235,11 +259,13 @@ def compare(rows: list[Row], setting: str = "protocol", n_boot: int = 2000, seed
                 diffs += [Difference(s, c, m, c.values[m] - s.values[m], None, 0) for m in metrics_of([s, c])]
                 continue
             paired, only_s, only_c = paired_differences(s_clips, c_clips, n_boot, seed)
+            means = paired_means(s_clips, c_clips)
             only[a_name] |= only_s
             only[b_name] |= only_c
             n = len(s_clips[0]) - len(only_s)
             diffs += [Difference(s, c, m, *(paired[m] if n and m in paired else (c.values[m] - s.values[m], None)),
-                                 n if m in paired else 0) for m in metrics_of([s, c])]
+                                 n if m in paired else 0, means.get(m) if n and (only_s or only_c) else None)
+                      for m in metrics_of([s, c])]
         comparison.differences[pair] = diffs
         one_side += sum(1 for r in rows if on(b_name, r) and counterpart(r, a_name) is None)
         if one_side:

@@ -350,7 +350,7 @@ def both_means_table(diffs: list[Difference], label: Callable[[Row], str] = lamb
     cells: dict[str, dict[str, dict]] = {}
     for d in diffs:
         cells.setdefault(label(d.a), {})[d.metric] = cell(
-            f"{number(d.a.values[d.metric])} → {number(d.b.values[d.metric])}",
+            f"{number(d.means[0])} → {number(d.means[1])}",
             " ".join(filter(None, [signed(d.difference), interval(d.ci)])))
     metrics = [m for m in METRIC_NAMES if any(d.metric == m for d in diffs)]
     return table([head, *map(metric_header, metrics)],
@@ -387,7 +387,7 @@ def heard_pairs(found) -> list[dict]:
             by.setdefault((p.method, p.a), []).append(a)
             by.setdefault((p.method, p.b), []).append(b)
         methods = list(dict.fromkeys(d.a.method for d in diffs))
-        panels = [(metric_header(m), [(method_label(method), [(d.a.values[m], d.b.values[m]) for d in diffs
+        panels = [(metric_header(m), [(method_label(method), [d.means for d in diffs
                                                               if d.metric == m and d.a.method == method])
                                       for method in methods]) for m in HEARD_METRICS if any(d.metric == m for d in diffs)]
         pairs.append({
