@@ -18,15 +18,13 @@ from torchmetrics.functional.audio import scale_invariant_signal_distortion_rati
 
 from errors import UsageValueError
 from lightning_modules.features import db_to_power
-from .records import SCORED
+from .records import IDEAL, MIXTURE, SCORED
 
 # what a distortion row measures: the masked-in or masked-out spectrogram of a mask, or the unmasked clip
 PARTS = ("in", "out", "clip")
 MEASURES = ("lsd_db", "spectral_convergence")
 # what ``--explainer.scored`` defaults to under each protocol: the study scored the spectrogram alone
 DEFAULT_SCORED = {"corrected": SCORED, "study": ("spectrogram",)}
-IDEAL = "ideal_binary_mask"
-MIXTURE = "mixture"
 
 
 def check_scored(scored, option: str = "--explainer.scored") -> tuple[str, ...]:
@@ -88,7 +86,8 @@ def spectral_convergence(scored: torch.Tensor, heard: torch.Tensor) -> torch.Ten
     spectrogram, float64 (0: the same magnitudes).
 
     Example:
-        >>> spectral_convergence(torch.zeros(1, 4), torch.full((1, 4), 20 * torch.log10(torch.tensor(2.0))))
+        >>> heard = torch.full((1, 4), 6.0206)  # 4 times the power: twice the magnitude
+        >>> spectral_convergence(torch.zeros(1, 4), heard).round(decimals=4)
         tensor([1.], dtype=torch.float64)
     """
     a, b = db_to_power(scored.double()).sqrt().flatten(1), db_to_power(heard.double()).sqrt().flatten(1)

@@ -40,6 +40,8 @@ from .protocol import PROTOCOLS
 # what the metrics score: the masked spectrogram X (x) M, or what is heard of it, the model's front-end applied to
 # its audio T(T_inv(X (x) M)) (explain/heard.py)
 SCORED = ("spectrogram", "heard")
+# separation.csv's rows that are no method's: the ideal binary mask's audio and the mix itself
+IDEAL, MIXTURE = "ideal_binary_mask", "mixture"
 
 
 class RecordError(UsageValueError):
@@ -291,7 +293,7 @@ class SeparationValue(Record):
     mask: str
     si_sdr: float
     si_sdri: float
-    REFERENCES = ("ideal_binary_mask", "mixture")  # the rows that are no method's
+    REFERENCES = (IDEAL, MIXTURE)  # the rows that are no method's
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from explain.curves import CURVES
 from explain.localisation import MAP_METRICS, MASK_METRICS
 from explain.measures import MEASURES, better_word, header
 from explain.metrics import CONCISENESS_METRICS, METRIC_NAMES, STUDY_METRICS
-from explain.records import RunKey
+from explain.records import IDEAL, MIXTURE, RunKey
 from explain.sanity import FLAGGED_SIMILARITY, STILL_SIMILAR
 
 from . import figures
@@ -357,7 +357,7 @@ def both_means_table(diffs: list[Difference], label: Callable[[Row], str] = lamb
                  [[mask, *(by_metric.get(m, cell("")) for m in metrics)] for mask, by_metric in cells.items()])
 
 
-REFERENCE_LABELS = {"ideal_binary_mask": "ideal binary mask (the best a mask can do)", "mixture": "the mixture itself"}
+REFERENCE_LABELS = {IDEAL: "ideal binary mask (the best a mask can do)", MIXTURE: "the mixture itself"}
 
 
 def heard(data: dict) -> dict | None:
