@@ -47,6 +47,8 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600, env: dict | None = None,
     """Run ``python main.py ...`` in ``cwd`` as a user would; fail with its output when it fails."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT), **(env or {})}
     full_env.pop("AUDIOXAI_RUN_ID", None)
+    # an in-process wandb.init leaves its service's socket here: a user's command starts its own
+    full_env.pop("WANDB_SERVICE", None)
     full_env.update(env or {})
     proc = subprocess.run([sys.executable, str(main), *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)

@@ -61,7 +61,9 @@ def test_an_outside_model_on_outside_data_is_trained_explained_and_reported(tmp_
     out = next((tmp_path / "runs" / "calls").glob("test-*/explain"))
     rows = read_csv(out / "results.csv")
     methods = ["saliency", "gradcam", "lime", "shap", "random", "energy"]
-    assert sorted({r["method"] for r in rows}) == sorted(methods) and len(rows) == 6 * 3
+    # scored on the spectrograms and on what is heard of them, through the model's own inverse and front-end
+    assert sorted({r["method"] for r in rows}) == sorted(methods) and len(rows) == 6 * 3 * 2
+    assert {r["scored"] for r in rows} == {"spectrogram", "heard"} and (out / "distortion.csv").is_file()
     assert {r["model"] for r in rows} == {"SmallCNN"} and {r["n"] for r in rows} == {"6"}  # 2 test clips a class
     run = json.loads((out / "run.json").read_text())
     assert run["classes"] == sorted(CLASSES)  # the data's names, by class number
@@ -78,5 +80,5 @@ def test_an_outside_model_on_outside_data_is_trained_explained_and_reported(tmp_
     assert "failed (2)" in str(failed.value) and "Traceback" not in str(failed.value)
     assert "holds a model of class my_models.SmallCNN" in str(failed.value)
     report = tmp_path / "runs" / "calls" / "report"
-    assert (report / "report.html").is_file()
+    assert (report / "report.html").is_file() and "What you hear" in (report / "report.html").read_text()
     assert {r["model"] for r in read_csv(report / "summary.csv")} == {"SmallCNN"}

@@ -25,9 +25,9 @@ def checked_run(quickstart_run):
 def test_controls_are_scored_like_methods(checked_run):
     rows = read_csv(checked_run / "results.csv")
     assert {r["method"] for r in rows} == {"saliency", "gradcam", "random", "energy"}
-    assert len(rows) == 4 * len(MASK_NAMES)
+    assert len(rows) == 4 * len(MASK_NAMES) * 2  # scored on the spectrogram and on what is heard
     for r in rows:
-        assert r["protocol"] == "corrected" and r["fill"] == "floor"
+        assert r["protocol"] == "corrected" and r["fill"] == "floor" and r["scored"] in ("spectrogram", "heard")
         assert 0 <= float(r["COMPn"]) <= 1
 
 

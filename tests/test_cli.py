@@ -103,7 +103,8 @@ def test_explain_study_through_the_cli(quickstart_run, explained_run):
     assert any("explain/clean/lime/bin/FF" in r["summary"] and "explain/results" in r["summary"]
                for r in runs if r["job_type"] == "explain")
     shap = [r["summary"]["examples/audio"]["captions"] for r in runs
-            if r["job_type"] == "explain-method" and r["config"]["method"] == "shap"]
+            if r["job_type"] == "explain-method" and r["config"]["method"] == "shap"
+            and r["config"]["scored"] == "spectrogram"]  # the examples go with the spectrogram's runs
     assert shap and f"{example.name}: original" in shap[-1]
 
 
@@ -112,10 +113,11 @@ def test_explain_one_method_under_each_noise_scenario(quickstart_run, noise_dir,
     run_here("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
              "--explain", method, "--data.test_noise", scenario, "--data.noise_dir", str(noise_dir),
              "--data.batch_size", "4", "--trainer.limit_test_batches", "2", "--explainer.examples", "0",
-             "--explainer.lime_samples", "20", "--trainer.logger", "false",
+             "--explainer.lime_samples", "20", "--trainer.logger", "false", "--explainer.scored", "spectrogram",
              "--trainer.default_root_dir", f"runs/{scenario}", cwd=quickstart_run)
     rows = read_rows(next((quickstart_run / "runs" / scenario).glob("test-*/explain/results.csv")))
     assert len(rows) == 14 and {r["scenario"] for r in rows} == {scenario} and {r["method"] for r in rows} == {method}
+    assert {r["scored"] for r in rows} == {"spectrogram"}  # as asked
     assert {r["n"] for r in rows} == {"8"}
 
 
@@ -144,7 +146,11 @@ def test_stft_model_trains_and_explains(quickstart_run, small_test_root):
              "--explainer.masks", "[bin,topK_30]", "--explainer.shap_background_per_class", "1", cwd=quickstart_run)
     out = next((quickstart_run / "runs" / "stft").glob("test-*/explain"))
     rows = read_rows(out / "results.csv")
-    assert len(rows) == 4 * 2 and {r["model"] for r in rows} == {"stft"} and {r["n"] for r in rows} == {"2"}
+    # scored on the spectrograms and on what is heard of them (the STFT's own inverse)
+    assert len(rows) == 4 * 2 * 2 and {r["model"] for r in rows} == {"stft"} and {r["n"] for r in rows} == {"2"}
+    assert {r["scored"] for r in rows} == {"spectrogram", "heard"}
+    floor = next(r for r in read_rows(out / "distortion.csv") if r["part"] == "clip")
+    assert float(floor["lsd_db"]) < 0.1  # the STFT's round trip is exact but for rounding
     import soundfile as sf
     clip = next((out / "examples").iterdir())
     original, rate = sf.read(str(clip / "original.wav"))

@@ -261,7 +261,17 @@ def test_one_child_run_per_method_and_mask_holds_the_files_values(dashboard_run)
     work, out = dashboard_run
     runs = read_wandb_runs(work / "runs" / "wandb")
     parent = next(r for r in runs if r["job_type"] == "explain")
-    results = read_csv(out / "results.csv")
+    everything = read_csv(out / "results.csv")
+    # what is heard has child runs of its own, of its own values
+    for scored in ("heard",):
+        heard = {(r["config"]["method"], r["config"]["mask"]): r for r in runs
+                 if r["job_type"] == "explain-mask" and r["config"]["scored"] == scored}
+        rows = {(r["method"], r["mask"]): r for r in everything if r["scored"] == scored}
+        assert set(heard) == set(rows)
+        for key, run in heard.items():
+            assert all(run["summary"][m] == pytest.approx(float(rows[key][m]), rel=1e-6) for m in METRIC_NAMES), key
+    runs = [r for r in runs if r["config"].get("scored", "spectrogram") == "spectrogram"]
+    results = [r for r in everything if r["scored"] == "spectrogram"]
     masks = {(r["config"]["method"], r["config"]["mask"]): r for r in runs if r["job_type"] == "explain-mask"}
     assert set(masks) == {(r["method"], r["mask"]) for r in results}
     by_row = {(r["method"], r["mask"]): r for r in results}

@@ -213,7 +213,8 @@ def test_a_new_method_with_options_and_a_background_is_one_file(quickstart_run, 
     cli("test", "--config", str(project / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
         "--explain", "meanshift", "--explainer.options", '{"meanshift": {"scale": 2.5, "background_size": 3}}',
         "--trainer.limit_test_batches", "2", "--data.batch_size", "3", "--explainer.examples", "0",
-        "--explainer.curves", "false", "--trainer.logger", "false", "--trainer.default_root_dir", "runs/new-method")
+        "--explainer.curves", "false", "--explainer.scored", "spectrogram", "--trainer.logger", "false",
+        "--trainer.default_root_dir", "runs/new-method")
     out = next((quickstart_run / "runs" / "new-method").glob("test-*/explain"))
     run = json.loads((out / "run.json").read_text())
     assert run["options"]["meanshift"] == {"scale": 2.5, "background_per_class": 1, "background_size": 3}

@@ -276,7 +276,10 @@ def test_report_of_a_real_quickstart_run(tmp_path, explained_run):
     out_dir, _ = explained_run
     proc = run_here("report", str(out_dir.parent), "--out", str(tmp_path / "report"), "--bootstrap", "200",
                     cwd=tmp_path)
-    assert "mel / clean: best mask per method" in proc.stdout
+    # the run scored the spectrograms and what is heard of them: two run keys, each with the study's rule
+    keys = ("spectrogram", "heard")
+    for scored in keys:
+        assert f"mel / clean / {scored}: best mask per method" in proc.stdout
     methods = json.loads((out_dir / "run.json").read_text())["methods"]
     picked = [m for m in methods if not METHODS[m].control]  # controls get no pick
     beside = {name: (out_dir / name).is_file() for name in ("curves.csv", "sanity.csv", "localisation.csv")}
@@ -284,20 +287,25 @@ def test_report_of_a_real_quickstart_run(tmp_path, explained_run):
     page = Parsed()
     page.feed(html)
     assert page.external == [] and "<script" not in html  # opens offline
-    # the summary, every method's full table, the margins over the controls and one per check file
-    assert page.tags.count("table") == 1 + len(methods) + (len(picked) < len(methods)) + sum(beside.values())
-    # one clip: its original and, for each method's best mask, masked-in and masked-out players
-    assert len(page.audio) == 1 + len(picked) * 2 and all(s.startswith("data:audio/wav;base64,") for s in page.audio)
-    figures = 2 + beside["curves.csv"] + beside["sanity.csv"]  # metrics, scatter, curves, cascade
-    assert len(page.images) == figures + len(picked)
+    # per key the summary and every method's full table, the margins over the controls, one per check file (of
+    # the spectrogram's key), and What you hear's picks, differences and distortion
+    assert page.tags.count("table") == len(keys) * (1 + len(methods)) + (len(picked) < len(methods)) \
+        + sum(beside.values()) + 3
+    # per key one clip: its original and, for each method's best mask, masked-in and masked-out players
+    assert len(page.audio) == len(keys) * (1 + len(picked) * 2)
+    assert all(s.startswith("data:audio/wav;base64,") for s in page.audio)
+    # per key metrics, scatter and the picks' figures; curves, cascade; scored against heard
+    figures = len(keys) * (2 + len(picked)) + beside["curves.csv"] + beside["sanity.csv"] + 1
+    assert len(page.images) == figures
     assert all(s.startswith("data:image/png;base64,") for s in page.images)
     with open(tmp_path / "report" / "summary.csv", newline="") as f:
         summary = list(csv.DictReader(f))
-    assert [r["method"] for r in summary] == picked
+    assert [(r["method"], r["scored"]) for r in summary] == [(m, k) for k in keys for m in picked]
     assert list(summary[0])[:13] == "model,scenario,method,mask,score,n,FF,AI,AD,AG,FidIn,SPS,COMP".split(",")
     md = (tmp_path / "report" / "summary.md").read_text()
-    assert "95 % intervals that overlap" in md and "[" in md
-    assert len(list((tmp_path / "report" / "tables").glob("*.md"))) == len(methods)
+    assert "95 % intervals that overlap" in md and "[" in md and "# What you hear" in md
+    tables = {p.name for p in (tmp_path / "report" / "tables").glob("*.md")}
+    assert tables == {f"mel_clean_{k}_{m}.md" for k in keys for m in methods} | {"distortion.md"}
 
 
 def test_report_to_wandb_offline(tmp_path):
