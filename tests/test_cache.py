@@ -75,6 +75,7 @@ def test_changed_audio_under_the_same_names_is_recomputed(quickstart_run, small_
     def run(root, tag, *extra):  # the test is about maps, so one mask is scored
         out = run_here("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path",
                        "runs/quickstart/best.ckpt", "--data.root", str(root), "--explain", "saliency",
+                       "--explainer.scored", "spectrogram",
                        "--explainer.cache_dir", str(cache), "--trainer.default_root_dir", f"runs/cache-{tag}",
                        "--explainer.masks", "[bin]", *EXPLAIN, *extra, cwd=quickstart_run).stdout
         return out
@@ -117,6 +118,7 @@ def test_a_second_run_into_the_same_output_folder_stops_at_once(quickstart_run, 
     out = tmp_path / "shared-output"
     args = ["test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
             "--data.root", str(small_test_root), "--explain", "lime", "--explainer.lime_samples", "150",
+            "--explainer.scored", "spectrogram",
             "--explainer.output_dir", str(out), "--explainer.cache", "false", *EXPLAIN]
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
     env.pop("AUDIOXAI_RUN_ID", None)

@@ -195,6 +195,7 @@ def test_the_new_methods_through_the_cli(quickstart_run):
                "occlusion": {"window": [128, 32], "stride": [128, 32]}}
     run_here("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
              "--explain", ",".join(NEW), "--explainer.options", json.dumps(options),
+             "--explainer.scored", "spectrogram",
              "--trainer.limit_test_batches", "2", "--data.batch_size", "2", "--explainer.examples", "0",
              "--explainer.curves", "false", "--trainer.logger", "false",
              "--trainer.default_root_dir", "runs/captum", cwd=quickstart_run)

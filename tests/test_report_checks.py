@@ -301,6 +301,7 @@ def controlled_run(quickstart_run):
     """The quickstart model explained by the study's four methods and the controls, with the sanity check."""
     run_here("test", "--config", str(Path(__file__).parents[1] / "configs" / "quickstart.yaml"),
              "--ckpt_path", "runs/quickstart/best.ckpt", "--explain", "study,controls",
+             "--explainer.scored", "spectrogram",
              "--explainer.sanity", "true", "--explainer.sanity_clips", "4", "--trainer.limit_test_batches", "2",
              "--data.batch_size", "6", "--explainer.examples", "0", "--explainer.lime_samples", "40",
              "--trainer.logger", "false", cwd=quickstart_run)

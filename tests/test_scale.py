@@ -79,7 +79,7 @@ def test_two_processes_give_the_one_process_results_clip_for_clip(quickstart_run
 def test_a_killed_run_resumes_from_the_cache(quickstart_run, small_test_root):
     args = [sys.executable, str(ROOT / "main.py"), "test", "--config", str(ROOT / "configs" / "quickstart.yaml"),
             "--ckpt_path", "runs/quickstart/best.ckpt", "--data.root", str(small_test_root), "--data.batch_size", "1",
-            "--explain", "lime", "--explainer.lime_samples", "150", *EXPLAIN]
+            "--explain", "lime", "--explainer.scored", "spectrogram", "--explainer.lime_samples", "150", *EXPLAIN]
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
     env.pop("AUDIOXAI_RUN_ID", None)
     cache = quickstart_run / "runs" / "resume" / "attribution-cache"
@@ -129,6 +129,7 @@ def test_a_stopped_test_run_says_so_and_how_to_resume(quickstart_run, small_test
     cache = run / "attribution-cache"
     args = ["test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
             "--data.root", str(small_test_root), "--data.batch_size", "1", "--explain", "lime",
+            "--explainer.scored", "spectrogram",
             "--explainer.lime_samples", "150", "--trainer.default_root_dir", str(run / "run"),
             "--explainer.cache_dir", str(cache), *EXPLAIN]
     code, stderr = stop_part_way(args, quickstart_run, lambda: any(cache.glob("*/*.pt")), signal.SIGTERM,
@@ -199,6 +200,7 @@ def test_a_checkpoint_keeps_its_own_feature_type_in_the_cli(quickstart_run, smal
     """Documented: the checkpoint's hyperparameters (features, width, classes) override the config's."""
     run_here("test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
              "--model.features", "stft", "--data.root", str(small_test_root), "--explain", "gradcam",
+             "--explainer.scored", "spectrogram",
              "--trainer.default_root_dir", "runs/other-features", "--explainer.masks", "[bin]", *EXPLAIN,
              cwd=quickstart_run)
     rows = read_csv(explain_dir(quickstart_run / "runs" / "other-features") / "results.csv")
