@@ -3,7 +3,7 @@
     python -m benchmarks.device_check compare RUN_A/explain RUN_B/explain --out compare.json
     python -m benchmarks.device_check summary OUT_FOLDER      # writes OUT_FOLDER/summary.txt
 
-``compare`` reads both runs' ``per_clip.csv`` and, over the (clip, method, mask) rows both hold, counts the
+``compare`` reads both runs' ``per_clip.csv`` and, over the (clip, method, mask, scored) rows both hold, counts the
 predicted classes that differ, the threshold metrics (AI, Fid-In) that flip, and the largest difference of
 every other metric; it exits 1 when ``--exact`` is given and anything differs (a CPU against itself).
 """
@@ -25,7 +25,8 @@ def read_per_clip(folder: Path) -> dict[tuple, dict]:
     if not path.is_file():
         raise SystemExit(f"{path} not found: give the explain folders of two finished runs")
     with open(path, newline="") as f:
-        return {(r["clip"], r["method"], r["mask"]): r for r in csv.DictReader(f)}
+        # what was scored keys a row too (the spectrogram, where a file predates the column)
+        return {(r["clip"], r["method"], r["mask"], r.get("scored") or "spectrogram"): r for r in csv.DictReader(f)}
 
 
 def compare(a: Path, b: Path) -> dict:

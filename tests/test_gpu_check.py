@@ -38,3 +38,15 @@ def test_the_gpu_check_runs_every_step_small_on_a_cpu(tmp_path):
     assert bench["study"]["ours_hours"] > 0 and bench["tf32"] is False
     summary = (out / "summary.txt").read_text()
     assert "# numerics" in summary and "full study" in summary and "bench-reference.json" in summary
+
+
+def test_the_device_compare_keeps_what_was_scored_apart(tmp_path):
+    """A run's spectrogram and heard rows of one (clip, method, mask) are two rows: a flip in either counts."""
+    from benchmarks.device_check import compare
+    header = "clip,pred_class,method,mask,AI,FidIn,FF,scored\n"
+    for name, heard_ai in (("a", "0.0"), ("b", "100.0")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "per_clip.csv").write_text(header + "c.wav,1,lime,bin,0.0,1.0,0.5,spectrogram\n"
+                                                      f"c.wav,1,lime,bin,{heard_ai},1.0,0.25,heard\n")
+    found = compare(tmp_path / "a", tmp_path / "b")
+    assert found["rows"] == 2 and found["flips"] == {"AI": 1, "FidIn": 0} and found["max_diff"]["FF"] == 0.0
