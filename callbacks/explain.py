@@ -37,6 +37,16 @@ from .wandb_log import log_explanation
 log = logging.getLogger(__name__)
 
 
+def every_rank(trainer, value) -> list:
+    """``value`` of every rank of a distributed run, in rank order (a collective: every rank calls it); of this
+    process alone otherwise."""
+    if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        gathered = [None] * trainer.world_size
+        torch.distributed.all_gather_object(gathered, value)
+        return gathered
+    return [value]
+
+
 def separation_means(rows: Sequence[SeparationValue]) -> dict[tuple[str, str], tuple[float, float]]:
     """(method, mask) -> mean (SI-SDR, SI-SDRi) over the clips of separation.csv's rows."""
     sums: dict[tuple[str, str], list] = {}
@@ -357,10 +367,7 @@ class ExplainCallback(Callback):
 
     def _gather_separation(self, trainer) -> list[SeparationValue]:
         """Every rank's per-clip SI-SDR in dataset order: the rows of separation.csv (none outside a mixture)."""
-        everything = [self._separation]
-        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            everything = [None] * trainer.world_size
-            torch.distributed.all_gather_object(everything, self._separation)
+        everything = every_rank(trainer, self._separation)
         key = self.run_key("heard")
         out = []
         for _, clip, mix, ideal, by_method in sorted((r for part in everything for r in part), key=lambda r: r[0]):
@@ -383,10 +390,7 @@ class ExplainCallback(Callback):
     def _sanity(self, trainer, pl_module) -> list[SanityValue] | None:
         """The randomisation test on the first clips of the test set, gathered from every rank and run by
         rank 0 alone (the others wait at the next collective)."""
-        clips = [self._sanity_clips]
-        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            clips = [None] * trainer.world_size
-            torch.distributed.all_gather_object(clips, self._sanity_clips)
+        clips = every_rank(trainer, self._sanity_clips)
         if not trainer.is_global_zero:
             return None
         chosen = sorted((c for part in clips for c in part), key=lambda c: c[0])
@@ -413,22 +417,14 @@ class ExplainCallback(Callback):
             values = {n: torch.cat(v, dim=1) for n, v in by_method.items() if v}
             for ci, (index, clip, true, pred) in enumerate(self._clips[scored]):
                 local.append((scored, index, clip, true, pred, {n: v[:, ci].numpy() for n, v in values.items()}))
-        everything, counts = [local], [self.pipeline.counts]
-        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            everything = [None] * trainer.world_size
-            counts = [None] * trainer.world_size
-            torch.distributed.all_gather_object(everything, local)
-            torch.distributed.all_gather_object(counts, self.pipeline.counts)
+        # one collective: each rank's values, cache counts and the clips it explained
+        everything, counts, seen = zip(*every_rank(trainer, (local, self.pipeline.counts, self._seen)))
         in_order = sorted((r for part in everything for r in part), key=lambda r: r[1])
         clips = [ClipValues(self.run_key(scored), clip, true, pred, int(true == pred), name, mask,
                             dict(zip(METRIC_NAMES, by_method[name][ki].tolist())))
                  for scored in self.scored for name in self.methods for ki, mask in enumerate(self.masks)
                  for s, _, clip, true, pred, by_method in in_order if s == scored and name in by_method]
         total = {m: {k: sum(c[m][k] for c in counts) for k in ("cached", "computed")} for m in self.methods}
-        seen = [self._seen]
-        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            seen = [None] * trainer.world_size
-            torch.distributed.all_gather_object(seen, self._seen)
         self._clip_names = [clip for _, clip in sorted(c for part in seen for c in part)]
         return clips, total
 

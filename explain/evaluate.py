@@ -41,7 +41,7 @@ class MaskScorer(nn.Module):
         self.masks, self.conciseness_on = tuple(masks), conciseness_on
         self.scored = tuple(s for s in SCORED if s in scored)
         self.metrics = nn.ModuleDict({s: ClipMetrics(len(self.masks), **metric_options) for s in self.scored})
-        self.distortion = Distortion(len(self.masks)) if "heard" in self.scored else None
+        self.distortion = Distortion(len(self.masks), 2) if "heard" in self.scored else None
 
     def update(self, model: nn.Module, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor,
                attributions: torch.Tensor, batch_size: int, fill: float | torch.Tensor = SILENCE_DB,

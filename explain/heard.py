@@ -18,13 +18,11 @@ from torchmetrics.functional.audio import scale_invariant_signal_distortion_rati
 
 from errors import UsageValueError
 from lightning_modules.features import db_to_power
-from .records import IDEAL, MIXTURE, SCORED
+from .records import IDEAL, MIXTURE, SCORED, SETTING_STUDY
 
-# what a distortion row measures: the masked-in or masked-out spectrogram of a mask, or the unmasked clip
-PARTS = ("in", "out", "clip")
-MEASURES = ("lsd_db", "spectral_convergence")
+MEASURES = ("lsd_db", "spectral_convergence")  # the columns of ``distortion``, as distortion.csv names them
 # what ``--explainer.scored`` defaults to under each protocol: the study scored the spectrogram alone
-DEFAULT_SCORED = {"corrected": SCORED, "study": ("spectrogram",)}
+DEFAULT_SCORED = {"corrected": SCORED, "study": (SETTING_STUDY["scored"],)}
 
 
 def check_scored(scored, option: str = "--explainer.scored") -> tuple[str, ...]:
@@ -106,39 +104,21 @@ def si_sdr(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class Distortion(Metric):
-    """Means over clips of ``MEASURES`` between scored and heard spectrograms, per row (a method's masks) and
-    part (in, out): one float64 sum of (rows, 2, measures) that a multi-process run reduces exactly."""
+    """Means over clips of ``MEASURES`` between scored and heard spectrograms, of per-clip values whose clips lie
+    along the second-last dimension: ``Distortion(masks, 2)`` of a method's masks, in and out (masks, 2, B,
+    measures); ``Distortion()`` of the unmasked clips (B, measures). One float64 sum that a multi-process run
+    reduces exactly."""
 
     full_state_update = False
 
-    def __init__(self, rows: int):
+    def __init__(self, *shape: int):
         super().__init__()
-        self.add_state("total", torch.zeros(rows, 2, len(MEASURES), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros(*shape, len(MEASURES), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("clips", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, values: torch.Tensor) -> None:
-        """Add per-clip values (rows, 2, B, measures)."""
-        self.total += values.detach().double().sum(2)
-        self.clips += values.shape[2]
-
-    def compute(self) -> torch.Tensor:
-        return self.total / self.clips if self.clips > 0 else torch.full_like(self.total, float("nan"))
-
-
-class ClipDistortion(Metric):
-    """Means over clips of ``MEASURES`` between each unmasked clip and what is heard of it (the inverse's floor)."""
-
-    full_state_update = False
-
-    def __init__(self):
-        super().__init__()
-        self.add_state("total", torch.zeros(len(MEASURES), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("clips", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, values: torch.Tensor) -> None:
-        """Add per-clip values (B, measures)."""
-        self.total += values.detach().double().sum(0)
-        self.clips += values.shape[0]
+        self.total += values.detach().double().sum(-2)
+        self.clips += values.shape[-2]
 
     def compute(self) -> torch.Tensor:
         return self.total / self.clips if self.clips > 0 else torch.full_like(self.total, float("nan"))

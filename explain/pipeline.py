@@ -36,7 +36,7 @@ from .base import make_method
 from .batching import CPU_BATCH, CUDA_MEMORY_GB, autocast, batch_sizes, check_precision, tf32
 from .cache import AttributionCache, tensor_hash, weights_hash
 from .evaluate import MaskScorer, predict_probs
-from .heard import IDEAL, MIXTURE, ClipDistortion, Sound, check_scored, distortion, hear, si_sdr
+from .heard import IDEAL, MIXTURE, Distortion, Sound, check_scored, distortion, hear, si_sdr
 from .curves import CURVES, FRACTIONS, PerturbationCurves, cell_ranks, perturbation_curves
 from .localisation import Localisation, ideal_binary_mask
 from .masks import MASK_NAMES, apply_mask, check_fill, fill_values
@@ -130,7 +130,7 @@ class ExplanationPipeline(nn.Module):
                         for n in methods}
         self.scorers = nn.ModuleDict({n: MaskScorer(self.masks, conciseness_on, self.scored, **self.metric_options)
                                       for n in methods})
-        self.clip_distortion = ClipDistortion() if "heard" in self.scored else None
+        self.clip_distortion = Distortion() if "heard" in self.scored else None
         self.curves = nn.ModuleDict({n: PerturbationCurves(self.fractions) for n in methods}) if curves else None
         self.localisers = nn.ModuleDict({n: Localisation(self.masks, seed) for n in methods}) if localisation else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -223,8 +223,8 @@ class ExplanationPipeline(nn.Module):
             out.x_in[name], out.x_out[name], out.masks[name] = scored["x_in"], scored["x_out"], scored["masks"]
             if listen is not None:
                 out.distortion[name] = scored["distortion"]
-                if listen.target is not None:
-                    out.si_sdr[name] = si_sdr(scored["audio_in"], listen.target)
+                if sound.target is not None:
+                    out.si_sdr[name] = si_sdr(scored["audio_in"], sound.target[kept])
             if self.curves is not None:
                 out.ranks[name] = cell_ranks(maps, ids, self.seed)
                 out.curves[name] = self.curve(name, x, probs, out.pred, maps, ids, out.ranks[name])
@@ -243,9 +243,8 @@ class ExplanationPipeline(nn.Module):
         _, heard = hear(self.features, x, phase, sound.length, size)
         out.clip_distortion = distortion(x, heard)
         self.clip_distortion.update(out.clip_distortion)
-        target = None if sound.target is None else sound.target[kept]
-        if target is not None:
-            distractor = sound.distractor[kept]
+        if sound.target is not None:
+            target, distractor = sound.target[kept], sound.distractor[kept]
             with torch.no_grad():
                 ideal = ideal_binary_mask(self.features, target, distractor).to(x.dtype)
             audio, _ = hear(self.features, apply_mask(x, ideal, fill_values(x, self.fill))[0], phase, sound.length, size)
@@ -254,7 +253,6 @@ class ExplanationPipeline(nn.Module):
         def listen(spectrograms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return hear(self.features, spectrograms, phase.repeat(len(spectrograms) // len(x), *[1] * (phase.dim() - 1)),
                         sound.length, size)
-        listen.target = target
         return listen
 
     def curve(self, name: str, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor, maps: torch.Tensor,

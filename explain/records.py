@@ -42,6 +42,8 @@ from .protocol import PROTOCOLS
 SCORED = ("spectrogram", "heard")
 # separation.csv's rows that are no method's: the ideal binary mask's audio and the mix itself
 IDEAL, MIXTURE = "ideal_binary_mask", "mixture"
+# what a distortion.csv row measures: the masked-in or masked-out spectrogram of a mask, or the unmasked clip
+PARTS = ("in", "out", "clip")
 
 
 class RecordError(UsageValueError):
@@ -95,11 +97,16 @@ def report_settings(keys: Iterable[RunKey]) -> tuple[str, ...]:
                  if f not in LATER_SETTINGS or any(getattr(k, f) != SETTING_DEFAULTS[f] for k in keys))
 
 
+def check_choice(name: str, value: str, choices: Sequence[str], where: str) -> str:
+    """``value`` if it is one of ``choices``, else an error naming the column ``name`` and ``where`` it was found."""
+    if value not in choices:
+        raise RecordError(f"{where}: {name} is {value!r}, expected one of {', '.join(choices)}")
+    return value
+
+
 def check_setting(name: str, value: str, where: str) -> str:
     """``value`` if it is one of the setting's allowed values, else an error naming ``where`` it was found."""
-    if value not in SETTING_CHOICES[name]:
-        raise RecordError(f"{where}: {name} is {value!r}, expected one of {', '.join(SETTING_CHOICES[name])}")
-    return value
+    return check_choice(name, value, SETTING_CHOICES[name], where)
 
 
 # -- reading and writing ---------------------------------------------------------------------------------
@@ -276,9 +283,7 @@ class DistortionValue(Record):
     n: int
 
     def check(self, where: str) -> None:
-        from .heard import PARTS
-        if self.part not in PARTS:
-            raise RecordError(f"{where}: part is {self.part!r}, expected one of {', '.join(PARTS)}")
+        check_choice("part", self.part, PARTS, where)
 
 
 @dataclass(frozen=True)
@@ -308,8 +313,7 @@ class CurvePoint(Record):
 
     def check(self, where: str) -> None:
         from .curves import CURVES
-        if self.curve not in CURVES:
-            raise RecordError(f"{where}: curve is {self.curve!r}, expected {' or '.join(CURVES)}")
+        check_choice("curve", self.curve, CURVES, where)
 
 
 @dataclass(frozen=True)

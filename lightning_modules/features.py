@@ -105,6 +105,8 @@ class MeldB(STFTdB):
         self.filterbank, self.mel_inverse = filterbank, mel_inverse
         fb = mel_filterbank(filterbank, n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate)
         self.register_buffer("fb", fb, persistent=False)  # (F_stft, n_mels); the inverse uses it too
+        # the least-norm solution's operator, once: the inverse runs for every masked spectrogram heard
+        self.register_buffer("fb_pinv", torch.linalg.pinv(fb.T), persistent=False)  # (F_stft, n_mels)
 
     @property
     def num_bins(self) -> int:
@@ -127,8 +129,7 @@ class MeldB(STFTdB):
         fb_t = fb.T.contiguous()
         rhs = fb @ mel
         if self.mel_inverse == "lstsq":
-            # torch.linalg.pinv of the (M, F) bands: the least-norm solution, one product per spectrogram
-            s = (torch.linalg.pinv(fb_t) @ mel).clamp_min(0)
+            s = (self.fb_pinv.to(mel.dtype) @ mel).clamp_min(0)  # the least-norm solution of fb^T S = mel
             if self.nnls_iters:  # a multiplicative update never moves a zero: start the updates just above it
                 s = s + 1e-6 * s.amax(dim=(-2, -1), keepdim=True) + 1e-20
         else:
