@@ -181,20 +181,18 @@ def _main(args: Optional[list[str]] = None) -> None:
             sub = self.config.get(self.config.get("subcommand") or "", {})
             ckpt = sub.get("ckpt_path")
             if ckpt and not (ckpt in ("best", "last", "hpc") or ckpt.startswith("registry")):
-                check_lightning_checkpoint(ckpt, model_class=sub.get("model", {}).get("class_path"))
+                model_class = sub.get("model", {}).get("class_path")
+                self.ckpt_hparams = check_lightning_checkpoint(ckpt, model_class=model_class)
 
         def _parse_ckpt_path(self):
             # checkpoints written before the model was chosen by class_path hold its arguments without the
             # class: they are the configured model's (AudioClassifier's unless a class is named)
             sub = self.config.get(self.config.get("subcommand") or "", {})
-            ckpt = sub.get("ckpt_path") if sub else None
-            if ckpt and Path(ckpt).is_file():
-                import torch
-                hparams = torch.load(ckpt, weights_only=True, map_location="cpu").get("hyper_parameters") or {}
-                hparams = {k: v for k, v in hparams.items() if k != "_instantiator"}
+            hparams = {k: v for k, v in getattr(self, "ckpt_hparams", {}).items() if k != "_instantiator"}
+            if hparams:  # read by check_lightning_checkpoint: the file is not loaded again here
                 model = sub.get("model")
                 named = model.get("class_path") if hasattr(model, "get") else None  # default.yaml names one
-                if hparams and "_class_path" not in hparams and named:
+                if "_class_path" not in hparams and named:
                     self.config = self.parser.parse_object(
                         {self.config.subcommand: {"model": {"class_path": named, "init_args": hparams}}}, self.config)
                     return

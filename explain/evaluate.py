@@ -68,7 +68,9 @@ class MaskScorer(nn.Module):
         out = {"masks": masks, "x_in": x_in, "x_out": x_out, "values": {}}
         both = torch.cat([x_in, x_out])  # (2 K, B, 1, T, F): one model call for both
         # each input scored: its spectrograms, and which clips of the batch they are
-        inputs = {"spectrogram": (both.flatten(0, 1), torch.arange(b, device=x.device))} if "spectrogram" in self.scored else {}
+        inputs = {}
+        if "spectrogram" in self.scored:
+            inputs["spectrogram"] = (both.flatten(0, 1), torch.arange(b, device=x.device))
         if "heard" in self.scored and heard_clips is not None and not len(heard_clips):
             out["values"]["heard"] = torch.zeros(k, 0, len(METRIC_NAMES), dtype=torch.float64, device=x.device)
         elif "heard" in self.scored:

@@ -51,7 +51,8 @@ class Sound:
 
 
 @torch.no_grad()
-def hear(features, x: torch.Tensor, phase: torch.Tensor, length: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def hear(features, x: torch.Tensor, phase: torch.Tensor, length: int,
+         batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The audio (N, length) of spectrograms ``x`` (N, 1, T, F) with their ``phase`` (N, F_stft, T), and the
     front-end applied to it (N, 1, T, F), in chunks of ``batch_size`` (each spectrogram alone: its values do not
     depend on its neighbours)."""

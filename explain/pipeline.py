@@ -247,12 +247,13 @@ class ExplanationPipeline(nn.Module):
             target, distractor = sound.target[kept], sound.distractor[kept]
             with torch.no_grad():
                 ideal = ideal_binary_mask(self.features, target, distractor).to(x.dtype)
-            audio, _ = hear(self.features, apply_mask(x, ideal, fill_values(x, self.fill))[0], phase, sound.length, size)
+            ideal_in = apply_mask(x, ideal, fill_values(x, self.fill))[0]
+            audio, _ = hear(self.features, ideal_in, phase, sound.length, size)
             out.separation_bounds = {MIXTURE: si_sdr(target + distractor, target), IDEAL: si_sdr(audio, target)}
 
         def listen(spectrograms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return hear(self.features, spectrograms, phase.repeat(len(spectrograms) // len(x), *[1] * (phase.dim() - 1)),
-                        sound.length, size)
+            phases = phase.repeat(len(spectrograms) // len(x), *[1] * (phase.dim() - 1))  # masks outer
+            return hear(self.features, spectrograms, phases, sound.length, size)
         return listen
 
     def curve(self, name: str, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor, maps: torch.Tensor,

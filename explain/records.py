@@ -1,10 +1,10 @@
 """What the output files hold, stated once: the run key, and one record type per file.
 
 A ``RunKey`` names what a row's numbers belong to: the model and scenario explained and the settings that
-change the numbers (protocol, fill, and what was scored: the masked spectrogram or the sound heard). Rows of different keys never share a scaling, and two runs whose keys
-differ in one setting can be compared (``report``). Adding a key is one field of ``RunKey``, with its
-default for files written before it and its allowed values: every file that carries the key gets the
-column, every reader its old-file default.
+change the numbers (protocol, fill, and what was scored: the masked spectrogram or the sound heard). Rows of
+different keys never share a scaling, and two runs whose keys differ in one setting can be compared
+(``report``). Adding a key is one field of ``RunKey``, with its default for files written before it and its
+allowed values: every file that carries the key gets the column, every reader its old-file default.
 
 Each output file is a list of records of one dataclass: its columns come from the fields (a ``key`` field
 spreads into the key's columns: ``model, scenario`` before the record's own columns and the settings after

@@ -47,10 +47,10 @@ def read_checkpoint(path: str | Path, option: str, fix: str) -> dict:
 OWN_MODELS = "lightning_modules."  # the project's own model classes, which any checkpoint may name
 
 
-def check_lightning_checkpoint(path: str | Path, option: str = "--ckpt_path", model_class: str | None = None) -> None:
+def check_lightning_checkpoint(path: str | Path, option: str = "--ckpt_path", model_class: str | None = None) -> dict:
     """``path`` is a checkpoint that ``main.py fit`` could have written. The model class it names (LightningCLI
     builds that class from it) is the project's own or ``model_class``, the one the config or command line
-    names: a checkpoint never chooses which code runs."""
+    names: a checkpoint never chooses which code runs. Returns its hyperparameters."""
     fix = "give a .ckpt file written by `main.py fit` (for example runs/<name>/best.ckpt)"
     ckpt = read_checkpoint(path, option, fix)
     if "state_dict" not in ckpt:
@@ -59,3 +59,4 @@ def check_lightning_checkpoint(path: str | Path, option: str = "--ckpt_path", mo
     if isinstance(named, str) and not named.startswith(OWN_MODELS) and named != model_class:
         raise UsageValueError(f"{option} {path} holds a model of class {named}, code from outside this project: "
                               f"name it yourself to run it (--model.class_path {named}, or a --config that does)")
+    return ckpt.get("hyper_parameters") or {}
