@@ -20,3 +20,11 @@ class UsageFileNotFoundError(UsageError, FileNotFoundError):
 
 class UsageFileExistsError(UsageError, FileExistsError):
     """An output the run would overwrite already exists."""
+
+
+def program() -> str:
+    """The command the user ran, as messages that say what to run should name it: ``audio-xai`` (the installed
+    command) or ``main.py``."""
+    import sys
+    from pathlib import Path
+    return "audio-xai" if Path(sys.argv[0]).name.startswith("audio-xai") else "main.py"

@@ -7,7 +7,10 @@ the logged runs; neither needs a Trainer.
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -54,7 +57,161 @@ def run_id() -> str:
     return value
 
 
+# -- where the model's and data's options come from -----------------------------------------------------------
+CLASS_SECTIONS = ("model", "data")
+
+
+class Given:
+    """One option of a class section as a config or the command line set it: its value and the class it was
+    written for: a config section without a class_path is written for whatever class was chosen before it."""
+
+    def __init__(self, source: str, written_for: Optional[str], kind: str, value=None):
+        # kind: "class" (beside its class_path in a config), "flat" (a config section without one), "argument"
+        self.source, self.written_for, self.kind, self.value = source, written_for, kind, value
+
+
+class SectionSources:
+    """What the configs and the command line, read in argparse's order, say about one class section: each
+    option's latest ``Given``, and the latest class named other than by the project's default config."""
+
+    def __init__(self):
+        self.current: Optional[str] = None
+        self.options: dict[str, Given] = {}
+        self.named_class: Optional[tuple[str, str]] = None  # (class path, the option or file that named it)
+
+    def choose(self, class_path: str, source: str, default: bool) -> None:
+        self.current = class_path
+        if not default:
+            self.named_class = (class_path, source)
+
+    def config_section(self, value, source: str, default: bool) -> None:
+        if isinstance(value, str):
+            self.choose(value, source, default)
+        elif isinstance(value, dict):
+            if value.get("class_path"):
+                self.choose(value["class_path"], source, default)
+            kind = "class" if value.get("class_path") else "flat"
+            for key, item in {**value, **(value.get("init_args") or {})}.items():
+                if key not in ("class_path", "init_args", "dict_kwargs", "__path__"):
+                    self.options[key] = Given(source, self.current, kind, item)
+
+
+def _yaml(text_or_path: str):
+    import yaml
+    try:
+        path = Path(text_or_path)
+        text = path.read_text() if path.is_file() else text_or_path
+    except (OSError, ValueError):
+        text = text_or_path
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+
+
+def option_sources(argv: list[str], default_files: list[str]) -> dict[str, SectionSources]:
+    """``SectionSources`` of the model and data sections of a subcommand's ``argv`` (after the subcommand),
+    read as jsonargparse reads them: the default config files first, then the arguments left to right."""
+    sections = {name: SectionSources() for name in CLASS_SECTIONS}
+
+    def config(value, source: str, default: bool) -> None:
+        loaded = _yaml(value)
+        if isinstance(loaded, dict):
+            for name, section in sections.items():
+                if name in loaded:
+                    section.config_section(loaded[name], source, default)
+
+    for path in default_files:
+        config(path, Path(path).name, default=True)
+    i = 0
+    while i < len(argv):
+        flag, eq, value = argv[i].partition("=")
+        if not eq:
+            value = argv[i + 1] if i + 1 < len(argv) else ""
+            i += 1
+        i += 1
+        if flag in ("--config", "-c"):
+            config(value, value, default=False)
+            continue
+        name, _, key = flag.lstrip("-").partition(".")
+        if not flag.startswith("--") or name not in sections:
+            continue
+        section = sections[name]
+        if key in ("", "class_path"):
+            loaded = _yaml(value) if key == "" else value
+            section.config_section(loaded if isinstance(loaded, (dict, str)) else value, f"--{name}", False)
+        elif key != "help":
+            option = key.removeprefix("init_args.").partition(".")[0]
+            section.options[option] = Given(f"--{name}.{key}", section.current, "argument")
+    return sections
+
+
+def _same_class(a: Optional[str], b: Optional[str]) -> bool:
+    """Two class paths name the same class (``lightning_modules.AudioClassifier`` and
+    ``lightning_modules.model.AudioClassifier``; a bare class name as jsonargparse accepts it)."""
+    if not a or not b:
+        return a == b
+    if a == b or "." not in a or "." not in b:
+        return a.rpartition(".")[2] == b.rpartition(".")[2]
+    objects = []
+    for path in (a, b):
+        module, _, name = path.rpartition(".")
+        imported = sys.modules.get(module)  # a class is compared only once its module is loaded: no import here
+        objects.append(getattr(imported, name, path) if imported else path)
+    return objects[0] is objects[1] or objects[0] == objects[1]
+
+
+def own_defaults(sources: dict[str, SectionSources]) -> tuple[list[str], list[str]]:
+    """A class chosen by a later config or option gets its own defaults, not the values a config wrote beside
+    another class's class_path (jsonargparse carries over every value the new class accepts): returns the
+    arguments that restore them, to go after the command's own, and one line per section that says which
+    values of a config section without a class_path apply to a class they were not written for."""
+    import inspect
+
+    from jsonargparse._util import import_object
+    extra, notes = [], []
+    for name, section in sources.items():
+        chosen = section.current
+        try:
+            params = inspect.signature(import_object(chosen).__init__).parameters if chosen else {}
+        except Exception:  # a class jsonargparse resolves (or rejects) itself: its own message follows
+            continue
+        applied: dict[tuple, list[str]] = {}  # (config file, the class it wrote for) -> what applies anyway
+        for key, given in section.options.items():
+            if given.kind == "argument" or key not in params or _same_class(given.written_for, chosen):
+                continue
+            default = params[key].default
+            if given.kind == "class" and default is not inspect.Parameter.empty:
+                try:  # a string as it is: jsonargparse would keep JSON's quotes in a str option
+                    extra.append(f"--{name}.init_args.{key}={default if isinstance(default, str) else json.dumps(default)}")
+                except TypeError:  # a default no option can spell: left as jsonargparse has it
+                    pass
+            elif default is inspect.Parameter.empty or given.value != default:
+                own = "" if default is inspect.Parameter.empty else f" (its default {default!r})"
+                applied.setdefault((given.source, given.written_for), []).append(f"{key}={given.value!r}{own}")
+        for (source, written_for), values in applied.items():
+            notes.append(f"note: {source} sets {name} options for {written_for} that apply to {chosen}: "
+                         f"{', '.join(values)}; set --{name}.init_args.NAME to change one")
+    return extra, notes
+
+
 RUN: dict = {}  # the command, its run folder and explain options, once parsed: for the resume hint
+
+
+def no_tips(record: logging.LogRecord) -> bool:
+    """Lightning's advertisements for its cloud services (a tip on every command) are not this tool's output."""
+    return not str(record.msg).startswith("💡 Tip")
+
+
+def short_error(message: str) -> str:
+    """jsonargparse's message in one line: of a union's alternatives, only the errors of the one given (a
+    class_path that does not import, say), not the None it also tried."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if len(lines) > 1 and "Does not validate against any of the Union subtypes" in lines[1]:
+        skip = ("Does not validate", "Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>")
+        lines = [lines[0]] + [line.removeprefix("- ") for line in lines[1:] if not line.startswith(skip)]
+    text = " ".join(lines)
+    return re.sub(r'^Parser key "([^"]+)":', r"--\1:", text)
 
 
 class Stopped(KeyboardInterrupt):
@@ -86,7 +243,7 @@ def main(args: Optional[list[str]] = None) -> None:
         usage = _usage_error(err)
         if usage is None or os.environ.get("AUDIOXAI_DEBUG"):
             raise
-        print(f"error: {usage}\n(set AUDIOXAI_DEBUG=1 to see where it was raised)", file=sys.stderr)
+        print(f"error: {one_line(usage)}\n(set AUDIOXAI_DEBUG=1 to see where it was raised)", file=sys.stderr)
         sys.exit(2)
     finally:
         for s, handler in previous.items():
@@ -99,6 +256,17 @@ def _usage_error(err: BaseException) -> Optional[UsageError]:
     while err is not None and not isinstance(err, UsageError):
         err = err.__cause__
     return err
+
+
+def one_line(err: UsageError) -> str:
+    """The user's mistake as it was raised: a DataLoader worker's error comes back as the same type around the
+    worker's whole traceback, whose last line is the original ``module.Type: message``."""
+    text = str(err)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
+        return last.removeprefix(prefix)
+    return text
 
 
 def _global_rank() -> int:
@@ -138,16 +306,24 @@ def _main(args: Optional[list[str]] = None) -> None:
     if argv and argv[0] == "dashboard":
         from report.dashboard import main as dashboard_main
         return dashboard_main(argv[1:])
+    argv = find_configs(argv)
+    sources = {}
+    if argv and argv[0] in ("fit", "validate", "test", "predict"):
+        sources = option_sources(argv[1:], [str(DEFAULT_CONFIG)])
+        extra, notes = own_defaults(sources)
+        argv += extra
+        if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+            print(*notes, sep="\n", file=sys.stderr, end="\n" if notes else "")
     if args is None:  # LightningCLI, and the launcher of a distributed run's other ranks, read sys.argv
-        sys.argv[1:] = find_configs(sys.argv[1:])
+        sys.argv[1:] = argv
     else:
-        args = find_configs(args)
+        args = argv
 
-    from callbacks.wandb_log import choose_wandb_mode, configure_runs, print_sync_hint
+    from callbacks.wandb_log import choose_wandb_mode, configure_runs, print_sync_hint, quiet
     choose_wandb_mode()
 
     import lightning as L
-    from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
     from callbacks import BestCheckpoint, ExplainCallback
     from explain.base import describe_methods, known_methods, method_groups
@@ -161,8 +337,20 @@ def _main(args: Optional[list[str]] = None) -> None:
         def save_config(self, trainer, pl_module, stage) -> None:
             folder = Path(trainer.default_root_dir)
             folder.mkdir(parents=True, exist_ok=True)
-            self.parser.save(self.config, str(folder / self.config_filename), skip_none=False,
+            self.parser.save(self.config, str(folder / self.config_filename), skip_unset=False,
                              overwrite=self.overwrite, multifile=self.multifile)
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(no_tips)
+
+    class Parser(LightningArgumentParser):
+        """jsonargparse's parser, whose errors are one line and a hint instead of the whole usage (90 lines)."""
+
+        def print_usage(self, file=None) -> None:
+            self._print_message(f"usage: {self.prog.replace(' [options]', '')} [options]\n", file)
+
+        def error(self, message: str, ex: Optional[Exception] = None):
+            super().error(short_error(message) if self.exit_on_error else message, ex)
 
     class CLI(LightningCLI):
         def add_arguments_to_parser(self, parser):
@@ -177,12 +365,13 @@ def _main(args: Optional[list[str]] = None) -> None:
 
         def parse_arguments(self, parser, args):
             super().parse_arguments(parser, args)
+            subcommand = self.config.get("subcommand")
+            sub = self.config.get(subcommand or "", {})
             # before Lightning reads the checkpoint's hyperparameters, so a bad file is named in one line
-            sub = self.config.get(self.config.get("subcommand") or "", {})
             ckpt = sub.get("ckpt_path")
             if ckpt and not (ckpt in ("best", "last", "hpc") or ckpt.startswith("registry")):
-                model_class = sub.get("model", {}).get("class_path")
-                self.ckpt_hparams = check_lightning_checkpoint(ckpt, model_class=model_class)
+                self.ckpt_hparams = check_lightning_checkpoint(ckpt, named=sources["model"].named_class if sources else None,
+                                                               same_class=_same_class)
 
         def _parse_ckpt_path(self):
             # checkpoints written before the model was chosen by class_path hold its arguments without the
@@ -208,7 +397,11 @@ def _main(args: Optional[list[str]] = None) -> None:
             sub.trainer.default_root_dir = str(base / f"{self.subcommand}-{run_id()}")
             RUN.update(command=self.subcommand, folder=sub.trainer.default_root_dir, explain=sub.explain,
                        cache=sub.explainer.cache)
-            configure_runs(sub, self.subcommand)
+            configure_runs(sub, self.subcommand, base)
+
+        def instantiate_classes(self):
+            super().instantiate_classes()
+            quiet(self.trainer.loggers)
 
         def after_fit(self):
             print_sync_hint(self.trainer.loggers)
@@ -228,6 +421,7 @@ def _main(args: Optional[list[str]] = None) -> None:
     # subclass mode); configs/default.yaml names AudioClassifier and ESC50DataModule, and a config or option
     # without a class_path sets their arguments
     cli = CLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+              parser_class=Parser,
               args=args, seed_everything_default=0,
               parser_kwargs={sub: {"default_config_files": [str(DEFAULT_CONFIG)]}
                              for sub in ("fit", "validate", "test", "predict")},

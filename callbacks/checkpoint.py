@@ -38,13 +38,21 @@ class BestCheckpoint(ModelCheckpoint):
         super().__init__(monitor=monitor, mode=mode, filename=filename, save_last=save_last,
                          auto_insert_metric_name=False, **kwargs)
         self.keep = keep
+        self._stage = "fit"
 
     def setup(self, trainer, pl_module, stage: str) -> None:
+        self._stage = stage
         if self.dirpath is None:
             self.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         super().setup(trainer, pl_module, stage)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # a test or validation from a checkpoint uses its weights; the fit's record of its checkpoints (in
+        # another folder: Lightning warns that it moved) means nothing there
+        if self._stage == "fit":
+            super().load_state_dict(state_dict)
 
     # Lightning (2.6) rewrites last.ckpt only in an epoch whose val/acc improved; --checkpoint.keep last and a
     # resumed fit need the last epoch itself

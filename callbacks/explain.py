@@ -17,7 +17,7 @@ from explain import MASK_NAMES, METHODS, parse_methods
 from explain.base import method_groups
 from explain.masks import check_mask_names
 from explain.metrics import METRIC_NAMES
-from explain.batching import CUDA_MEMORY_GB, check_precision
+from explain.batching import CUDA_MEMORY_GB, check_memory, check_precision
 from explain.curves import CURVES, FRACTIONS
 from explain.masks import check_fill
 from explain.localisation import ground_truth
@@ -205,6 +205,7 @@ class ExplainCallback(Callback):
             raise UsageValueError(f"--explain needs the model in float32, but --trainer.precision made it {dtype}: "
                                   "use --trainer.precision 32 with --explainer.precision bf16 for bfloat16 "
                                   "forward passes")
+        check_memory(self.memory_gb, pl_module.device)
         self.features = pl_module.features
         self.model_label = self.model_name or getattr(pl_module, "model_label", getattr(self.features, "kind", "model"))
         self._class_names = list(getattr(trainer.datamodule, "class_names", None) or [])

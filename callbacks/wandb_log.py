@@ -122,20 +122,31 @@ def _wandb_loggers(logger_config) -> list:
     return found
 
 
-def configure_runs(config, subcommand: str) -> None:
+def configure_runs(config, subcommand: str, root: str | Path) -> None:
     """Before the loggers are built: every W&B run of a command gets its job type (the command decides it, over
     what a reused config says), tags and the flat config keys known before the run: ``model`` (its feature
     type; an explanation run relabels it with ``--explainer.model_name``) and ``seed``. The group is the
-    config's (``--trainer.logger.init_args.group``)."""
+    config's (``--trainer.logger.init_args.group``). Its files go to ``<root>/wandb`` (``root``: the
+    ``trainer.default_root_dir`` that holds the command's run folders) unless the config names a folder."""
     kind = job_type(subcommand, config.get("explain"))
     model_config = config.get("model") or {}
     # a model given by class_path holds its arguments under init_args
     model = model_config.get("features") or (model_config.get("init_args") or {}).get("features")
     for logger in _wandb_loggers(config.trainer.logger):
         args = logger.init_args
+        if args.get("save_dir") in (None, "", ".") and not args.get("dir"):  # "." is WandbLogger's default
+            args.save_dir = str(root)
         args.job_type = kind
         args.config = {**(args.get("config") or {}), "model": model, "seed": config.get("seed_everything")}
         args.tags = list(dict.fromkeys([*(args.get("tags") or []), kind, *([model] if model else [])]))
+
+
+def quiet(loggers) -> None:
+    """Lightning passes W&B an ``anonymous`` setting of None, which W&B warns has no effect: leave it unset."""
+    for logger in loggers:
+        settings = getattr(logger, "_wandb_init", None)
+        if isinstance(logger, WandbLogger) and isinstance(settings, dict) and settings.get("anonymous") is None:
+            settings.pop("anonymous", None)
 
 
 # -- what an explanation run adds --------------------------------------------------------------------------

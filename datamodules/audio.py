@@ -26,7 +26,8 @@ def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises several types for broken files
-        raise AudioError(f"cannot read audio file {path}: {err}. Replace it with a valid wav/flac file.") from err
+        raise AudioError(f"cannot read audio file {path} ({str(err).rstrip('.')}); replace it with a valid wav/flac "
+                         "file") from err
     if data.shape[0] == 0:
         raise AudioError(f"audio file {path} has no samples; replace it with a valid recording.")
     if not np.isfinite(data).all():

@@ -11,12 +11,14 @@ from typing import Optional
 
 import lightning as L
 import soundfile
+from lightning.fabric.utilities.data import suggested_max_num_workers
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from errors import UsageFileExistsError, UsageFileNotFoundError, UsageValueError
 from .audio import DURATION, SAMPLE_RATE, clip_path, load_clip
+from .batch import collate
 from files import DownloadError, download, extract_zip_into
 from .noise import MIXTURE, Mixture, ScenarioNoise, TrainNoise
 from .synthetic import is_synthetic, read_signatures, write_synthetic_esc50
@@ -98,7 +100,7 @@ class ESC50DataModule(L.LightningDataModule):
 
     def __init__(self, root: str = "data/ESC-50", download: bool = False, url: str = ESC50_URL,
                  synthetic: bool = False, train_folds: list[int] = [1, 2, 3], val_folds: list[int] = [4],
-                 test_folds: list[int] = [5], batch_size: int = 32, num_workers: int = 0,
+                 test_folds: list[int] = [5], batch_size: int = 32, num_workers: Optional[int] = None,
                  sample_rate: int = SAMPLE_RATE, duration: float = DURATION, test_noise: Optional[str] = None,
                  noise_dir: str = "data/noises", train_noise: Optional[TrainNoise] = None,
                  seed: int = 0, mixture_snr: float = 0.0, mixture_seed: int = 0):
@@ -109,6 +111,10 @@ class ESC50DataModule(L.LightningDataModule):
                 raise UsageValueError(f"--data.{name} must be a finite number, got {value!r}")
         if duration <= 0:
             raise UsageValueError(f"--data.duration must be above 0 seconds, got {duration!r}")
+        if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int)
+                                        or num_workers < 0):
+            raise UsageValueError(f"--data.num_workers must be a whole number of at least 0 (or null: as many as "
+                                  f"the machine's CPUs per device, less one), got {num_workers!r}")
         self.save_hyperparameters()
         self.root = Path(root)
         self.train_noise = train_noise
@@ -242,8 +248,11 @@ class ESC50DataModule(L.LightningDataModule):
             # Lightning's default sampler repeats clips to even out the ranks; every clip exactly once instead
             sampler = UnrepeatedDistributedSampler(ds, num_replicas=trainer.world_size, rank=trainer.global_rank,
                                                    shuffle=False)
+        workers = self.hparams.num_workers
+        if workers is None:  # Lightning's own advice for this machine: its CPUs per device, less one
+            workers = suggested_max_num_workers(trainer.num_devices if trainer is not None else 1)
         return DataLoader(ds, batch_size=self.hparams.batch_size, shuffle=shuffle, sampler=sampler,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+                          num_workers=workers, persistent_workers=workers > 0, collate_fn=collate)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -76,7 +76,7 @@ class AudioFolderDataModule(ESC50DataModule):
                  label_column: str = "label", name_column: Optional[str] = None, fold_column: Optional[str] = "fold",
                  audio_dir: str = "", folds: int = 5, train_folds: list[Fold] = [1, 2, 3],
                  val_folds: list[Fold] = [4], test_folds: list[Fold] = [5], batch_size: int = 32,
-                 num_workers: int = 0, sample_rate: int = SAMPLE_RATE, duration: float = DURATION,
+                 num_workers: Optional[int] = None, sample_rate: int = SAMPLE_RATE, duration: float = DURATION,
                  test_noise: Optional[str] = None, noise_dir: str = "data/noises",
                  train_noise: Optional[TrainNoise] = None, mixture_snr: float = 0.0, mixture_seed: int = 0):
         if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
@@ -119,6 +119,11 @@ class AudioFolderDataModule(ESC50DataModule):
         if not (self._csv and self.hparams.fold_column):
             round_robin_folds(rows, self.hparams.folds)
         self._classes = class_order({r["label"] for r in rows})
+        if len(self._classes) < 2:
+            where = f"column {self.hparams.label_column!r} of {self._csv}" if self._csv else f"{self.root}"
+            raise UsageValueError(f"{where} holds one class ({self._classes[0]!r}): a classifier tells at least two "
+                                  "classes apart; add the clips of another class "
+                                  + ("(rows with another label)" if self._csv else "(a folder of its own)"))
         number = {label: i for i, label in enumerate(self._classes)}
         for r in rows:
             r["target"], r["category"] = number[r["label"]], self._names.get(r["label"], r["label"])

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from errors import UsageValueError
+from errors import UsageValueError, program
 from files import write_csv
 
 from .masks import FILLS, MASK_NAMES
@@ -118,10 +118,10 @@ def csv_records(path: Path):
             yield csv.DictReader(f)
     except UnicodeDecodeError as err:
         raise RecordError(f"{path} is not UTF-8 text ({err.reason}); give the files written by "
-                          f"`main.py test --explain`") from None
+                          f"`{program()} test --explain`") from None
     except csv.Error as err:
         raise RecordError(f"{path} is not a CSV table ({err}); give the files written by "
-                          f"`main.py test --explain`") from None
+                          f"`{program()} test --explain`") from None
 
 
 def _parse(kind, text: str | None, column: str, where: str):
@@ -198,7 +198,7 @@ class Record:
             missing = [c for c in needed if c not in present]
             if missing:
                 raise RecordError(f"{path}: missing column(s) {missing}; expected "
-                                  f"{','.join(cls.columns())}; give the file written by `main.py test --explain`")
+                                  f"{','.join(cls.columns())}; give the file written by `{program()} test --explain`")
             metrics = [m for m in METRIC_NAMES if m in present]
             out = []
             for line, rec in enumerate(reader, start=2):

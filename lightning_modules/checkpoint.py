@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from datamodules.noise import TrainNoise
-from errors import UsageFileNotFoundError, UsageValueError
+from errors import UsageFileNotFoundError, UsageValueError, program
 
 # A fit with --data.train_noise stores this dataclass among the datamodule's hyperparameters; Lightning
 # reads checkpoints with weights_only=True too, so it must be allowed everywhere (it holds data, no code).
@@ -47,16 +47,31 @@ def read_checkpoint(path: str | Path, option: str, fix: str) -> dict:
 OWN_MODELS = "lightning_modules."  # the project's own model classes, which any checkpoint may name
 
 
-def check_lightning_checkpoint(path: str | Path, option: str = "--ckpt_path", model_class: str | None = None) -> dict:
-    """``path`` is a checkpoint that ``main.py fit`` could have written. The model class it names (LightningCLI
-    builds that class from it) is the project's own or ``model_class``, the one the config or command line
-    names: a checkpoint never chooses which code runs. Returns its hyperparameters."""
-    fix = "give a .ckpt file written by `main.py fit` (for example runs/<name>/best.ckpt)"
+def check_lightning_checkpoint(path: str | Path, option: str = "--ckpt_path",
+                               named: tuple[str, str] | None = None, same_class=None) -> dict:
+    """``path`` is a checkpoint that ``fit`` could have written. The model class it names (LightningCLI builds that
+    class from it) is the project's own or the one the user named, ``named`` = (class path, the option or config
+    that named it; None where only the project's default config names one): a checkpoint never chooses which
+    code runs, and a class the user named is never silently replaced by the checkpoint's. ``same_class(a, b)``
+    compares two class paths (default: equal strings). Returns its hyperparameters."""
+    fix = f"give a .ckpt file written by `{program()} fit` (for example runs/<name>/best.ckpt)"
     ckpt = read_checkpoint(path, option, fix)
     if "state_dict" not in ckpt:
         raise UsageValueError(f"{option} {path} is not a Lightning checkpoint (it has no state_dict); {fix}")
-    named = (ckpt.get("hyper_parameters") or {}).get("_class_path")
-    if isinstance(named, str) and not named.startswith(OWN_MODELS) and named != model_class:
-        raise UsageValueError(f"{option} {path} holds a model of class {named}, code from outside this project: "
-                              f"name it yourself to run it (--model.class_path {named}, or a --config that does)")
+    held = (ckpt.get("hyper_parameters") or {}).get("_class_path")
+    same = same_class or (lambda a, b: a == b)
+    if isinstance(held, str):
+        own = held.startswith(OWN_MODELS)
+        if named is not None and not same(held, named[0]):
+            cls, source = named
+            source = "--model.class_path" if source.startswith("--model") else source
+            raise UsageValueError(
+                f"{option} {path} holds a model of class {held}, not {cls} that {source} names; "
+                + (f"to test the checkpoint's model leave the class out (or name {held}), to test {cls} give a "
+                   f"checkpoint trained as {cls}" if own else
+                   f"to run it, name its class yourself (--model.class_path {held}): code from outside this project "
+                   "runs only when you name it"))
+        if not own and named is None:
+            raise UsageValueError(f"{option} {path} holds a model of class {held}, code from outside this project: "
+                                  f"name it yourself to run it (--model.class_path {held}, or a --config that does)")
     return ckpt.get("hyper_parameters") or {}

@@ -10,6 +10,10 @@ A model is explainable when it has
 - ``spectrogram_model``: the ``nn.Module`` from that spectrogram to the (B, classes) logits, which every
   method explains.
 
+A batch, in every step, is a dict (``datamodules.batch.Batch``) read by name: ``batch["waveform"]``, the (B, N)
+waveforms at the data's sample rate, and ``batch["target"]``, the (B,) class numbers (with ``filename`` and, per
+scenario, more); a position (``batch[0]``, ``x, y = batch``) is an error that names the keys.
+
 ``SpectrogramClassifier`` is a base that adds the rest (training steps, accuracy, Adam, the data checks);
 ``AudioClassifier`` (Cnn14) and ``SpectrogramTransformer`` are built on it. What a method needs beyond the
 contract it declares itself (``AttributionMethod.check_model``), helped by the functions below, which find
@@ -26,7 +30,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torchmetrics.classification import MulticlassAccuracy
 
-from errors import UsageValueError
+from errors import UsageValueError, program
 
 README = "README, \"Bring your own model and data\""
 FRONT_END = ("sample_rate", "inverse", "bin_frequencies")
@@ -224,6 +228,9 @@ class SpectrogramClassifier(L.LightningModule):
 
     def __init__(self, num_classes: int = 50, lr: float = 1e-4):
         super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise UsageValueError(f"--model.num_classes must be at least 2, got {num_classes!r}: a classifier tells "
+                                  "at least two classes apart (give data of two classes or more)")
         self.save_hyperparameters()  # with the subclass's own arguments: a checkpoint rebuilds the model
         self.num_classes, self.lr = num_classes, lr
         self.metrics = nn.ModuleDict({s: MulticlassAccuracy(num_classes, average="micro")
@@ -260,7 +267,7 @@ class SpectrogramClassifier(L.LightningModule):
                 raise UsageValueError(f"--model.num_classes is {ours} but {where}; pass --model.num_classes {theirs}")
             raise UsageValueError(f"the model was trained for {ours} classes but {where}; use the data the checkpoint "
                                   f"was trained on (--data.root), or a checkpoint trained on this data "
-                                  f"(main.py fit --data.root {root} --model.num_classes {theirs})")
+                                  f"({program()} fit --data.root {root} --model.num_classes {theirs})")
         rate = getattr(getattr(data, "hparams", None), "sample_rate", None)
         ours = self.features.sample_rate
         if rate is not None and rate != ours:

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from errors import program
 from explain.metrics import METRIC_NAMES
 from files import atomic_write, write_csv
 
@@ -106,7 +107,7 @@ def write_heard(out: Path, heard: dict, shown: dict, settings: tuple[str, ...]) 
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="main.py report", description=__doc__)
+    p = argparse.ArgumentParser(prog=f"{program()} report", description=__doc__)
     p.add_argument("results", nargs="+", help="results.csv files or run folders (searched for results.csv); runs "
                    "of one model and scenario that differ in one setting (protocol, fill) are also compared")
     p.add_argument("--compare", choices=SETTINGS, help="the setting to compare along where the runs differ in several "

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from errors import program
 from explain.bootstrap import bootstrap_ci
 from explain.masks import MASK_NAMES
 from explain.records import KEY_FIELDS, SETTING_CHOICES, SETTING_PLURALS, SETTING_STUDY, SETTINGS
@@ -145,7 +146,7 @@ def _clip_values(row: Row, cache: dict) -> tuple | None:
     found = cache[row.source].get(row.file_key)
     if found and len(set(found[0])) != len(found[0]):
         raise ReportInputError(f"{Path(row.source).with_name('per_clip.csv')}: a clip is listed twice for "
-                               f"{row.method} {row.mask}; give the per_clip.csv written by `main.py test --explain`")
+                               f"{row.method} {row.mask}; give the per_clip.csv written by `{program()} test --explain`")
     return found
 
 

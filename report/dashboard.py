@@ -11,7 +11,7 @@ from pathlib import Path
 from callbacks.wandb_log import (AUDIO, COMPARED, CURVE_AREAS, FIGURES, FRACTION, LAYERS_RANDOMISED, MASK_RUN,
                                  METHOD_RUN, RUN_METHOD, RUN_METHOD_MASK, best_key, choose_wandb_mode, compared_key,
                                  margin_key)
-from errors import UsageValueError
+from errors import UsageValueError, program
 from explain import METHODS
 from explain.curves import CURVES
 from explain.localisation import MAP_METRICS, MASK_METRICS
@@ -155,7 +155,7 @@ def spec(report, workspace) -> dict:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="main.py dashboard", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=f"{program()} dashboard", description=__doc__.split("\n\n")[0])
     p.add_argument("--entity", required=True, help="W&B user or team that owns the project")
     p.add_argument("--project", required=True, help="W&B project the runs were logged to (the config's "
                    "trainer.logger.init_args.project, audio-xai by default)")

@@ -35,6 +35,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from errors import program
 from explain import METHODS
 from explain.masks import MASK_NAMES
 from explain.metrics import HIGHER_IS_BETTER, METRIC_NAMES, STUDY_METRICS
@@ -109,9 +110,9 @@ def run_identity(results_csv: Path) -> dict[str, str]:
         run = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ReportInputError(f"{path} is not a JSON file ({err}); give the run.json written by "
-                               f"`main.py test --explain`, or move it away") from None
+                               f"`{program()} test --explain`, or move it away") from None
     if not isinstance(run, dict):
-        raise ReportInputError(f"{path}: expected a JSON object, as `main.py test --explain` writes")
+        raise ReportInputError(f"{path}: expected a JSON object, as `{program()} test --explain` writes")
     options = run.get("options") if isinstance(run.get("options"), dict) else {}
     return {"weights": str(run.get("weights_hash") or ""), "clips": str(run.get("clips_hash") or ""),
             "checkpoint": str(run.get("checkpoint") or run.get("ckpt_path") or ""),
@@ -184,7 +185,7 @@ def find_results(paths: list[str | Path]) -> list[tuple[Path, Path | None]]:
         if p.is_dir():
             hits = [(h, p) for h in sorted(p.rglob("results.csv"))]
             if not hits:
-                raise ReportInputError(f"{p}: no results.csv below this folder; run `main.py test --explain ...` first")
+                raise ReportInputError(f"{p}: no results.csv below this folder; run `{program()} test --explain ...` first")
         elif p.is_file():
             hits = [(p, None)]
         else:

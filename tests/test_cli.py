@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import ROOT, quickstart_cells, quickstart_samples, read_wandb_runs, run_here
+from tests.helpers import ROOT, quickstart_cells, quickstart_samples, read_wandb_runs, run_cli, run_here
 
 
 def test_quickstart_fit_trains_a_good_model(quickstart_run):
@@ -24,7 +24,7 @@ def test_quickstart_fit_trains_a_good_model(quickstart_run):
 
 
 def test_quickstart_leaves_an_offline_wandb_run(quickstart_run):
-    fits = [r for r in read_wandb_runs(quickstart_run / "runs" / "wandb") if r["job_type"] == "fit"]
+    fits = [r for r in read_wandb_runs(quickstart_run / "runs" / "quickstart" / "wandb") if r["job_type"] == "fit"]
     assert len(fits) == 1 and "val/acc" in fits[0]["summary"]
 
 
@@ -70,7 +70,7 @@ def test_explain_study_through_the_cli(quickstart_run, explained_run):
     import math
     out, stdout = explained_run
     assert str(out.relative_to(quickstart_run) / "results.csv") in stdout
-    assert "W&B ran offline" in stdout and "wandb sync runs/wandb/offline-run-" in stdout
+    assert "W&B ran offline" in stdout and "wandb sync runs/quickstart/wandb/offline-run-" in stdout
     rows = read_rows(out / "results.csv")
     with open(out / "results.csv") as f:
         assert f.readline().strip() == ("model,scenario,method,mask,n,FF,AI,AD,AG,FidIn,SPS,COMP,COMPn,protocol,"
@@ -99,7 +99,7 @@ def test_explain_study_through_the_cli(quickstart_run, explained_run):
     for method in ("saliency", "gradcam", "lime", "shap"):
         for suffix in ("_in.wav", "_out.wav", ".png"):
             assert (example / method / f"topK_30{suffix}").is_file()
-    runs = read_wandb_runs(quickstart_run / "runs" / "wandb")
+    runs = read_wandb_runs(quickstart_run / "runs" / "quickstart" / "wandb")
     assert any("explain/clean/lime/bin/FF" in r["summary"] and "explain/results" in r["summary"]
                for r in runs if r["job_type"] == "explain")
     shap = [r["summary"]["examples/audio"]["captions"] for r in runs
@@ -174,9 +174,14 @@ def test_every_fit_and_test_run_folder_keeps_its_own_config(tmp_path):
     data = write_synthetic_esc50(tmp_path / "data", num_classes=2, clips_per_fold=2, duration=1.0)
     common = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--data.root", str(data),
               "--data.duration", "1.0", "--model.num_classes", "2"]
-    run_here("fit", *common, "--trainer.max_epochs", "1", cwd=tmp_path)
-    run_here("test", *common, "--ckpt_path", "runs/quickstart/best.ckpt", cwd=tmp_path)
-    assert (tmp_path / "runs" / "wandb").is_dir()  # W&B was on
+    fit = run_cli("fit", *common, "--trainer.max_epochs", "1", cwd=tmp_path)
+    test = run_cli("test", *common, "--ckpt_path", "runs/quickstart/best.ckpt", cwd=tmp_path)
+    # what every command printed before, and the user can do nothing about
+    noise = ("Tip:", "litlogger", "anonymous setting", "Deprecat", "dirpath has changed", "worker processes",
+             "does not have many workers")
+    printed = fit.stdout + fit.stderr + test.stdout + test.stderr
+    assert not [n for n in noise if n in printed], printed
+    assert (tmp_path / "runs" / "quickstart" / "wandb").is_dir()  # W&B was on, beside the run folders
     configs = sorted((tmp_path / "runs" / "quickstart").glob("*-*/config.yaml"))
     assert [c.parent.name.split("-")[0] for c in configs] == ["fit", "test"]
     for path in configs:

@@ -244,12 +244,12 @@ def dashboard_run(quickstart_run, tmp_path_factory):
 def test_fit_and_test_runs_carry_job_type_group_and_flat_keys(quickstart_run, dashboard_run):
     work, out = dashboard_run
     from callbacks.wandb_log import RUN_KEYS
-    fit = [r for r in read_wandb_runs(quickstart_run / "runs" / "wandb") if r["job_type"] == "fit"]
+    fit = [r for r in read_wandb_runs(quickstart_run / "runs" / "quickstart" / "wandb") if r["job_type"] == "fit"]
     assert len(fit) == 1
     assert fit[0]["group"] == QUICKSTART["trainer"]["logger"]["init_args"]["group"]  # the config's
     assert fit[0]["config"]["model"] == QUICKSTART["model"]["features"] and fit[0]["config"]["seed"] == 0
     assert "fit" in fit[0]["tags"]
-    test = [r for r in read_wandb_runs(work / "runs" / "wandb") if r["job_type"] == "explain"]
+    test = [r for r in read_wandb_runs(work / "runs" / "quickstart" / "wandb") if r["job_type"] == "explain"]
     assert len(test) == 1 and test[0]["group"] == GROUP  # overridden on the command line
     row = read_csv(out / "results.csv")[0]
     assert {k: test[0]["config"][k] for k in RUN_KEYS} == {k: row[k] for k in RUN_KEYS}
@@ -259,7 +259,7 @@ def test_fit_and_test_runs_carry_job_type_group_and_flat_keys(quickstart_run, da
 
 def test_one_child_run_per_method_and_mask_holds_the_files_values(dashboard_run):
     work, out = dashboard_run
-    runs = read_wandb_runs(work / "runs" / "wandb")
+    runs = read_wandb_runs(work / "runs" / "quickstart" / "wandb")
     parent = next(r for r in runs if r["job_type"] == "explain")
     everything = read_csv(out / "results.csv")
     # what is heard has child runs of its own, of its own values
@@ -311,7 +311,7 @@ def test_one_child_run_per_method_and_mask_holds_the_files_values(dashboard_run)
 def test_every_key_a_dashboard_panel_names_is_logged_by_a_quickstart_run(dashboard_run, no_network):
     from report.dashboard import build, spec
     work, _ = dashboard_run
-    runs = read_wandb_runs(work / "runs" / "wandb")
+    runs = read_wandb_runs(work / "runs" / "quickstart" / "wandb")
     built = spec(*build("my-team", "audio-xai", GROUP, online=False))
     assert missing_keys(built, runs) == []
     # the check fails for a panel naming a key no run logged, and for a group no run is in
