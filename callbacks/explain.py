@@ -32,6 +32,7 @@ from files import claim_folder, write_json
 from lightning_modules.contract import check_explainable, check_sanity_layers, sanity_layers
 from report.media import save_spectrogram_figures, write_wav
 
+from .progress import stage_progress
 from .wandb_log import log_explanation
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,7 @@ class ExplainCallback(Callback):
         self._saw_truth = False  # whether the batches carried a ground truth (localisation.csv)
 
     def on_test_start(self, trainer, pl_module) -> None:
+        self._progress, self._progress_chosen = None, False
         for name, (per_class, size) in self.pipeline.backgrounds_needed().items():
             self.pipeline.set_background(name, self._background(trainer, pl_module, name, per_class, size))
 
@@ -264,7 +266,8 @@ class ExplainCallback(Callback):
         indices = batch["index"].tolist()
         heard = None if self.heard_clips is None else torch.tensor(
             [i for i, idx in enumerate(indices) if idx < self.heard_clips], dtype=torch.long)
-        explained = self.pipeline.explain(x, ids, Sound(phase, wave.shape[-1], *parts, clips=heard))
+        explained = self.pipeline.explain(x, ids, Sound(phase, wave.shape[-1], *parts, clips=heard),
+                                          self._batch_progress(trainer, batch_idx))
         truth = ground_truth(self.features, batch, x.shape[2])
         if truth is not None:
             self._saw_truth = True
@@ -290,6 +293,21 @@ class ExplainCallback(Callback):
                 self._save_examples(name, [ids[i] for i in example], x[example], explained.x_in[name][:, example],
                                     explained.x_out[name][:, example], phase[example], wave.shape[-1],
                                     [self._classes(batch["target"][i], explained.pred[i]) for i in example])
+
+    def _batch_progress(self, trainer, batch_idx: int):
+        """The explanation stage's progress hook for one test batch's steps: one count over every batch."""
+        if not self._progress_chosen:  # here, not in on_test_start: Lightning's bar starts its display after ours
+            self._progress, self._progress_chosen = stage_progress(trainer, "explaining"), True
+        shown = self._progress
+        if shown is None:
+            return None
+        batches = trainer.num_test_batches[0] if trainer.num_test_batches else float("inf")
+        known = batches != float("inf")
+
+        def hook(label: str, done: int, total: int) -> None:
+            shown(f"batch {batch_idx + 1}{f'/{int(batches)}' if known else ''}: {label}", batch_idx * total + done,
+                  int(batches) * total if known else None)
+        return hook
 
     def _keep_separation(self, indices: list[int], ids: list[str], explained) -> None:
         mix = explained.separation_bounds[MIXTURE].cpu()
@@ -337,7 +355,13 @@ class ExplainCallback(Callback):
         """The key of the rows of ``scored`` (curves, sanity and localisation are of the spectrogram's)."""
         return RunKey(self.model_label, self._scenario, self.protocol, self.fill, scored)
 
+    def _close_progress(self) -> None:
+        shown, self._progress = getattr(self, "_progress", None), None
+        if shown is not None:
+            shown.close()
+
     def on_test_epoch_end(self, trainer, pl_module) -> None:
+        self._close_progress()
         results = []
         for scored in self.scored:
             n = self.pipeline.count(scored)  # torchmetrics sums every rank's states here
@@ -399,10 +423,16 @@ class ExplainCallback(Callback):
             return None
         x = torch.stack([c[2] for c in chosen]).to(pl_module.device)
         target = torch.tensor([c[3] for c in chosen], device=pl_module.device)
-        found = self.pipeline.sanity(x, target, [c[1] for c in chosen], self.sanity_layers, self.seed)
+        shown = stage_progress(trainer, "sanity check")
+        try:
+            found = self.pipeline.sanity(x, target, [c[1] for c in chosen], self.sanity_layers, self.seed, shown)
+        finally:
+            if shown is not None:
+                shown.close()
         return [dataclasses.replace(value, key=self.run_key()) for value in found]
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._close_progress()
         claim, self._claim = getattr(self, "_claim", None), None
         if claim is not None:
             claim.close()
