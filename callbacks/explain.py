@@ -223,7 +223,9 @@ class ExplainCallback(Callback):
         ).to(pl_module.device)
         # per input scored, (dataset index, clip, true, pred) of the clips scored, in this rank's test order
         self._clips: dict[str, list[tuple]] = {s: [] for s in self.scored}
-        self._seen: list[tuple[int, str]] = []  # (dataset index, clip) of every clip explained
+        # (dataset index, clip, true class, class predicted) of every clip explained
+        self._seen: list[tuple[int, str, int, int]] = []
+        self._classes_out = 0  # the model's outputs: chance is one in this many
         # per scored input and method, (K, B, metrics) per batch
         self._values: dict[str, dict[str, list[torch.Tensor]]] = {s: {m: [] for m in self.methods} for s in self.scored}
         self._separation: list[tuple] = []  # (dataset index, clip, {name: (K,) or () SI-SDR}, mixture SI-SDR)
@@ -275,7 +277,8 @@ class ExplainCallback(Callback):
             keep = (explained.pred == batch["target"].to(explained.pred.device)) & truth.flatten(1).any(1)
             self.pipeline.localise(explained, truth, keep, ids)
         clips = list(zip(indices, ids, batch["target"].tolist(), explained.pred.tolist()))
-        self._seen += list(zip(indices, ids))
+        self._seen += clips
+        self._classes_out = explained.probs.shape[-1]
         for scored in self.scored:
             self._clips[scored] += clips if scored == "spectrogram" else [clips[i] for i in explained.heard_clips.tolist()]
         if self.sanity:
@@ -447,15 +450,20 @@ class ExplainCallback(Callback):
             values = {n: torch.cat(v, dim=1) for n, v in by_method.items() if v}
             for ci, (index, clip, true, pred) in enumerate(self._clips[scored]):
                 local.append((scored, index, clip, true, pred, {n: v[:, ci].numpy() for n, v in values.items()}))
-        # one collective: each rank's values, cache counts and the clips it explained
-        everything, counts, seen = zip(*every_rank(trainer, (local, self.pipeline.counts, self._seen)))
+        # one collective: each rank's values, cache counts, the clips it explained and the model's outputs
+        everything, counts, seen, outputs = zip(*every_rank(trainer, (local, self.pipeline.counts, self._seen,
+                                                                       self._classes_out)))
         in_order = sorted((r for part in everything for r in part), key=lambda r: r[1])
         clips = [ClipValues(self.run_key(scored), clip, true, pred, int(true == pred), name, mask,
                             dict(zip(METRIC_NAMES, by_method[name][ki].tolist())))
                  for scored in self.scored for name in self.methods for ki, mask in enumerate(self.masks)
                  for s, _, clip, true, pred, by_method in in_order if s == scored and name in by_method]
         total = {m: {k: sum(c[m][k] for c in counts) for k in ("cached", "computed")} for m in self.methods}
-        self._clip_names = [clip for _, clip in sorted(c for part in seen for c in part)]
+        every = sorted(c for part in seen for c in part)
+        self._clip_names = [clip for _, clip, _, _ in every]
+        # of the predictions explained (the clean spectrograms'), over every clip of every rank
+        self._accuracy = {"correct": sum(int(true == pred) for _, _, true, pred in every), "clips": len(every),
+                          "classes": max(outputs)}
         return clips, total
 
     def curve_points(self, curves: dict, n: int) -> list[CurvePoint]:
@@ -508,12 +516,15 @@ class ExplainCallback(Callback):
             # given may be a link the next fit re-points (best.ckpt), so the file it resolved to is kept too
             "ckpt_path": ckpt, "checkpoint": str(Path(ckpt).resolve()) if ckpt else None,
             "weights_hash": self.pipeline.weights(), "clips_hash": clips_hash(names),
-            "clips": len(names), "world_size": trainer.world_size,
+            "clips": len(names), "world_size": trainer.world_size, "accuracy": self._accuracy,
             "attributions": counts, "cache": str(self._cache_root) if self.cache else None,
         })
         attributions = ", ".join(f"{m} {c['computed']} computed, {c['cached']} from cache" for m, c in counts.items())
+        acc = self._accuracy
         print(f"\nexplanation results: {self.out / 'results.csv'} (per clip: {self.out / 'per_clip.csv'}; "
-              f"audio and figures: {self.out / 'examples'}); attributions: {attributions}")
+              f"audio and figures: {self.out / 'examples'}); attributions: {attributions}; the model's accuracy on "
+              f"the clips explained: {acc['correct'] / max(acc['clips'], 1):.3f} ({acc['correct']} of {acc['clips']}, "
+              f"chance 1 in {acc['classes']})")
 
     def _log(self, trainer, results: Sequence[Result], curves: dict, sanity: list[SanityValue] | None,
              localisation: list[LocalisationValue], n: int, distortion: list[DistortionValue],
