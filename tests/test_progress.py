@@ -72,12 +72,11 @@ def test_a_log_gets_a_plain_line_at_most_every_interval_with_the_time_left():
 
 
 def test_under_lightnings_rich_bar_a_stage_is_a_task_of_its_display():
-    """Rich's live display swallows a tqdm bar written meanwhile: the stage joins the display instead."""
-    from rich.console import Console
-    from rich.progress import Progress as RichProgress
-
+    """Rich's live display swallows a tqdm bar written meanwhile: the stage joins the display instead (Lightning
+    uses its Rich bar where rich is installed)."""
+    console, progress = pytest.importorskip("rich.console"), pytest.importorskip("rich.progress")
     from callbacks.progress import RichTask, stage_progress
-    live = RichProgress(console=Console(file=Terminal(), force_terminal=True), auto_refresh=False)
+    live = progress.Progress(console=console.Console(file=Terminal(), force_terminal=True), auto_refresh=False)
     bar = RichProgressBar()
     bar.progress = live  # what the bar holds once its display has started
     assert isinstance(stage_progress(SimpleNamespace(is_global_zero=True, progress_bar_callback=bar), "x"), RichTask)
