@@ -32,6 +32,7 @@ from files import claim_folder, write_json
 from lightning_modules.contract import check_explainable, check_sanity_layers, sanity_layers
 from report.media import save_spectrogram_figures, write_wav
 
+from .progress import stage_progress
 from .wandb_log import log_explanation
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,9 @@ class ExplainCallback(Callback):
         ).to(pl_module.device)
         # per input scored, (dataset index, clip, true, pred) of the clips scored, in this rank's test order
         self._clips: dict[str, list[tuple]] = {s: [] for s in self.scored}
-        self._seen: list[tuple[int, str]] = []  # (dataset index, clip) of every clip explained
+        # (dataset index, clip, true class, class predicted) of every clip explained
+        self._seen: list[tuple[int, str, int, int]] = []
+        self._classes_out = 0  # the model's outputs: chance is one in this many
         # per scored input and method, (K, B, metrics) per batch
         self._values: dict[str, dict[str, list[torch.Tensor]]] = {s: {m: [] for m in self.methods} for s in self.scored}
         self._separation: list[tuple] = []  # (dataset index, clip, {name: (K,) or () SI-SDR}, mixture SI-SDR)
@@ -236,6 +239,7 @@ class ExplainCallback(Callback):
         self._saw_truth = False  # whether the batches carried a ground truth (localisation.csv)
 
     def on_test_start(self, trainer, pl_module) -> None:
+        self._progress, self._progress_chosen = None, False
         for name, (per_class, size) in self.pipeline.backgrounds_needed().items():
             self.pipeline.set_background(name, self._background(trainer, pl_module, name, per_class, size))
 
@@ -265,7 +269,8 @@ class ExplainCallback(Callback):
         indices = batch["index"].tolist()
         heard = None if self.heard_clips is None else torch.tensor(
             [i for i, idx in enumerate(indices) if idx < self.heard_clips], dtype=torch.long)
-        explained = self.pipeline.explain(x, ids, Sound(phase, wave.shape[-1], *parts, clips=heard))
+        explained = self.pipeline.explain(x, ids, Sound(phase, wave.shape[-1], *parts, clips=heard),
+                                          self._batch_progress(trainer, batch_idx))
         truth = ground_truth(self.features, batch, x.shape[2])
         if truth is not None:
             self._saw_truth = True
@@ -273,7 +278,8 @@ class ExplainCallback(Callback):
             keep = (explained.pred == batch["target"].to(explained.pred.device)) & truth.flatten(1).any(1)
             self.pipeline.localise(explained, truth, keep, ids)
         clips = list(zip(indices, ids, batch["target"].tolist(), explained.pred.tolist()))
-        self._seen += list(zip(indices, ids))
+        self._seen += clips
+        self._classes_out = explained.probs.shape[-1]
         for scored in self.scored:
             self._clips[scored] += clips if scored == "spectrogram" else [clips[i] for i in explained.heard_clips.tolist()]
         if self.sanity:
@@ -291,6 +297,21 @@ class ExplainCallback(Callback):
                 self._save_examples(name, [ids[i] for i in example], x[example], explained.x_in[name][:, example],
                                     explained.x_out[name][:, example], phase[example], wave.shape[-1],
                                     [self._classes(batch["target"][i], explained.pred[i]) for i in example])
+
+    def _batch_progress(self, trainer, batch_idx: int):
+        """The explanation stage's progress hook for one test batch's steps: one count over every batch."""
+        if not self._progress_chosen:  # here, not in on_test_start: Lightning's bar starts its display after ours
+            self._progress, self._progress_chosen = stage_progress(trainer, "explaining"), True
+        shown = self._progress
+        if shown is None:
+            return None
+        batches = trainer.num_test_batches[0] if trainer.num_test_batches else float("inf")
+        known = batches != float("inf")
+
+        def hook(label: str, done: int, total: int) -> None:
+            shown(f"batch {batch_idx + 1}{f'/{int(batches)}' if known else ''}: {label}", batch_idx * total + done,
+                  int(batches) * total if known else None)
+        return hook
 
     def _keep_separation(self, indices: list[int], ids: list[str], explained) -> None:
         mix = explained.separation_bounds[MIXTURE].cpu()
@@ -338,7 +359,13 @@ class ExplainCallback(Callback):
         """The key of the rows of ``scored`` (curves, sanity and localisation are of the spectrogram's)."""
         return RunKey(self.model_label, self._scenario, self.protocol, self.fill, scored)
 
+    def _close_progress(self) -> None:
+        shown, self._progress = getattr(self, "_progress", None), None
+        if shown is not None:
+            shown.close()
+
     def on_test_epoch_end(self, trainer, pl_module) -> None:
+        self._close_progress()
         results = []
         for scored in self.scored:
             n = self.pipeline.count(scored)  # torchmetrics sums every rank's states here
@@ -400,10 +427,16 @@ class ExplainCallback(Callback):
             return None
         x = torch.stack([c[2] for c in chosen]).to(pl_module.device)
         target = torch.tensor([c[3] for c in chosen], device=pl_module.device)
-        found = self.pipeline.sanity(x, target, [c[1] for c in chosen], self.sanity_layers, self.seed)
+        shown = stage_progress(trainer, "sanity check")
+        try:
+            found = self.pipeline.sanity(x, target, [c[1] for c in chosen], self.sanity_layers, self.seed, shown)
+        finally:
+            if shown is not None:
+                shown.close()
         return [dataclasses.replace(value, key=self.run_key()) for value in found]
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._close_progress()
         claim, self._claim = getattr(self, "_claim", None), None
         if claim is not None:
             claim.close()
@@ -418,15 +451,20 @@ class ExplainCallback(Callback):
             values = {n: torch.cat(v, dim=1) for n, v in by_method.items() if v}
             for ci, (index, clip, true, pred) in enumerate(self._clips[scored]):
                 local.append((scored, index, clip, true, pred, {n: v[:, ci].numpy() for n, v in values.items()}))
-        # one collective: each rank's values, cache counts and the clips it explained
-        everything, counts, seen = zip(*every_rank(trainer, (local, self.pipeline.counts, self._seen)))
+        # one collective: each rank's values, cache counts, the clips it explained and the model's outputs
+        everything, counts, seen, outputs = zip(*every_rank(trainer, (local, self.pipeline.counts, self._seen,
+                                                                       self._classes_out)))
         in_order = sorted((r for part in everything for r in part), key=lambda r: r[1])
         clips = [ClipValues(self.run_key(scored), clip, true, pred, int(true == pred), name, mask,
                             dict(zip(METRIC_NAMES, by_method[name][ki].tolist())))
                  for scored in self.scored for name in self.methods for ki, mask in enumerate(self.masks)
                  for s, _, clip, true, pred, by_method in in_order if s == scored and name in by_method]
         total = {m: {k: sum(c[m][k] for c in counts) for k in ("cached", "computed")} for m in self.methods}
-        self._clip_names = [clip for _, clip in sorted(c for part in seen for c in part)]
+        every = sorted(c for part in seen for c in part)
+        self._clip_names = [clip for _, clip, _, _ in every]
+        # of the predictions explained (the clean spectrograms'), over every clip of every rank
+        self._accuracy = {"correct": sum(int(true == pred) for _, _, true, pred in every), "clips": len(every),
+                          "classes": max(outputs)}
         return clips, total
 
     def curve_points(self, curves: dict, n: int) -> list[CurvePoint]:
@@ -479,12 +517,15 @@ class ExplainCallback(Callback):
             # given may be a link the next fit re-points (best.ckpt), so the file it resolved to is kept too
             "ckpt_path": ckpt, "checkpoint": str(Path(ckpt).resolve()) if ckpt else None,
             "weights_hash": self.pipeline.weights(), "clips_hash": clips_hash(names),
-            "clips": len(names), "world_size": trainer.world_size,
+            "clips": len(names), "world_size": trainer.world_size, "accuracy": self._accuracy,
             "attributions": counts, "cache": str(self._cache_root) if self.cache else None,
         })
         attributions = ", ".join(f"{m} {c['computed']} computed, {c['cached']} from cache" for m, c in counts.items())
+        acc = self._accuracy
         print(f"\nexplanation results: {self.out / 'results.csv'} (per clip: {self.out / 'per_clip.csv'}; "
-              f"audio and figures: {self.out / 'examples'}); attributions: {attributions}")
+              f"audio and figures: {self.out / 'examples'}); attributions: {attributions}; the model's accuracy on "
+              f"the clips explained: {acc['correct'] / max(acc['clips'], 1):.3f} ({acc['correct']} of {acc['clips']}, "
+              f"chance 1 in {acc['classes']})")
 
     def _log(self, trainer, results: Sequence[Result], curves: dict, sanity: list[SanityValue] | None,
              localisation: list[LocalisationValue], n: int, distortion: list[DistortionValue],

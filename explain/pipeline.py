@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from .evaluate import MaskScorer, predict_probs
 from .heard import IDEAL, MIXTURE, Distortion, Sound, check_scored, distortion, hear, si_sdr
 from .curves import CURVES, FRACTIONS, PerturbationCurves, cell_ranks, perturbation_curves
 from .localisation import Localisation, ideal_binary_mask
+from .progress import Hook, Steps
 from .masks import MASK_NAMES, apply_mask, check_fill, fill_values
 from .protocol import settings as protocol_settings
 from .sanity import LAYERS, randomisation_test, sanity_rows
@@ -197,16 +197,19 @@ class ExplanationPipeline(nn.Module):
         return self._caches[name]
 
     # -- per batch ----------------------------------------------------------------------------------
-    def explain(self, x: torch.Tensor, ids: Sequence[str], sound: Sound | None = None) -> Explained:
+    def explain(self, x: torch.Tensor, ids: Sequence[str], sound: Sound | None = None,
+                progress: Hook | None = None) -> Explained:
         """Explain the model's predicted class of every spectrogram of ``x`` (B, 1, T, F) with every method,
         and score every mask; ``ids`` name the clips (cache entries, per-clip seeds); ``sound``: what scoring
-        what is heard needs (the phase and length of the clips, in a mixture its parts)."""
+        what is heard needs (the phase and length of the clips, in a mixture its parts). ``progress`` hears of
+        each step (``explain.progress``: per method its maps, its masks and its curves)."""
         if "heard" in self.scored and sound is None:
             raise ValueError("this pipeline scores what is heard: explain() needs the batch's Sound (phase, length)")
         with tf32(self.tf32):
-            return self._explain(x, list(ids), sound)
+            return self._explain(x, list(ids), sound, progress)
 
-    def _explain(self, x: torch.Tensor, ids: list[str], sound: Sound | None = None) -> Explained:
+    def _explain(self, x: torch.Tensor, ids: list[str], sound: Sound | None = None,
+                 progress: Hook | None = None) -> Explained:
         self.check(x)
         probs = self.predict(x)
         out = Explained(probs, probs.argmax(-1))
@@ -214,8 +217,11 @@ class ExplanationPipeline(nn.Module):
         kept = out.heard_clips
         # one copy to the host and one hash per clip serve every method's cache
         digests = [tensor_hash(row) for row in x.detach().cpu()] if self.cache_dir is not None else None
+        steps = Steps(progress, len(self.methods) * (3 if self.curves is not None else 2))
         for name in self.methods:
+            steps.begin(f"{name} maps")
             maps = self.attribute(name, x, out.pred, ids, digests)
+            steps.begin(f"{name} masks")
             scored = self.score(name, x, probs, out.pred, maps, listen, kept)
             out.maps[name] = maps
             out.values.update({name: scored["values"]["spectrogram"]} if "spectrogram" in scored["values"] else {})
@@ -226,8 +232,10 @@ class ExplanationPipeline(nn.Module):
                 if sound.target is not None:
                     out.si_sdr[name] = si_sdr(scored["audio_in"], sound.target[kept])
             if self.curves is not None:
+                steps.begin(f"{name} curves")
                 out.ranks[name] = cell_ranks(maps, ids, self.seed)
                 out.curves[name] = self.curve(name, x, probs, out.pred, maps, ids, out.ranks[name])
+        steps.end()
         return out
 
     def _listener(self, x: torch.Tensor, out: Explained, sound: Sound):
@@ -320,10 +328,10 @@ class ExplanationPipeline(nn.Module):
 
     # -- the randomisation sanity check ----------------------------------------------------------------
     def sanity(self, x: torch.Tensor, target: torch.Tensor, ids: Sequence[str], layers: Sequence[str] = LAYERS,
-               seed: int = 0) -> list[list]:
+               seed: int = 0, progress: Hook | None = None) -> list[list]:
         """The model-parameter randomisation test (``explain/sanity.py``) of every method on the clips ``x``:
         rows of ``sanity.csv``. Each randomised model gets its own instance of each method, with the same
-        options and background."""
+        options and background. ``progress`` hears of each method's maps of each model."""
         self._ensure_batches(x)
         ids = list(ids)
 
@@ -336,10 +344,8 @@ class ExplanationPipeline(nn.Module):
                 if method is not self.methods[name]:
                     method.close()
 
-        # to stderr, line by line: the test bar stands at 100 % meanwhile, and a log file keeps every step
         with tf32(self.tf32):
-            result = randomisation_test(self.model, explain, list(self.methods), layers, seed,
-                                        progress=lambda line: print(line, file=sys.stderr, flush=True))
+            result = randomisation_test(self.model, explain, list(self.methods), layers, seed, progress=progress)
         return sanity_rows(result, seed)
 
     def _method_for(self, name: str, model: nn.Module):

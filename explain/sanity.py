@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from .bootstrap import bootstrap_ci
+from .progress import Hook, Steps
 from .records import RunKey, SanityValue
 
 LAYERS = ("head", "fc1", "conv_block6", "conv_block5", "conv_block4", "conv_block3", "conv_block2", "conv_block1")
@@ -110,23 +111,24 @@ def mean_interval(values: Sequence[float], n_boot: int = 2000, seed: int = 0) ->
 def randomisation_test(model: nn.Module, explain: Callable[[nn.Module, str], torch.Tensor], methods: Sequence[str],
                        layers: Sequence[str] = LAYERS, seed: int = 0,
                        reinit: Callable[[nn.Module, int], None] = reinitialise,
-                       progress: Callable[[str], None] = lambda line: None) -> dict:
+                       progress: Hook | None = None) -> dict:
     """Per method, layer and similarity: the per-clip similarities of the maps after randomising up to that
     layer with the trained model's maps. ``explain(model, method)`` returns that method's maps (N, 1, T, F)
-    of the clips under test for the given model (the same clips and targets every time). ``progress`` gets
-    a line before each method's maps of each model: the whole test can take as long as the explanations."""
-    total = (len(layers) + 1) * len(methods)
-    steps = iter(range(1, total + 1))
+    of the clips under test for the given model (the same clips and targets every time). ``progress`` hears
+    of each method's maps of each model (``explain.progress``): the whole test can take as long as the
+    explanations."""
+    steps = Steps(progress, (len(layers) + 1) * len(methods))
     original = {}
     for m in methods:
-        progress(f"sanity check {next(steps)}/{total}: {m}, trained model")
+        steps.begin(f"{m}, trained model")
         original[m] = explain(model, m).detach().cpu().numpy()
     out: dict = {m: {} for m in methods}
     for i, (layer, randomised) in enumerate(cascade(model, layers, seed, reinit), 1):
         for m in methods:
-            progress(f"sanity check {next(steps)}/{total}: {m}, layers down to {layer} random ({i} of {len(layers)})")
+            steps.begin(f"{m}, random down to {layer} ({i}/{len(layers)} layers)")
             maps = explain(randomised, m).detach().cpu().numpy()
             out[m][layer] = {k: [similarity(a, b, k) for a, b in zip(original[m], maps)] for k in SIMILARITIES}
+    steps.end()
     return out
 
 

@@ -13,6 +13,7 @@ from explain.records import (SETTINGS, CurveArea, DistortionValue, LocalisationV
                              report_settings, write_records)
 
 from . import pages, sections
+from .accuracy import run_accuracy
 from .checks import (FLAG_METRIC, controls_of, curve_area_records, margin_index, margin_records, margins, not_beaten,
                      read_curves, read_localisation, read_sanity)
 from .compare import compare, compared_setting, difference_rows, pick_rows
@@ -147,8 +148,10 @@ def build(args: argparse.Namespace) -> dict:
     columns, table = summary_table(summary, split, checks)
     write_checks(out, checks, settings)
     write_csv(out / "summary.csv", columns, [[*r[:4], f"{r[4]:.6f}", *r[5:]] for r in table])
+    accuracy = {s: run_accuracy(s) for s in sorted({r.source for r in rows})}
     result = {"rows": rows, "summary": summary, "full": full, "out": out, "skipped": skipped,
-              "comparison": comparison, "checks": checks, "heard": heard, "examples": args.examples}
+              "comparison": comparison, "checks": checks, "heard": heard, "examples": args.examples,
+              "accuracy": accuracy}
     result["sections"] = shown = sections.contexts(result)
     if shown["heard"] is not None:
         write_heard(out, heard, shown["heard"], settings)

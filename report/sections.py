@@ -3,8 +3,8 @@ of plain texts and numbers, already formatted, so that the templates (``report/t
 
 The data is what ``cli.build`` computes: ``rows`` (scored), ``summary`` (``tables.best_rows``), ``full``
 (``tables.full_tables``), ``checks`` (``cli.read_checks``), ``comparison`` (``compare.compare`` or None),
-``heard`` (``cli.read_heard``), ``skipped`` (notes on what reading left out or split) and ``examples`` (clips to
-show per run).
+``heard`` (``cli.read_heard``), ``skipped`` (notes on what reading left out or split), ``examples`` (clips to
+show per run) and ``accuracy`` (per results file, its run's ``report.accuracy.Accuracy`` or None).
 
 A table's context is ``{"head": [text], "rows": [{"cells": [cell], "class": text}]}``; a cell's is ``cell()``'s.
 """
@@ -24,6 +24,7 @@ from explain.records import IDEAL, MIXTURE, RunKey
 from explain.sanity import FLAGGED_SIMILARITY, STILL_SIMILAR
 
 from . import figures
+from .accuracy import group_accuracy
 from .checks import FLAG_METRIC, NOISE, Curve, not_beaten
 from .compare import Difference
 from .heard import HEARD_METRICS, SEPARATION_MEASURES
@@ -96,12 +97,13 @@ def by_group(items, key=lambda x: x.group) -> dict:
 
 # -- sections ------------------------------------------------------------------------------------------
 def summary(data: dict) -> dict:
-    """Per group: each method's best mask, its margins over the controls and the intervals that overlap.
-    ``margins``: whether the report holds any margin."""
+    """Per group: the accuracy of the model explained, each method's best mask, its margins over the controls and
+    the intervals that overlap. ``margins``: whether the report holds any margin."""
     index, controls = data["checks"]["index"], data["checks"]["controls"]
     return {"margins": bool(index),
             "groups": [{"title": title(key), "table": metric_table(best, pick_label), "overlaps": overlaps(best),
-                        "margins": margins(best, index, controls) if index else None}
+                        "margins": margins(best, index, controls) if index else None,
+                        "accuracy": group_accuracy(sorted({r.source for r in rows_of(data, key)}), data["accuracy"])}
                        for key, best in data["summary"].items()]}
 
 

@@ -99,10 +99,8 @@ class Row:
         return is_control(self.method)
 
 
-def run_identity(results_csv: Path) -> dict[str, str]:
-    """What identifies the run that wrote ``results_csv``, from the ``run.json`` beside it: ``weights`` (hash),
-    ``clips`` (hash of the clip names), ``checkpoint`` (the file explained) and ``options`` (per method, as
-    JSON text); "" for what it does not record."""
+def read_run(results_csv: str | Path) -> dict:
+    """The ``run.json`` beside ``results_csv`` (empty where there is none)."""
     path = Path(results_csv).with_name("run.json")
     if not path.is_file():
         return {}
@@ -113,6 +111,14 @@ def run_identity(results_csv: Path) -> dict[str, str]:
                                f"`{program()} test --explain`, or move it away") from None
     if not isinstance(run, dict):
         raise ReportInputError(f"{path}: expected a JSON object, as `{program()} test --explain` writes")
+    return run
+
+
+def run_identity(results_csv: Path) -> dict[str, str]:
+    """What identifies the run that wrote ``results_csv``, from the ``run.json`` beside it: ``weights`` (hash),
+    ``clips`` (hash of the clip names), ``checkpoint`` (the file explained) and ``options`` (per method, as
+    JSON text); "" for what it does not record."""
+    run = read_run(results_csv)
     options = run.get("options") if isinstance(run.get("options"), dict) else {}
     return {"weights": str(run.get("weights_hash") or ""), "clips": str(run.get("clips_hash") or ""),
             "checkpoint": str(run.get("checkpoint") or run.get("ckpt_path") or ""),

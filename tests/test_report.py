@@ -14,7 +14,7 @@ from explain.records import Result
 from report.cli import SUMMARY_COLUMNS, build, parse
 from report.tables import ReportInputError, best_rows, full_tables, read_results, score
 from report.uncertainty import bootstrap_ci
-from tests.helpers import ROOT, run_cli, run_here
+from tests.helpers import ROOT, read_csv, run_cli, run_here
 
 HEADER = ",".join(Result.columns())
 STUDY = ROOT / "tests" / "data" / "study_clean_results.csv"
@@ -273,13 +273,26 @@ class Parsed(HTMLParser):
 
 def test_report_of_a_real_quickstart_run(tmp_path, explained_run):
     import json
-    out_dir, _ = explained_run
+
+    from tests.test_report_accuracy import near_chance
+    out_dir, test_output = explained_run
     proc = run_here("report", str(out_dir.parent), "--out", str(tmp_path / "report"), "--bootstrap", "200",
                     cwd=tmp_path)
     # the run scored the spectrograms and what is heard of them: two run keys, each with the study's rule
     keys = ("spectrogram", "heard")
     for scored in keys:
         assert f"mel / clean / {scored}: best mask per method" in proc.stdout
+    # the accuracy of the model explained: what per_clip.csv says of each clip and Lightning's test loop measured,
+    # recorded by the run and stated beside each key's picks, flagged where near chance (10 classes)
+    accuracy = json.loads((out_dir / "run.json").read_text())["accuracy"]
+    correct = {r["clip"]: int(r["correct"]) for r in read_csv(out_dir / "per_clip.csv")}
+    assert accuracy == {"correct": sum(correct.values()), "clips": len(correct), "classes": 10}
+    tested = float(re.search(r"test/acc\W+([0-9.]+)", test_output).group(1))
+    assert accuracy["correct"] / accuracy["clips"] == pytest.approx(tested, abs=1e-6)
+    shown = (f"the model explained: test accuracy {accuracy['correct'] / accuracy['clips']:.3f} "
+             f"({accuracy['correct']} of {accuracy['clips']} clips")
+    assert proc.stdout.count(shown) == len(keys)
+    assert ("the model is near chance" in proc.stdout) == near_chance(accuracy["correct"], accuracy["clips"], 10)
     methods = json.loads((out_dir / "run.json").read_text())["methods"]
     picked = [m for m in methods if not METHODS[m].control]  # controls get no pick
     beside = {name: (out_dir / name).is_file() for name in ("curves.csv", "sanity.csv", "localisation.csv")}

@@ -2,6 +2,7 @@
 folder kept apart, the "What you hear" section (picks, paired differences heard - spectrogram, distortion,
 separation) checked against numbers worked out here from the planted per-clip values."""
 import dataclasses
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,49 @@ def test_the_distortion_table_holds_the_planted_values(heard_report):
     assert line in md and line in said
     floor = f"LSD (dB) {FLOOR[0]:.4f}, SC {FLOOR[1]:.4f}"
     assert floor in md and md.count(floor) == 1 and floor in (out / "report.html").read_text()
+
+
+class Tables(HTMLParser):
+    """Each table of a page: its header cells and whether a collapsed <details> holds it."""
+
+    def __init__(self):
+        super().__init__()
+        self.open_details, self.tables, self.cell = 0, [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "details":
+            self.open_details += 1
+        elif tag == "table":
+            self.tables.append({"collapsed": self.open_details > 0, "head": []})
+        elif tag == "th":
+            self.cell = ""
+
+    def handle_endtag(self, tag):
+        if tag == "details":
+            self.open_details -= 1
+        elif tag == "th":
+            self.tables[-1]["head"].append(self.cell)
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell += data
+
+
+def test_the_page_collapses_the_tables_of_every_method_and_mask_and_keeps_their_summaries(heard_report):
+    """One line per (method, mask) is tens of lines on a real run: shown on demand, as the page's Every mask; the
+    distortion's floor and the separation's verdicts stay in view."""
+    out, _, _ = heard_report
+    html = (out / "report.html").read_text()
+    page = Tables()
+    page.feed(html)
+    long = [t for t in page.tables if t["head"][1:2] in (["masked in: LSD (dB) ↓"], ["SI-SDR (dB) ↑"])]
+    assert len(long) == 2 and all(t["collapsed"] for t in long)
+    assert html.count(f"Every method and mask ({len(LSD)} rows)") == 1  # distortion: no floor row
+    assert html.count(f"Every method and mask ({len(LSD) + 2} rows)") == 1  # separation: the two references too
+    between = html[html.index("the target recovered from the mixture"):]
+    assert "Saliency: minmax, sigmoid, bin" in between.split("</details>", 1)[1]  # the verdicts after the table
+    assert "Floor: the unmasked clip" in html.split("<details><summary>Every method and mask", 1)[0]  # before it
 
 
 def test_separation_means_intervals_and_the_verdict_over_the_controls(heard_report):
