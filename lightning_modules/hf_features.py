@@ -150,7 +150,10 @@ class KaldiFbank(ModelRate, nn.Module):
     def inverse(self, db: torch.Tensor, phase: torch.Tensor, length: int) -> torch.Tensor:
         """(B, 1, frames, mels) dB and the saved phase -> (B, length) waveform at ``sample_rate``."""
         mel = db_to_power(db.squeeze(1).transpose(-1, -2))  # (B, M, T)
-        power = mel_to_power(self.fb, self.fb_pinv, mel, "lstsq", self.nnls_iters)
+        return self.wave_of(mel_to_power(self.fb, self.fb_pinv, mel, "lstsq", self.nnls_iters), phase, length)
+
+    def wave_of(self, power: torch.Tensor, phase: torch.Tensor, length: int) -> torch.Tensor:
+        """(B, n_fft // 2 + 1, frames) power of the frames' spectra and their phase -> (B, length) waveform."""
         frames = torch.fft.irfft((power.clamp_min(0).sqrt() * phase).transpose(-1, -2), n=self.n_fft)
         # each frame is the window times the clip pre-emphasised, less 0.03 of the frame's mean (the first
         # sample's own pre-emphasis meets the window's zero): the windowed least squares of the overlapping

@@ -169,7 +169,10 @@ class ASTNet(nn.Module):
     def __init__(self, model: nn.Module, mean: float, std: float, normalise: bool = True):
         super().__init__()
         self.model, self.mean, self.std, self.normalise = model, float(mean), float(std), normalise
-        self.sanity_layers = hf_sanity_layers(model)
+
+    @property
+    def sanity_layers(self) -> tuple[str, ...]:
+        return hf_sanity_layers(self.model)
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """The extractor's values (B, frames, mels) of dB filter banks."""
@@ -206,7 +209,6 @@ class WaveformNet(nn.Module):
     def __init__(self, model: nn.Module, front: WaveformSTFT, normalise: bool = True):
         super().__init__()
         self.model, self.front, self.normalise = model, front, normalise
-        self.sanity_layers = hf_sanity_layers(model)
         self._phase: Optional[torch.Tensor] = None
         self._length = 0
 
@@ -222,6 +224,10 @@ class WaveformNet(nn.Module):
             yield self
         finally:
             self._phase, self._length = saved
+
+    @property
+    def sanity_layers(self) -> tuple[str, ...]:
+        return hf_sanity_layers(self.model)
 
     def classify(self, wave: torch.Tensor) -> torch.Tensor:
         """(B, N) waveform at the model's rate -> logits."""
