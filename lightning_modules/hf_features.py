@@ -92,7 +92,7 @@ class KaldiFbank(ModelRate, nn.Module):
         fb = F.pad(banks, (0, 1)).T.contiguous()  # (n_fft // 2 + 1, mels): no band takes the Nyquist bin
         self.register_buffer("fb", fb, persistent=False)
         self.register_buffer("fb_pinv", torch.linalg.pinv(fb.double().T).float(), persistent=False)
-        self.register_buffer("centres", centres.float(), persistent=False)
+        self.register_buffer("centres", centres.flatten().float(), persistent=False)
         self.window = self.window.float()
 
     @property

@@ -55,6 +55,9 @@ def test_the_torch_filter_banks_match_the_feature_extractor(bands, frames, numpy
     assert torch.allclose(ours[-3:], torch.tensor(silence, dtype=ours.dtype), atol=1e-6)  # past the clip
     assert extractor_values(extractor, wave, numpy, monkeypatch)[-1].unique().tolist() == \
         pytest.approx([-extractor.mean / (2 * extractor.std)])  # the extractor's own padding
+    mel = lambda hz: 1127 * np.log(1 + hz / 700)  # Kaldi's scale: the bands' centres lie evenly on it
+    centres = mel(20) + (mel(8000) - mel(20)) * np.arange(1, bands + 1) / (bands + 1)
+    np.testing.assert_allclose(front.bin_frequencies().numpy(), 700 * (np.exp(centres / 1127) - 1), rtol=1e-5)
 
 
 def test_the_filter_bank_inverse():
@@ -238,7 +241,7 @@ def test_a_clip_longer_than_the_model_takes(tiny_ast):
 # -- end to end ----------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_tiny_hugging_face_classifiers_are_fine_tuned_and_explained_through_the_command_line(quickstart_run,
-                                                                                            tmp_path):
+                                                                                            tmp_path, caplog):
     """A tiny AST (overlapping patches, 5 saved labels for the data's 10 classes) and a tiny wav2vec 2.0, saved by
     save_pretrained, each fitted on the quickstart data (32 kHz: resampled inside) from the AST quickstart config
     with the folder in its place, explained with every method that applies on both scored inputs, and reported."""
@@ -250,10 +253,12 @@ def test_tiny_hugging_face_classifiers_are_fine_tuned_and_explained_through_the_
         configs = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--config",
                    str(ROOT / "configs" / "quickstart-ast.yaml"), "--model.init_args.pretrained", str(folder),
                    "--data.root", str(data), "--trainer.logger", "false", "--trainer.default_root_dir", f"runs/{kind}"]
-        fit = run_here("fit", *configs, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
-                       "--trainer.limit_val_batches", "1", cwd=tmp_path)
-        assert "the data is at 32000 Hz and the model's feature extractor at 16000 Hz" in fit.stderr + fit.stdout
-        assert "the saved model has 5 labels but --model.init_args.num_classes is 10" in fit.stderr + fit.stdout
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            run_here("fit", *configs, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
+                     "--trainer.limit_val_batches", "1", cwd=tmp_path)
+        assert "the data is at 32000 Hz and the model's feature extractor at 16000 Hz" in caplog.text
+        assert "the saved model has 5 labels but --model.init_args.num_classes is 10" in caplog.text
         run_here("test", *configs, "--ckpt_path", f"runs/{kind}/best.ckpt", "--explain", methods[kind],
                  "--explainer.options", options, "--explainer.scored", "spectrogram,heard", "--explainer.examples", "1",
                  "--explainer.masks", "[minmax,topK_30_pos]", "--data.batch_size", "3",
