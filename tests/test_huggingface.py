@@ -60,6 +60,7 @@ def test_the_torch_filter_banks_match_the_feature_extractor(bands, frames, numpy
     np.testing.assert_allclose(front.bin_frequencies().numpy(), 700 * (np.exp(centres / 1127) - 1), rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:At least one mel filterbank")  # MeldB's HTK bands at 128: its lowest are empty
 def test_the_filter_bank_inverse():
     """Given the clip's own STFT power, the inverse's frames, overlap-add and de-emphasis give the clip back; from
     the filter banks (the power spread back over the bands), the round trip is no further from what was scored
@@ -166,6 +167,33 @@ def test_the_pipeline_explains_a_model_that_hears_through_the_phase_one_clip_at_
     out = pipe.explain(x[1:2], ["b"], one)
     with torch.no_grad(), model.net.clip_phase(one.phase, one.length):
         assert torch.equal(out.pred, model.net(x[1:2]).argmax(1))
+
+
+def test_the_sanity_check_randomises_each_kind_one_clip_at_a_time(models):
+    """The layers found (head, then the encoder's layers from the last) can all be re-initialised; the pipeline's
+    randomisation test hears each clip through its own phase."""
+    from explain.pipeline import ExplanationPipeline
+    from lightning_modules.contract import check_sanity_layers
+    ast, wav2vec2 = models["ast"][0].net, models["wav2vec2"][0].net
+    assert ast.sanity_layers == ("model.classifier", "model.audio_spectrogram_transformer.layers.1",
+                                 "model.audio_spectrogram_transformer.layers.0")
+    assert wav2vec2.sanity_layers[:3] == ("model.classifier", "model.projector", "model.wav2vec2.encoder.layers.1")
+    for net in (ast, wav2vec2):
+        check_sanity_layers(net, net.sanity_layers)
+    _, x, sound = models["wav2vec2"]
+    pipe = ExplanationPipeline(wav2vec2, ["saliency"], batch_size=8)
+    rows = pipe.sanity(x[:2], torch.zeros(2, dtype=torch.long), ["a", "b"], ("model.classifier",),
+                       sound=Sound(sound.phase[:2], sound.length))
+    assert {r.layer for r in rows} == {"model.classifier"} and {r.n for r in rows} == {2}
+
+
+def test_the_quickstart_config_builds_a_tiny_ast_that_takes_the_quickstart_clips():
+    import yaml
+    from tests.helpers import quickstart_seconds
+    init = yaml.safe_load((ROOT / "configs" / "quickstart-ast.yaml").read_text())["model"]["init_args"]
+    model = HuggingFaceClassifier(**init)
+    assert model.kind == "ast" and model.num_classes == 10 and model.features.frames == 256
+    model.features.check_length(round(16000 * quickstart_seconds()))  # 248 of its 256 frames
 
 
 # -- input the classifier refuses, or says what it does with -----------------------------------------------------
