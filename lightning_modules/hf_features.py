@@ -86,14 +86,12 @@ class KaldiFbank(ModelRate, nn.Module):
         self.hop_length = int(sample_rate * 0.010)
         self.n_fft = 1 << (self.win_length - 1).bit_length()  # the next power of two
         self.frame_offset = self.win_length / 2  # frame t is centred at t * hop + win / 2 (snipped edges)
-        self.register_buffer("window", torch.hann_window(self.win_length, periodic=False, dtype=torch.float64),
-                             persistent=False)
+        self.register_buffer("window", torch.hann_window(self.win_length, periodic=False), persistent=False)
         banks, centres = get_mel_banks(num_mel_bins, self.n_fft, float(sample_rate), low_freq, 0.0, 100.0, -500.0, 1.0)
         fb = F.pad(banks, (0, 1)).T.contiguous()  # (n_fft // 2 + 1, mels): no band takes the Nyquist bin
         self.register_buffer("fb", fb, persistent=False)
         self.register_buffer("fb_pinv", torch.linalg.pinv(fb.double().T).float(), persistent=False)
         self.register_buffer("centres", centres.flatten().float(), persistent=False)
-        self.window = self.window.float()
 
     @property
     def num_bins(self) -> int:
@@ -121,7 +119,7 @@ class KaldiFbank(ModelRate, nn.Module):
         itself), the window."""
         frames = frames - frames.mean(-1, keepdim=True)
         previous = torch.cat([frames[..., :1], frames[..., :-1]], -1)
-        return (frames - self.preemphasis * previous) * self.window.to(frames.dtype)
+        return (frames - self.preemphasis * previous) * self.window
 
     def forward(self, wave: torch.Tensor, return_phase: bool = False):
         """(B, N) waveform -> (B, 1, frames, mels) dB, and the (B, n_fft // 2 + 1, frames) unit phase when asked."""

@@ -118,13 +118,14 @@ def load(pretrained: Union[str, dict], num_classes: Optional[int]):
         kind = _kind(transformers, config, extractor)
         kwargs = {"attn_implementation": "eager"}  # the attention weights: the `attention` method reads them
         saved = config.num_labels
-        heads = [a for a in getattr(config, "architectures", None) or [] if a.endswith("Classification")]
-        if num_classes is not None and (num_classes != saved or not heads):
+        head = any(a.endswith("Classification") for a in getattr(config, "architectures", None) or [])
+        outputs = saved if num_classes is None else num_classes
+        if not head or outputs != saved:
             log.warning("%s: %s; it gets a new head of %d outputs (random weights), which fit trains", pretrained,
                         f"the saved model has {saved} labels but --model.init_args.num_classes is {num_classes}"
-                        if heads else "the saved model has no classification head", num_classes)
-            kwargs.update(num_labels=num_classes, id2label={i: str(i) for i in range(num_classes)},
-                          label2id={str(i): i for i in range(num_classes)}, ignore_mismatched_sizes=True)
+                        if head else "the saved model has no classification head", outputs)
+            kwargs.update(num_labels=outputs, id2label={i: str(i) for i in range(outputs)},
+                          label2id={str(i): i for i in range(outputs)}, ignore_mismatched_sizes=True)
         model = transformers.AutoModelForAudioClassification.from_pretrained(pretrained, **kwargs)
     return model, extractor, kind
 
@@ -143,7 +144,8 @@ def _from_config(transformers, settings: dict, num_classes: Optional[int]):
     else:
         extractor = transformers.Wav2Vec2FeatureExtractor()
     kind = _kind(transformers, config, extractor)
-    return transformers.AutoModelForAudioClassification.from_config(config, attn_implementation="eager"), extractor, kind
+    model = transformers.AutoModelForAudioClassification.from_config(config, attn_implementation="eager")
+    return model, extractor, kind
 
 
 def hf_sanity_layers(model: nn.Module, prefix: str = "model") -> tuple[str, ...]:

@@ -206,6 +206,16 @@ def test_a_new_head_when_the_classes_differ_said_with_both_counts(tiny_ast, capl
         assert model(tone_and_noise(0.5)[None]).shape == (1, 3)
 
 
+def test_a_base_model_without_a_head_gets_one(tiny_wav2vec2, tmp_path, caplog):
+    from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2Model
+    Wav2Vec2Model(AutoConfig.from_pretrained(tiny_wav2vec2)).save_pretrained(tmp_path)  # as facebook/wav2vec2-base
+    AutoFeatureExtractor.from_pretrained(tiny_wav2vec2).save_pretrained(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        model = HuggingFaceClassifier(str(tmp_path), num_classes=4)
+    assert "the saved model has no classification head; it gets a new head of 4 outputs" in caplog.text
+    assert model.num_classes == 4 and model.kind == "waveform"
+
+
 def test_folders_that_hold_no_model_or_no_feature_extractor(tiny_ast, tmp_path):
     from transformers import ASTFeatureExtractor, AutoModelForAudioClassification
     only_model, only_extractor = tmp_path / "model", tmp_path / "extractor"
@@ -274,7 +284,8 @@ def test_tiny_hugging_face_classifiers_are_fine_tuned_and_explained_through_the_
     save_pretrained, each fitted on the quickstart data (32 kHz: resampled inside) from the AST quickstart config
     with the folder in its place, explained with every method that applies on both scored inputs, and reported."""
     data = quickstart_run / "data" / "quickstart"
-    folders = {"ast": tiny_ast_folder(tmp_path / "ast", max_length=256), "wav2vec2": tiny_wav2vec2_folder(tmp_path / "w2v")}
+    folders = {"ast": tiny_ast_folder(tmp_path / "ast", max_length=256),
+               "wav2vec2": tiny_wav2vec2_folder(tmp_path / "w2v")}
     methods = {"ast": "saliency,ig,lime,attention,controls", "wav2vec2": "saliency,ig,lime,controls"}
     options = json.dumps({"lime": {"num_samples": 12}, "ig": {"steps": 4}})
     for kind, folder in folders.items():
