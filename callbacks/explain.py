@@ -230,7 +230,7 @@ class ExplainCallback(Callback):
         # per scored input and method, (K, B, metrics) per batch
         self._values: dict[str, dict[str, list[torch.Tensor]]] = {s: {m: [] for m in self.methods} for s in self.scored}
         self._separation: list[tuple] = []  # (dataset index, clip, {name: (K,) or () SI-SDR}, mixture SI-SDR)
-        self._sanity_clips: list[tuple] = []  # (dataset index, id, spectrogram, predicted class) for the check
+        self._sanity_clips: list[tuple] = []  # (dataset index, id, spectrogram, predicted class, (phase, length) or None)
         if self.sanity:
             net = pl_module.spectrogram_model
             self.sanity_layers = self.sanity_layers or sanity_layers(net)
@@ -257,10 +257,19 @@ class ExplainCallback(Callback):
     # -- per batch --------------------------------------------------------------------------------
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         if batch_idx == 0:  # what each method needs from the model, before anything is computed
+            wave = batch["waveform"][:1]
             with torch.no_grad():
-                self.pipeline.check(self.features(batch["waveform"][:1]))
+                x, phase = self.features(wave, return_phase=True)
+            self.pipeline.check(x, Sound(phase, wave.shape[-1]))
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not self.pipeline.one_clip_at_a_time:
+            return self._explain_batch(batch, trainer, batch_idx)
+        for i in range(len(batch["filename"])):  # the model hears each clip through its own phase
+            self._explain_batch({k: v[i:i + 1] if isinstance(v, (torch.Tensor, list, tuple)) else v
+                                 for k, v in batch.items()}, trainer, batch_idx)
+
+    def _explain_batch(self, batch: dict, trainer, batch_idx: int) -> None:
         wave, ids = batch["waveform"], list(batch["filename"])
         self._scenario = batch["scenario"][0] if "scenario" in batch else "clean"
         with torch.no_grad():
@@ -283,7 +292,9 @@ class ExplainCallback(Callback):
         for scored in self.scored:
             self._clips[scored] += clips if scored == "spectrogram" else [clips[i] for i in explained.heard_clips.tolist()]
         if self.sanity:
-            self._sanity_clips += [(idx, ids[i], x[i].cpu(), int(explained.pred[i]))
+            keep = self.pipeline.one_clip_at_a_time  # such a model hears each clip through its phase there too
+            self._sanity_clips += [(idx, ids[i], x[i].cpu(), int(explained.pred[i]),
+                                    (phase[i].cpu(), wave.shape[-1]) if keep else None)
                                    for i, idx in enumerate(batch["index"].tolist()) if idx < self.sanity_clips]
         example = [i for i, idx in enumerate(batch["index"].tolist()) if idx < self.examples]
         if explained.separation_bounds:
@@ -427,9 +438,13 @@ class ExplainCallback(Callback):
             return None
         x = torch.stack([c[2] for c in chosen]).to(pl_module.device)
         target = torch.tensor([c[3] for c in chosen], device=pl_module.device)
+        sound = None
+        if chosen[0][4] is not None:
+            sound = Sound(torch.stack([c[4][0] for c in chosen]).to(pl_module.device), chosen[0][4][1])
         shown = stage_progress(trainer, "sanity check")
         try:
-            found = self.pipeline.sanity(x, target, [c[1] for c in chosen], self.sanity_layers, self.seed, shown)
+            found = self.pipeline.sanity(x, target, [c[1] for c in chosen], self.sanity_layers, self.seed, shown,
+                                         sound)
         finally:
             if shown is not None:
                 shown.close()

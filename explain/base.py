@@ -47,9 +47,10 @@ def known_methods() -> list[str]:
 
 
 def method_groups() -> dict[str, list[str]]:
-    """Names that stand for several methods: ``all`` (every explanation method), ``controls`` (the maps
-    that explain nothing, scored as a method is: chance levels) and ``study`` (the study's four)."""
-    return {"all": [n for n, cls in METHODS.items() if not cls.control],
+    """Names that stand for several methods: ``all`` (every explanation method that any model can take),
+    ``controls`` (the maps that explain nothing, scored as a method is: chance levels) and ``study`` (the study's
+    four)."""
+    return {"all": [n for n, cls in METHODS.items() if not cls.control and cls.in_all],
             "controls": [n for n, cls in METHODS.items() if cls.control],
             "study": [n for n in STUDY_METHODS if n in METHODS]}
 
@@ -147,7 +148,8 @@ class AttributionMethod:
     ``background_per_class`` and ``background_size``), ``gradient_free`` (forward passes only: they may
     run under autocast), ``runtime_options`` (options that do not change a map, so no cache key holds
     them), ``aliases`` (older ``--explainer.<alias>`` spellings of an option), ``control`` (a map that
-    explains nothing, for chance levels: in the ``controls`` group, not in ``all``) and ``cached`` (its maps
+    explains nothing, for chance levels: in the ``controls`` group, not in ``all``), ``in_all`` (off for a
+    method only some kinds of model can take, such as attention rollout: not in ``all``) and ``cached`` (its maps
     go to the attribution cache; off for maps cheaper to make than to read). What it needs from the model
     (a layer, a kind of nonlinearity) it checks in ``check_model``, which runs before the first map.
     """
@@ -160,6 +162,7 @@ class AttributionMethod:
     runtime_options: tuple[str, ...] = ()
     aliases: dict[str, str] = {}
     control = False
+    in_all = True
     cached = True
     declared_options: tuple[Option, ...] = ()
 

@@ -40,8 +40,9 @@ def box_bins(features, f_low: float, f_high: float) -> torch.Tensor:
     An STFT bin is in it when its centre frequency lies within the band widened by half a bin (its cell
     overlaps the band); a mel band when its filter has weight on such an STFT bin.
     """
-    stft = torch.linspace(0, features.sample_rate / 2, features.n_fft // 2 + 1, dtype=torch.float64)
-    half_bin = features.sample_rate / features.n_fft / 2
+    rate = analysis_rate(features)
+    stft = torch.linspace(0, rate / 2, features.n_fft // 2 + 1, dtype=torch.float64)
+    half_bin = rate / features.n_fft / 2
     inside = (stft >= f_low - half_bin) & (stft <= f_high + half_bin)
     fb = getattr(features, "fb", None)
     if fb is None:
@@ -49,11 +50,20 @@ def box_bins(features, f_low: float, f_high: float) -> torch.Tensor:
     return (fb.detach().cpu()[inside] > 0).any(0)
 
 
+def analysis_rate(features) -> int:
+    """The rate at which the front-end's ``n_fft`` and ``hop_length`` count samples: its ``analysis_rate`` where
+    it resamples its input, else its ``sample_rate``."""
+    return getattr(features, "analysis_rate", features.sample_rate)
+
+
 def box_frames(features, t_start: float, t_end: float, frames: int) -> torch.Tensor:
     """(T,) bool: the frames whose centre lies within [t_start, t_end] give or take half an analysis window
-    (centred frames: frame t is centred at t * hop / sample_rate)."""
-    centres = torch.arange(frames, dtype=torch.float64) * features.hop_length / features.sample_rate
-    half_window = features.n_fft / 2 / features.sample_rate
+    (frame t is centred at (t * hop + frame_offset) / rate: centred frames have no ``frame_offset``, Kaldi's
+    frames half a window)."""
+    rate = analysis_rate(features)
+    offset = getattr(features, "frame_offset", 0)
+    centres = (torch.arange(frames, dtype=torch.float64) * features.hop_length + offset) / rate
+    half_window = features.n_fft / 2 / rate
     return (centres >= t_start - half_window) & (centres <= t_end + half_window)
 
 

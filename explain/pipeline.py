@@ -151,13 +151,31 @@ class ExplanationPipeline(nn.Module):
     def set_background(self, name: str, background: torch.Tensor) -> None:
         self.methods[name].set_background(background)
 
-    def check(self, x: torch.Tensor) -> None:
+    def check(self, x: torch.Tensor, sound: Sound | None = None) -> None:
         """Every method's requirements of the model (``AttributionMethod.check_model``) on one spectrogram of
-        ``x``; run once, before the first map (by ``explain`` itself if not called before)."""
+        ``x`` (``sound``: its clip's, for a model that hears through it); run once, before the first map (by
+        ``explain`` itself if not called before)."""
         if not self._checked:
-            for method in self.methods.values():
-                method.check_model(x[:1].detach())
+            with self._on_clip(self.model, sound):
+                for method in self.methods.values():
+                    method.check_model(x[:1].detach())
             self._checked = True
+
+    @property
+    def one_clip_at_a_time(self) -> bool:
+        """The model hears each spectrogram through its clip's phase (the model contract's ``clip_phase``):
+        ``explain`` then takes one clip, with its ``Sound``, per call."""
+        return callable(getattr(self.model, "clip_phase", None))
+
+    @staticmethod
+    def _on_clip(model: nn.Module, sound: Sound | None, i: int = 0):
+        """Where ``model`` maps the spectrograms of clip ``i`` of ``sound``: inside its ``clip_phase`` when it
+        has one."""
+        if not callable(getattr(model, "clip_phase", None)):
+            return contextlib.nullcontext()
+        if sound is None:
+            raise ValueError(f"{type(model).__name__} hears each clip through its phase: give the clip's Sound")
+        return model.clip_phase(sound.phase[i:i + 1], sound.length)
 
     def _ensure_batches(self, x: torch.Tensor) -> None:
         if self.batch_sizes is not None:
@@ -205,12 +223,15 @@ class ExplanationPipeline(nn.Module):
         each step (``explain.progress``: per method its maps, its masks and its curves)."""
         if "heard" in self.scored and sound is None:
             raise ValueError("this pipeline scores what is heard: explain() needs the batch's Sound (phase, length)")
-        with tf32(self.tf32):
+        if self.one_clip_at_a_time and len(x) != 1:
+            raise ValueError(f"{type(self.model).__name__} hears each clip through its phase: explain() takes one "
+                             f"clip at a time, got {len(x)}")
+        with tf32(self.tf32), self._on_clip(self.model, sound):
             return self._explain(x, list(ids), sound, progress)
 
     def _explain(self, x: torch.Tensor, ids: list[str], sound: Sound | None = None,
                  progress: Hook | None = None) -> Explained:
-        self.check(x)
+        self.check(x, sound)
         probs = self.predict(x)
         out = Explained(probs, probs.argmax(-1))
         listen = self._listener(x, out, sound) if "heard" in self.scored else None
@@ -328,18 +349,26 @@ class ExplanationPipeline(nn.Module):
 
     # -- the randomisation sanity check ----------------------------------------------------------------
     def sanity(self, x: torch.Tensor, target: torch.Tensor, ids: Sequence[str], layers: Sequence[str] = LAYERS,
-               seed: int = 0, progress: Hook | None = None) -> list[list]:
+               seed: int = 0, progress: Hook | None = None, sound: Sound | None = None) -> list[list]:
         """The model-parameter randomisation test (``explain/sanity.py``) of every method on the clips ``x``:
         rows of ``sanity.csv``. Each randomised model gets its own instance of each method, with the same
-        options and background. ``progress`` hears of each method's maps of each model."""
-        self._ensure_batches(x)
+        options and background. ``progress`` hears of each method's maps of each model. ``sound``: the clips'
+        phases and length, for a model that hears through them (then each clip is explained alone)."""
+        with self._on_clip(self.model, sound):
+            self._ensure_batches(x)
         ids = list(ids)
 
         def explain(model: nn.Module, name: str) -> torch.Tensor:
             method = self.methods[name] if model is self.model else self._method_for(name, model)
             try:
                 with torch.enable_grad():
-                    return method.attribute(x.detach(), target, ids=ids).detach().float()
+                    if not self.one_clip_at_a_time:
+                        return method.attribute(x.detach(), target, ids=ids).detach().float()
+                    maps = []
+                    for i in range(len(x)):
+                        with self._on_clip(model, sound, i):
+                            maps.append(method.attribute(x[i:i + 1].detach(), target[i:i + 1], ids=ids[i:i + 1]))
+                    return torch.cat(maps).detach().float()
             finally:
                 if method is not self.methods[name]:
                     method.close()

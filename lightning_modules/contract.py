@@ -14,6 +14,15 @@ A batch, in every step, is a dict (``datamodules.batch.Batch``) read by name: ``
 waveforms at the data's sample rate, and ``batch["target"]``, the (B,) class numbers (with ``filename`` and, per
 scenario, more); a position (``batch[0]``, ``x, y = batch``) is an error that names the keys.
 
+Two things a spectrogram model may have beyond that:
+
+- ``attentions(x)``: a transformer's attention weights over its patches (``TokenAttention``), which the
+  ``attention`` method (attention rollout) maps back to the spectrogram;
+- ``clip_phase(phase, length)``: a context manager, for a model that hears each spectrogram through its clip's
+  phase (a waveform network behind the exact inverse STFT, ``huggingface.WaveformNet``): inside it the model maps
+  spectrograms of that one clip (``phase`` (1, ...) as the front-end returned it, ``length`` the clip's samples),
+  and the explanation runs such a model one clip at a time.
+
 ``SpectrogramClassifier`` is a base that adds the rest (training steps, accuracy, Adam, the data checks);
 ``AudioClassifier`` (Cnn14) and ``SpectrogramTransformer`` are built on it. What a method needs beyond the
 contract it declares itself (``AttributionMethod.check_model``), helped by the functions below, which find
@@ -21,6 +30,7 @@ what the methods and the sanity check use from the model's own modules where the
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import lightning as L
@@ -52,6 +62,17 @@ def check_explainable(module: nn.Module) -> None:
         raise UsageValueError(f"--explain: the model {name} does not follow the model contract: it lacks "
                               f"{', '.join(missing)}; see the {README}, or subclass "
                               f"lightning_modules.SpectrogramClassifier")
+
+
+@dataclass
+class TokenAttention:
+    """A transformer's attention, as attention rollout reads it: ``weights``, every layer's from the first, each
+    (B, heads, N, N) with rows that sum to 1; ``special``, how many tokens stand before the patches (a class
+    token, AST's distillation token), whose rows the classifier reads; ``boxes``, (N - special, 4) long, the
+    cells each patch covers on the (T, F) input, (t0, t1, f0, f1) with the ends excluded."""
+    weights: list[torch.Tensor]
+    special: int
+    boxes: torch.Tensor
 
 
 # -- what a method or the sanity check uses, found from the model -----------------------------------------------

@@ -123,22 +123,28 @@ class MeldB(STFTdB):
         return self.mel_to_power(db_to_power(db))
 
     def mel_to_power(self, mel: torch.Tensor) -> torch.Tensor:
-        """Non-negative least squares for S >= 0 with fb^T S ~= mel, by multiplicative updates
-        (Lee-Seung), all batched; bins no filter covers come back as zero."""
-        fb = self.fb.to(mel.dtype)  # (F, M): each STFT bin feeds at most two bands, so keep it factored
-        fb_t = fb.T.contiguous()
-        rhs = fb @ mel
-        if self.mel_inverse == "lstsq":
-            s = (self.fb_pinv.to(mel.dtype) @ mel).clamp_min(0)  # the least-norm solution of fb^T S = mel
-            if self.nnls_iters:  # a multiplicative update never moves a zero: start the updates just above it
-                s = s + 1e-6 * s.amax(dim=(-2, -1), keepdim=True) + 1e-20
-        else:
-            # start from each band's power spread in its filter's shape: a bin on a filter's faint edge (the HTK
-            # bands' top bin has weight 4e-6) would otherwise start near mel / weight, and the updates barely move it
-            s = fb @ (mel / (fb.pow(2).sum(dim=0)[:, None] + 1e-20))
-        for _ in range(self.nnls_iters):
-            s = s * rhs / (fb @ (fb_t @ s) + 1e-20)
-        return s
+        return mel_to_power(self.fb, self.fb_pinv, mel, self.mel_inverse, self.nnls_iters)
+
+
+def mel_to_power(fb: torch.Tensor, fb_pinv: torch.Tensor, mel: torch.Tensor, method: str = "lstsq",
+                 nnls_iters: int = 10) -> torch.Tensor:
+    """Non-negative least squares for S >= 0 with fb^T S ~= mel (``fb``: (F, M) bands, ``fb_pinv``: the
+    pseudo-inverse of fb^T), by multiplicative updates (Lee-Seung), all batched; bins no filter covers come
+    back as zero. ``method`` and ``nnls_iters`` as ``MEL_INVERSES`` says."""
+    fb = fb.to(mel.dtype)  # (F, M): each STFT bin feeds at most two bands, so keep it factored
+    fb_t = fb.T.contiguous()
+    rhs = fb @ mel
+    if method == "lstsq":
+        s = (fb_pinv.to(mel.dtype) @ mel).clamp_min(0)  # the least-norm solution of fb^T S = mel
+        if nnls_iters:  # a multiplicative update never moves a zero: start the updates just above it
+            s = s + 1e-6 * s.amax(dim=(-2, -1), keepdim=True) + 1e-20
+    else:
+        # start from each band's power spread in its filter's shape: a bin on a filter's faint edge (the HTK
+        # bands' top bin has weight 4e-6) would otherwise start near mel / weight, and the updates barely move it
+        s = fb @ (mel / (fb.pow(2).sum(dim=0)[:, None] + 1e-20))
+    for _ in range(nnls_iters):
+        s = s * rhs / (fb @ (fb_t @ s) + 1e-20)
+    return s
 
 
 def make_features(kind: str, sample_rate: int = 32000, filterbank: str = "htk") -> STFTdB:

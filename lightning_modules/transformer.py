@@ -6,7 +6,8 @@ that the model contract (``contract.py``) explains.
 What the methods make of it (README, "Bring your own model and data"): Saliency, SmoothGrad, IG,
 GradientSHAP, Input x Gradient, occlusion, LIME and the controls need nothing from the model and run;
 Grad-CAM has no layer (``gradcam_layer = None``: the only convolution is the patch projection, before every
-attention layer, not a last convolutional layer whose channels hold class evidence); DeepLIFT and Deep
+attention layer, not a last convolutional layer whose channels hold class evidence); attention rollout reads its
+attention weights (``attentions``); DeepLIFT and Deep
 SHAP refuse it, as softmax attention, GELU and layer norm are nonlinearities their rescale rule (on
 ``nn.ReLU`` modules) does not see. The sanity check randomises ``head``, the blocks from the last down and
 ``patch_embed``.
@@ -20,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from errors import UsageValueError
-from .contract import SpectrogramClassifier
+from .contract import SpectrogramClassifier, TokenAttention
 from .features import make_features
 
 
@@ -68,11 +69,19 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _qkv(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._qkv(x)
         y = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(y.transpose(1, 2).reshape(b, n, d))
+        return self.proj(y.transpose(1, 2).reshape(x.shape))
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, heads, N, N): the softmax that ``forward`` weighs the values with."""
+        q, k, _ = self._qkv(x)
+        return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
 
 
 class Block(nn.Module):
@@ -115,6 +124,22 @@ class SpectrogramTransformerNet(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x[:, 0]))
+
+    def attentions(self, x: torch.Tensor) -> TokenAttention:
+        """Every block's attention over the class token and the patches (row-major over the (T', F') grid of
+        patches, which the input was padded to)."""
+        found = []
+        hooks = [b.attn.register_forward_pre_hook(lambda m, args: found.append(m.weights(args[0])))
+                 for b in self.blocks]
+        try:
+            self(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        (t, f), (pt, pf) = x.shape[2:], self.patch_embed.patch
+        t0 = torch.arange(0, t, pt).repeat_interleave(math.ceil(f / pf))
+        f0 = torch.arange(0, f, pf).repeat(math.ceil(t / pt))
+        return TokenAttention(found, 1, torch.stack([t0, (t0 + pt).clamp_max(t), f0, (f0 + pf).clamp_max(f)], 1))
 
 
 class SpectrogramTransformer(SpectrogramClassifier):

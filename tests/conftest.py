@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MINI, NOISES, ROOT, need_shared, run_cli
+from tests.helpers import MINI, NOISES, ROOT, need_shared, run_cli, tiny_ast_folder, tiny_wav2vec2_folder
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -83,3 +83,15 @@ def small_test_root(quickstart_run, tmp_path_factory) -> Path:
         w.writerows([r for r in rows if r["fold"] != "5"] + test)
     return root
 
+
+
+@pytest.fixture(scope="session")
+def tiny_ast(tmp_path_factory) -> Path:
+    """A tiny AST folder as save_pretrained writes one (5 labels, 32 bands, 100 frames: 1 s at 16 kHz)."""
+    return tiny_ast_folder(tmp_path_factory.mktemp("hf") / "tiny-ast")
+
+
+@pytest.fixture(scope="session")
+def tiny_wav2vec2(tmp_path_factory) -> Path:
+    """A tiny wav2vec 2.0 sequence classifier folder (5 labels)."""
+    return tiny_wav2vec2_folder(tmp_path_factory.mktemp("hf") / "tiny-wav2vec2")

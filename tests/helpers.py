@@ -187,3 +187,40 @@ def read_wandb_run(path: Path) -> dict:
 def read_wandb_runs(folder: Path) -> list[dict]:
     """Every offline run under ``folder`` (a ``wandb`` folder or one above it)."""
     return [read_wandb_run(p) for p in sorted(Path(folder).rglob("offline-run-*/run-*.wandb"))]
+
+
+def tiny_ast_folder(folder: Path, num_labels: int = 5, num_mel_bins: int = 32, max_length: int = 100,
+                    stride: int = 10, seed: int = 0) -> Path:
+    """A tiny AST (random weights) and its feature extractor, saved with save_pretrained as a downloaded one is;
+    patches of 16 every ``stride`` frames and bands (AST's 10: overlapping)."""
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+    torch.manual_seed(seed)
+    config = ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       num_mel_bins=num_mel_bins, max_length=max_length, frequency_stride=stride,
+                       time_stride=stride, num_labels=num_labels)
+    ASTForAudioClassification(config).save_pretrained(folder)
+    ASTFeatureExtractor(num_mel_bins=num_mel_bins, max_length=max_length).save_pretrained(folder)
+    return folder
+
+
+def tiny_wav2vec2_folder(folder: Path, num_labels: int = 5, seed: int = 0) -> Path:
+    """A tiny wav2vec 2.0 sequence classifier (random weights) and its raw-waveform feature extractor."""
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+    torch.manual_seed(seed)
+    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                            conv_dim=(16, 16, 16), conv_stride=(5, 4, 4), conv_kernel=(10, 8, 8),
+                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, classifier_proj_size=16,
+                            num_labels=num_labels)
+    Wav2Vec2ForSequenceClassification(config).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor().save_pretrained(folder)
+    return folder
+
+
+def tone_and_noise(seconds: float = 1.0, rate: int = 16000, seed: int = 0) -> torch.Tensor:
+    """(N,) float32: a 440 Hz tone over white noise, with a silent stretch in the middle."""
+    g = torch.Generator().manual_seed(seed)
+    n = int(seconds * rate)
+    t = torch.arange(n) / rate
+    wave = 0.3 * torch.sin(2 * torch.pi * 440 * t) + 0.05 * torch.randn(n, generator=g)
+    wave[n // 2:n // 2 + n // 10] = 0
+    return wave.float()

@@ -21,7 +21,7 @@ def spectrograms():
 
 def test_parse_methods():
     assert known_methods()[:4] == ["saliency", "gradcam", "lime", "shap"]
-    assert parse_methods("all") == [n for n in known_methods() if n not in ("random", "energy")]
+    assert parse_methods("all") == [n for n in known_methods() if n not in ("random", "energy", "attention")]
     assert parse_methods("lime, shap,lime") == ["lime", "shap"]
     with pytest.raises(ValueError, match="known: saliency, gradcam, lime, shap, "):
         parse_methods("lime,nope")
