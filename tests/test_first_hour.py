@@ -1,6 +1,7 @@
 """What a new user hits in the first hour, through the command line: a config written for another class does not
 set their class's options, an explicit class is never silently replaced by a checkpoint's, a batch read by
 position and a one-class dataset get one-line errors that say what to do."""
+import importlib
 import inspect
 import sys
 
@@ -49,8 +50,8 @@ def test_a_users_class_gets_its_own_defaults_not_those_the_project_config_wrote_
     (tmp_path / "calls.yaml").write_text(yaml.safe_dump(
         {"model": {"class_path": "my_models.SmallCNN", "init_args": {"num_classes": 3}}, "data": CALLS}))
     config, _ = printed_config("--config", "calls.yaml", cwd=tmp_path)
-    import my_models
     from datamodules import AudioFolderDataModule
+    my_models = importlib.import_module("my_models")  # the user's module, written by the fixture
     model, data = config["model"]["init_args"], config["data"]["init_args"]
     # configs/default.yaml's lr (AudioClassifier's) and num_workers (ESC-50's) are not the user's classes' values
     assert model["lr"] == defaults(my_models.SmallCNN)["lr"] and model["num_classes"] == 3
