@@ -189,16 +189,5 @@ class WaveformSTFT(ModelRate, STFTdB):
         """(B, 1, T, F) dB and the phase -> (B, length) waveform at the model's rate."""
         return super().inverse(db, phase, length)
 
-    def deemphasis(self, emphasised: torch.Tensor) -> torch.Tensor:
-        """The clip whose pre-emphasis is ``emphasised`` (B, N), without what lies below the lowest band's edge
-        (``low_freq``; the bands do not see it, and undoing the pre-emphasis multiplies it by up to 33): the
-        division by 1 - 0.97 e^-iw in the frequency domain, padded so that its decaying tail does not wrap."""
-        n = emphasised.shape[-1] + 2048  # 0.97^2048 < 1e-27
-        spec = torch.fft.rfft(emphasised.double(), n=n)
-        freqs = torch.fft.rfftfreq(n, 1.0 / self.model_rate, device=spec.device, dtype=torch.float64)
-        response = 1.0 - self.preemphasis * torch.exp(-2j * math.pi * freqs / self.model_rate)
-        spec = torch.where(freqs >= self.low_freq, spec / response, torch.zeros_like(spec))
-        return torch.fft.irfft(spec, n=n)[..., :emphasised.shape[-1]].to(emphasised.dtype)
-
     def inverse(self, db: torch.Tensor, phase: torch.Tensor, length: int) -> torch.Tensor:
         return self.from_model_rate(self.inverse_at_model_rate(db, phase, self.model_length(length)), length)
