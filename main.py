@@ -126,10 +126,9 @@ def option_sources(argv: list[str], default_files: list[str]) -> dict[str, Secti
     i = 0
     while i < len(argv):
         flag, eq, value = argv[i].partition("=")
-        if not eq:
-            value = argv[i + 1] if i + 1 < len(argv) else ""
-            i += 1
         i += 1
+        if not eq and i < len(argv) and not argv[i].startswith("--"):  # a flag alone (--print_config) takes none
+            value, i = argv[i], i + 1
         if flag in ("--config", "-c"):
             config(value, value, default=False)
             continue
@@ -183,7 +182,8 @@ def own_defaults(sources: dict[str, SectionSources]) -> tuple[list[str], list[st
             default = params[key].default
             if given.kind == "class" and default is not inspect.Parameter.empty:
                 try:  # a string as it is: jsonargparse would keep JSON's quotes in a str option
-                    extra.append(f"--{name}.init_args.{key}={default if isinstance(default, str) else json.dumps(default)}")
+                    spelt = default if isinstance(default, str) else json.dumps(default)
+                    extra.append(f"--{name}.init_args.{key}={spelt}")
                 except TypeError:  # a default no option can spell: left as jsonargparse has it
                     pass
             elif default is inspect.Parameter.empty or given.value != default:
@@ -365,13 +365,12 @@ def _main(args: Optional[list[str]] = None) -> None:
 
         def parse_arguments(self, parser, args):
             super().parse_arguments(parser, args)
-            subcommand = self.config.get("subcommand")
-            sub = self.config.get(subcommand or "", {})
+            sub = self.config.get(self.config.get("subcommand") or "", {})
             # before Lightning reads the checkpoint's hyperparameters, so a bad file is named in one line
             ckpt = sub.get("ckpt_path")
             if ckpt and not (ckpt in ("best", "last", "hpc") or ckpt.startswith("registry")):
-                self.ckpt_hparams = check_lightning_checkpoint(ckpt, named=sources["model"].named_class if sources else None,
-                                                               same_class=_same_class)
+                named = sources["model"].named_class if sources else None
+                self.ckpt_hparams = check_lightning_checkpoint(ckpt, named=named, same_class=_same_class)
 
         def _parse_ckpt_path(self):
             # checkpoints written before the model was chosen by class_path hold its arguments without the

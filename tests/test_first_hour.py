@@ -168,3 +168,14 @@ def test_a_worker_error_is_printed_as_it_was_raised():
                          "last):\n  File 'x.py', line 1, in f\ndatamodules.audio.AudioError: cannot read audio file "
                          "a.wav (bad); replace it")
     assert one_line(wrapped) == "cannot read audio file a.wav (bad); replace it"
+
+
+def test_where_options_come_from_follows_the_arguments_order_and_flags_without_values():
+    from main import option_sources
+    sources = option_sources(["--print_config", "--model.class_path", "my.A", "--model.lr", "0.5", "--data=my.D"],
+                             [str(ROOT / "configs" / "default.yaml")])
+    model, data = sources["model"], sources["data"]
+    assert model.named_class == ("my.A", "--model") and model.current == "my.A"
+    assert model.options["lr"].kind == "argument" and model.options["lr"].written_for == "my.A"
+    assert model.options["num_classes"].written_for == "lightning_modules.AudioClassifier"  # default.yaml's
+    assert model.options["num_classes"].kind == "class" and data.named_class == ("my.D", "--data")
