@@ -96,6 +96,9 @@ class ESC50DataModule(L.LightningDataModule):
             ``mixture_snr`` dB, its partner drawn with ``mixture_seed``; the batch carries both scaled parts,
             whose ideal binary mask is the ground truth of the localisation metrics.
         train_noise: random background augmentation for training clips.
+        num_workers: loader processes; None: Lightning's suggestion for the machine (its CPUs per device, less
+            one). Each worker draws ``train_noise`` from its own seed: give a number to repeat such a fit exactly
+            on another machine.
     """
 
     def __init__(self, root: str = "data/ESC-50", download: bool = False, url: str = ESC50_URL,
