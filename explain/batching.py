@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Iterator
 
 import torch
@@ -69,16 +68,16 @@ def batch_sizes(model: nn.Module, sample: torch.Tensor, memory_gb: float = CUDA_
             "backward": cuda_rows(BACKWARD_FACTOR * total, memory_gb)}
 
 
-def check_memory(memory_gb: float, device: torch.device) -> None:
-    """``memory_gb`` is at most what the device has (a GPU's memory, else the machine's): a budget above it
-    would only fail later, out of memory, in the middle of a run."""
-    if device.type == "cuda":
-        total, what = torch.cuda.get_device_properties(device).total_memory, f"GPU {device}"
-    else:
-        total, what = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "machine"
+def check_memory(memory_gb: float, device: torch.device | str) -> None:
+    """``memory_gb`` is at most what the GPU has: a budget above it would only fail later, out of memory, in the
+    middle of a run. On a CPU the budget is unused (batches there have a fixed size), so it is not checked."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return
+    total = torch.cuda.get_device_properties(device).total_memory
     if memory_gb * 2**30 > total:
-        raise UsageValueError(f"--explainer.memory_gb {memory_gb:g} is more than the {what} has ({total / 2**30:.1f} "
-                              "GB): give at most that (it bounds the memory of one model call)")
+        raise UsageValueError(f"--explainer.memory_gb {memory_gb:g} is more than GPU {device} has "
+                              f"({total / 2**30:.1f} GB): give at most that (it bounds the memory of one model call)")
 
 
 def cuda_rows(per_input: float, memory_gb: float) -> int:
