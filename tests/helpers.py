@@ -187,3 +187,26 @@ def read_wandb_run(path: Path) -> dict:
 def read_wandb_runs(folder: Path) -> list[dict]:
     """Every offline run under ``folder`` (a ``wandb`` folder or one above it)."""
     return [read_wandb_run(p) for p in sorted(Path(folder).rglob("offline-run-*/run-*.wandb"))]
+
+
+def save_classifier(model, path: Path) -> Path:
+    """A checkpoint of ``model`` (a LightningModule of the project) as ``main.py fit`` writes one, without training."""
+    import lightning
+    hparams = {**model.hparams, "_class_path": f"{type(model).__module__}.{type(model).__name__}"}
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams,
+                "pytorch-lightning_version": lightning.__version__}, path)
+    return Path(path)
+
+
+def save_interpreter(classifier: Path, path: Path, trained_on: str = "spectrogram", dim: int = 8, seed: int = 0) -> Path:
+    """An untrained L-MAC interpreter of the checkpoint ``classifier``, saved as ``fit`` saves one."""
+    import lightning
+    from lightning_modules import LMAC
+    torch.manual_seed(seed)
+    interpreter = LMAC(str(classifier), trained_on=trained_on, dim=dim)
+    ckpt = {"state_dict": interpreter.state_dict(),
+            "hyper_parameters": {**interpreter.hparams, "_class_path": "lightning_modules.LMAC"},
+            "pytorch-lightning_version": lightning.__version__}
+    interpreter.on_save_checkpoint(ckpt)
+    torch.save(ckpt, path)
+    return Path(path)
