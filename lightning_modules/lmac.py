@@ -6,8 +6,9 @@ A decoder reads the classifier's intermediate feature maps (the layers its spect
 coarsest map up, each map is projected to ``dim`` channels, and a transposed convolution takes the sum so far to
 the next finer map's grid, where that map's projection is added; a last transposed convolution reaches the input
 grid (the shape of SpeechBrain's CNN14PSI decoder). M is the sigmoid of its output stretched per clip to [0, 1] by
-the tool's ``minmax``: the mask trained is the mask scored at ``minmax``, its native mask. A model that declares no such layers gets a decoder on
-the input spectrogram alone (standardised per clip): it sees nothing of what the model computed, only the clip.
+the tool's ``minmax``: the mask trained is the mask scored at ``minmax``, its native mask. A model that declares no
+such layers gets a decoder on the input spectrogram alone (standardised per clip): it sees nothing of what the
+model computed, only the clip.
 
 Trained with the tool's own masking (``explain.masks.apply_mask`` with the run's ``fill`` b: X_in = (X - b) M + b,
 X_out = (X - b)(1 - M) + b) against the classifier's own prediction y:
@@ -252,6 +253,8 @@ class LMAC(L.LightningModule):
             raise UsageValueError(f"--model.fill must be one of {', '.join(FILLS)}, got {fill!r}")
         self.save_hyperparameters()
         model = load_classifier(classifier, classifier_class)
+        # the file a link such as best.ckpt points to now: resuming or reloading finds the same classifier anywhere
+        self.hparams["classifier"] = str(Path(classifier).resolve())
         self.features, self.net = model.features, model.spectrogram_model
         for p in [*self.net.parameters(), *self.features.parameters()]:
             p.requires_grad_(False)
@@ -260,7 +263,7 @@ class LMAC(L.LightningModule):
             probe = self.features(torch.zeros(1, 2 * self.features.sample_rate))
         shape = {**decoder_shape(self.net, self.layers, probe, "--model.classifier"), "dim": dim}
         self.decoder = MaskDecoder(**shape)
-        self.record = Interpreter(str(Path(classifier).resolve()), f"{type(model).__module__}.{type(model).__name__}",
+        self.record = Interpreter(self.hparams.classifier, f"{type(model).__module__}.{type(model).__name__}",
                                   weights_hash(self.net), trained_on, list(self.layers), shape, fill)
 
     def train(self, mode: bool = True):
