@@ -172,7 +172,7 @@ def paired_interval(values: dict, control: dict, n_boot: int = 2000, seed: int =
 
 def test_trained_on_the_quickstart_each_interpreter_beats_random_on_what_it_was_trained_for(
         quickstart_run, lmac_interpreters):
-    """Both interpreters, briefly trained, explained in one run beside the random map: each one's FF at minmax (its
+    """Both interpreters (``lmac_interpreters``) explained in one run beside the random map: each one's FF at minmax (its
     native mask) beats random's by a paired interval over the 80 test clips on the input it was trained for; the
     sanity check's randomised classifier changes their masks; every output has their rows; and an interpreter is
     refused for a classifier of other weights, in one line."""
