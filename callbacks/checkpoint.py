@@ -80,7 +80,7 @@ class BestCheckpoint(ModelCheckpoint):
         tmp.symlink_to(os.path.relpath(Path(path).resolve(), link.parent.resolve()))
         os.replace(tmp, link)
         if self.keep == "best":
-            what = f"best checkpoint (val/acc {float(self.best_model_score):.4f})"
+            what = f"best checkpoint ({self.monitor} {float(self.best_model_score):.4f})"
         else:  # the name stays best.ckpt: it is what the next command reads
             what = "last epoch's checkpoint (--checkpoint.keep last, not the best val/acc)"
         print(f"{what}: {path}\nlinked as {link}")

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from errors import UsageValueError
 from explain import MASK_NAMES, METHODS, parse_methods
-from explain.base import method_groups
+from explain.base import method_groups, row_names
 from explain.masks import check_mask_names
 from explain.metrics import METRIC_NAMES
 from explain.batching import CUDA_MEMORY_GB, check_memory, check_precision
@@ -172,7 +172,7 @@ class ExplainCallback(Callback):
         check_method_options(self.options)
         self.aliases = {"lime_samples": lime_samples, "shap_background_per_class": shap_background_per_class,
                         "shap_background_size": shap_background_size}
-        self.methods = parse_methods(methods) if methods else []
+        self.methods = self._row_names(methods) if methods else []
         self.seed, self.batch_size, self.precision = seed, batch_size, precision
         self.masks = tuple(masks) if masks else MASK_NAMES
         self.conciseness_on, self.examples = conciseness_on, examples
@@ -180,7 +180,13 @@ class ExplainCallback(Callback):
         self.cache, self.cache_dir = cache, cache_dir
 
     def set_methods(self, methods: Union[str, list[str]]) -> None:
-        self.methods = parse_methods(methods)
+        self.methods = self._row_names(methods)
+
+    def _row_names(self, methods: Union[str, list[str]]) -> list[str]:
+        """The methods by the names their rows carry (``explain.base.row_names``: an L-MAC interpreter's checkpoint
+        decides between ``lmac`` and ``lmac_heard``), each remembered with the name its options were given under."""
+        self._given = row_names(parse_methods(methods), self.options)
+        return list(self._given)
 
     def apply_to_trainer(self, trainer: "L.Trainer") -> None:
         """Gradient methods need autograd inside ``test``, which Lightning runs in inference mode."""
@@ -190,7 +196,7 @@ class ExplainCallback(Callback):
         """The options of method ``name``: its declared aliases that were set, then ``options[name]``."""
         cls = METHODS[name]
         given = {opt: self.aliases[alias] for alias, opt in cls.aliases.items() if self.aliases.get(alias) is not None}
-        return {**given, **self.options.get(name, {})}
+        return {**given, **self.options.get(getattr(self, "_given", {}).get(name, name), {})}
 
     # -- set-up -----------------------------------------------------------------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:

@@ -47,9 +47,9 @@ def known_methods() -> list[str]:
 
 
 def method_groups() -> dict[str, list[str]]:
-    """Names that stand for several methods: ``all`` (every explanation method that any model can take),
-    ``controls`` (the maps that explain nothing, scored as a method is: chance levels) and ``study`` (the study's
-    four)."""
+    """Names that stand for several methods: ``all`` (every explanation method that any model can take, with no
+    trained interpreter of its own to name), ``controls`` (the maps that explain nothing, scored as a method is:
+    chance levels) and ``study`` (the study's four)."""
     return {"all": [n for n, cls in METHODS.items() if not cls.control and cls.in_all],
             "controls": [n for n, cls in METHODS.items() if cls.control],
             "study": [n for n in STUDY_METHODS if n in METHODS]}
@@ -66,6 +66,20 @@ def parse_methods(spec: str | Sequence[str]) -> list[str]:
         raise UsageValueError(f"unknown explanation method(s) {unknown or spec!r}; known: {', '.join(known_methods())} "
                               f"(or a group: {', '.join(groups)}), as a comma list")
     return list(dict.fromkeys(expanded))
+
+
+def row_names(names: Sequence[str], options: dict[str, dict]) -> dict[str, str]:
+    """The name each method's rows carry -> the name it was given as: the same, except for a method whose
+    options decide it (``AttributionMethod.row_name``: an L-MAC interpreter trained on what is heard is
+    ``lmac_heard`` whichever name it was given as). Two methods whose rows would share a name are an error."""
+    out: dict[str, str] = {}
+    for name in names:
+        row = METHODS[name].row_name(options.get(name, {}))
+        if row in out:
+            raise UsageValueError(f"--explain {out[row]},{name}: both would give rows named {row} (their "
+                                  f"--explainer.options make them the same method); name it once")
+        out[row] = name
+    return out
 
 
 def clip_seed(seed: int, clip_id: str) -> int:
@@ -149,9 +163,10 @@ class AttributionMethod:
     run under autocast), ``runtime_options`` (options that do not change a map, so no cache key holds
     them), ``aliases`` (older ``--explainer.<alias>`` spellings of an option), ``control`` (a map that
     explains nothing, for chance levels: in the ``controls`` group, not in ``all``), ``in_all`` (off for a
-    method only some kinds of model can take, such as attention rollout: not in ``all``) and ``cached`` (its maps
-    go to the attribution cache; off for maps cheaper to make than to read). What it needs from the model
-    (a layer, a kind of nonlinearity) it checks in ``check_model``, which runs before the first map.
+    method only some kinds of model can take, such as attention rollout, or one that runs trained weights of its
+    own, such as L-MAC: not in ``all``), ``needs_checkpoint`` (an option names its trained weights) and ``cached``
+    (its maps go to the attribution cache; off for maps cheaper to make than to read). What it needs from the
+    model (a layer, a kind of nonlinearity) it checks in ``check_model``, which runs before the first map.
     """
 
     name = "base"
@@ -163,6 +178,7 @@ class AttributionMethod:
     aliases: dict[str, str] = {}
     control = False
     in_all = True
+    needs_checkpoint = False
     cached = True
     declared_options: tuple[Option, ...] = ()
 
@@ -183,6 +199,12 @@ class AttributionMethod:
                                   f"{', '.join(declared) or 'none'} (set with --explainer.options)")
         return {name: o.check(cls.name, options[name]) if name in options else o.default
                 for name, o in declared.items()}
+
+    @classmethod
+    def row_name(cls, options: dict) -> str:
+        """The method name its rows carry with ``options``: its own name (a method may let its options decide,
+        see ``row_names``)."""
+        return cls.name
 
     @classmethod
     def option_help(cls) -> dict[str, tuple[object, str]]:

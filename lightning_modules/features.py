@@ -21,6 +21,14 @@ def db_to_power(db: torch.Tensor) -> torch.Tensor:
     return torch.pow(10.0, db / 10.0)
 
 
+def safe_sqrt(power: torch.Tensor) -> torch.Tensor:
+    """sqrt(max(power, 0)), the same values as ``power.clamp_min(0).sqrt()``, with gradient 0 where the power is
+    0 instead of sqrt's infinite one: the mel inverse gives exact zeros (bins no band covers) whose gradient
+    would otherwise be NaN."""
+    positive = power > 0
+    return torch.where(positive, power, torch.ones_like(power)).sqrt() * positive
+
+
 class STFTdB(nn.Module):
     """Power STFT in dB: n_fft 512, hop 256, Hann, centred, reflect padding; 257 bins."""
 
@@ -60,8 +68,9 @@ class STFTdB(nn.Module):
         return db
 
     def inverse(self, db: torch.Tensor, phase: torch.Tensor, length: int) -> torch.Tensor:
-        """(B, 1, T, F) dB and the saved phase -> (B, length) waveform."""
-        mag = self._from_db(db.squeeze(1).transpose(-1, -2)).clamp_min(0).sqrt()
+        """(B, 1, T, F) dB and the saved phase -> (B, length) waveform; differentiable (an interpreter trains
+        through it: lightning_modules/lmac.py)."""
+        mag = safe_sqrt(self._from_db(db.squeeze(1).transpose(-1, -2)))
         return torch.istft(mag * phase, self.n_fft, self.hop_length, window=self.window, center=True, length=length)
 
 

@@ -5,14 +5,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MINI, NOISES, ROOT, need_shared, run_cli, tiny_ast_folder, tiny_wav2vec2_folder
+from tests.helpers import MINI, NOISES, ROOT, need_shared, run_cli, run_here, tiny_ast_folder, tiny_wav2vec2_folder
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 # A test that uses one of these fixtures trains or runs the command line: it is marked slow, so that
 # `pytest -m "not slow"` leaves it out. Slow tests that use none of them carry @pytest.mark.slow themselves.
-SLOW_FIXTURES = {"quickstart_run", "explained_run", "quickstart_model", "small_test_root"}
+# how ``lmac_interpreters`` trains each (what it is trained on, options over configs/quickstart-lmac.yaml): enough to
+# beat the random map (tests/test_lmac.py). Measured: the config's 8 epochs on the spectrogram (6 do not), 3 on what
+# is heard (2 do, by less)
+LMAC_TRAINING = {"lmac": ("spectrogram", ()), "lmac_heard": ("heard", ("--trainer.max_epochs", "3"))}
+
+SLOW_FIXTURES = {"quickstart_run", "explained_run", "quickstart_model", "small_test_root", "lmac_interpreters"}
 
 
 def pytest_collection_modifyitems(items):
@@ -56,6 +61,19 @@ def explained_run(quickstart_run):
                    "--data.batch_size", "6", "--trainer.limit_test_batches", "2",
                    "--explainer.lime_samples", "40", "--explainer.examples", "1", cwd=quickstart_run)
     return next((quickstart_run / "runs" / "quickstart").glob("test-*/explain")), proc.stdout
+
+
+@pytest.fixture(scope="session")
+def lmac_interpreters(quickstart_run) -> dict[str, Path]:
+    """L-MAC interpreters of the quickstart classifier, trained through the CLI on the spectrogram and, briefly, on
+    what is heard: method name (``lmac``, ``lmac_heard``) -> checkpoint."""
+    found = {}
+    for name, (trained_on, options) in LMAC_TRAINING.items():
+        run_here("fit", "--config", str(ROOT / "configs" / "quickstart-lmac.yaml"), "--model.classifier",
+                 "runs/quickstart/best.ckpt", "--model.trained_on", trained_on, "--trainer.default_root_dir",
+                 f"runs/{name}", *options, "--trainer.logger", "false", cwd=quickstart_run)
+        found[name] = (quickstart_run / "runs" / name / "best.ckpt").resolve()
+    return found
 
 
 @pytest.fixture(scope="session")

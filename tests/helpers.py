@@ -232,3 +232,26 @@ def tone_and_noise(seconds: float = 1.0, rate: int = 16000, seed: int = 0) -> to
     wave = 0.3 * torch.sin(2 * torch.pi * 440 * t) + 0.05 * torch.randn(n, generator=g)
     wave[n // 2:n // 2 + n // 10] = 0
     return wave.float()
+
+
+def save_classifier(model, path: Path) -> Path:
+    """A checkpoint of ``model`` (a LightningModule of the project) as ``main.py fit`` writes one, without training."""
+    import lightning
+    hparams = {**model.hparams, "_class_path": f"{type(model).__module__}.{type(model).__name__}"}
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams,
+                "pytorch-lightning_version": lightning.__version__}, path)
+    return Path(path)
+
+
+def save_interpreter(classifier: Path, path: Path, trained_on: str = "spectrogram", dim: int = 8, seed: int = 0) -> Path:
+    """An untrained L-MAC interpreter of the checkpoint ``classifier``, saved as ``fit`` saves one."""
+    import lightning
+    from lightning_modules import LMAC
+    torch.manual_seed(seed)
+    interpreter = LMAC(str(classifier), trained_on=trained_on, dim=dim)
+    ckpt = {"state_dict": interpreter.state_dict(),
+            "hyper_parameters": {**interpreter.hparams, "_class_path": "lightning_modules.LMAC"},
+            "pytorch-lightning_version": lightning.__version__}
+    interpreter.on_save_checkpoint(ckpt)
+    torch.save(ckpt, path)
+    return Path(path)

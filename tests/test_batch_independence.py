@@ -96,7 +96,7 @@ def test_deep_shap_is_additive_for_any_batch(kind, batch, layout):
     assert ((a.sum((1, 2, 3)) - expected).abs() / expected.abs()).max() < 0.01
 
 
-METHOD_OPTIONS = {"saliency": {}, "gradcam": {}, "lime": {"num_samples": 40}, "shap": {}}
+METHOD_OPTIONS = {"saliency": {}, "gradcam": {}, "lime": {"num_samples": 40}, "shap": {}, "lmac": None}  # None: below
 
 
 @pytest.fixture(scope="module")
@@ -113,14 +113,17 @@ def trained(quickstart_run, quickstart_model):
 
 
 @pytest.mark.parametrize("name", list(METHOD_OPTIONS))
-def test_a_clips_map_and_metrics_do_not_depend_on_its_batch(trained, name):
+def test_a_clips_map_and_metrics_do_not_depend_on_its_batch(trained, name, request):
     """The same clip alone, second of four, and last of four with other neighbours and another batch size."""
     model, clips, ids, background = trained
+    options = METHOD_OPTIONS[name]
+    if options is None:  # an interpreter trained for the quickstart's classifier
+        options = {"checkpoint": str(request.getfixturevalue("lmac_interpreters")[name])}
     with torch.no_grad():
         target = model(clips).argmax(1)
 
     def run(order, batch_size):
-        method = make_method(name, model, batch_size=batch_size, seed=1, **METHOD_OPTIONS[name])
+        method = make_method(name, model, batch_size=batch_size, seed=1, **options)
         if method.needs_background:
             method.set_background(background)
         x = clips[order]

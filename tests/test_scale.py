@@ -1,4 +1,5 @@
 """Multi-process test runs, resumable runs, determinism."""
+import json
 import os
 import re
 import signal
@@ -54,10 +55,11 @@ def test_a_rank_that_fails_at_the_end_fails_the_run(quickstart_run, small_test_r
                                                   proc.stderr), (proc.returncode, proc.stderr[-3000:])
 
 
-def test_two_processes_give_the_one_process_results_clip_for_clip(quickstart_run, small_test_root):
+def test_two_processes_give_the_one_process_results_clip_for_clip(quickstart_run, small_test_root, lmac_interpreters):
+    lmac = json.dumps({"lmac": {"checkpoint": str(lmac_interpreters["lmac"])}})
     common = ["test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--ckpt_path", "runs/quickstart/best.ckpt",
-              "--data.root", str(small_test_root), "--data.batch_size", "3", "--explain", "saliency,lime,shap",
-              "--explainer.lime_samples", "20", "--explainer.shap_background_per_class", "1",
+              "--data.root", str(small_test_root), "--data.batch_size", "3", "--explain", "saliency,lime,shap,lmac",
+              "--explainer.options", lmac, "--explainer.lime_samples", "20", "--explainer.shap_background_per_class", "1",
               "--explainer.shap_background_size", "4", "--explainer.cache", "false", "--explainer.examples", "0",
               "--data.num_workers", "0"]
     run_here(*common, "--trainer.logger", "false", "--trainer.default_root_dir", "runs/one", cwd=quickstart_run)

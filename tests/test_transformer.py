@@ -27,16 +27,31 @@ def tiny():
     return net, x
 
 
+@pytest.fixture(scope="module")
+def interpreters(tiny, tmp_path_factory):
+    """Untrained L-MAC interpreters of the tiny transformer (it declares no layers: their decoders read the input
+    spectrogram alone): method name -> its options."""
+    from tests.helpers import save_classifier, save_interpreter
+
+    folder = tmp_path_factory.mktemp("transformer")
+    module = SpectrogramTransformer(num_classes=4, dim=16, heads=2, depth=2, patch_time=4, patch_freq=8)
+    module.net = tiny[0]
+    classifier = save_classifier(module, folder / "classifier.ckpt")
+    return {name: {"checkpoint": str(save_interpreter(classifier, folder / f"{name}.ckpt", trained_on))}
+            for name, trained_on in (("lmac", "spectrogram"), ("lmac_heard", "heard"))}
+
+
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_every_method_explains_the_transformer_or_refuses_with_its_reason(tiny, name):
+def test_every_method_explains_the_transformer_or_refuses_with_its_reason(tiny, name, request):
     net, x = tiny
     target = net(x).argmax(1)
+    options = request.getfixturevalue("interpreters")[name] if METHODS[name].needs_checkpoint else SMALL.get(name, {})
     if name in REFUSED:
         with pytest.raises(UsageError, match=REFUSED[name]):
-            method = make_method(name, net, batch_size=8, **SMALL.get(name, {}))
+            method = make_method(name, net, batch_size=8, **options)
             method.check_model(x[:1])
         return
-    method = make_method(name, net, batch_size=8, **SMALL.get(name, {}))
+    method = make_method(name, net, batch_size=8, **options)
     method.check_model(x[:1])
     if method.needs_background:
         method.set_background(x)
