@@ -73,3 +73,39 @@ def test_the_full_study_estimate_counts_every_stage_the_study_runs():
     assert est["ours_hours"] == pytest.approx(per_clip * 400 * 5 / 3600)
     assert est["bound_hours"] == pytest.approx(per_clip / 2 * 400 * 5 / 3600)
     assert bench.study_estimate({k: v for k, v in methods.items() if k != "curves"}) is None
+
+
+def fake_quickstart(folder, val_acc: float, correct: int, pick: str, ff_interval: tuple[float, float]):
+    """The files of a finished quickstart run that ``benchmarks.quickstart_figures`` reads, written by hand."""
+    import torch
+    base = folder / "runs" / "quickstart"
+    (base / "report").mkdir(parents=True)
+    (base / "test-1" / "explain").mkdir(parents=True)
+    torch.save({"callbacks": {"BestCheckpoint{'monitor': 'val/acc'}": {"best_model_score": torch.tensor(val_acc)}}},
+               base / "best.ckpt")
+    (base / "test-1" / "explain" / "run.json").write_text(json.dumps({"accuracy": {"correct": correct, "clips": 80}}))
+    low, high = ff_interval
+    (base / "report" / "summary.csv").write_text(
+        "method,mask,scored,FF_vs_random,FF_vs_random_low,FF_vs_random_high\n"
+        f"saliency,{pick},spectrogram,{(low + high) / 2},{low},{high}\nrandom,bin,spectrogram,0,0,0\n")
+    (base / "report" / "curve_areas.csv").write_text("scored,method,deletion_auc,insertion_auc\n"
+                                                     f"spectrogram,saliency,0.1,{val_acc / 2}\n")
+    (base / "report" / "sanity.csv").write_text("scored,method,layer,similarity,value\n"
+                                                "spectrogram,saliency,conv_block1,spearman_abs,0.2\n")
+    (base / "report" / "localisation.csv").write_text("scored,method,metric,value\n"
+                                                      "spectrogram,saliency,relevance_mass_accuracy,0.5\n")
+    return folder
+
+
+def test_the_quickstart_table_gives_each_figures_range_and_whether_the_runs_agree(tmp_path):
+    from benchmarks.quickstart_figures import table
+    runs = [fake_quickstart(tmp_path / "s0-t1", 0.9, 72, "topK_5", (0.01, 0.03)),
+            fake_quickstart(tmp_path / "s1-t1", 0.6, 48, "bin", (0.02, 0.04))]
+    cells = [[c.strip() for c in line[1:-1].split("|")] for line in table(runs).splitlines()[2:]]
+    rows = {row[0]: row for row in cells}
+    assert rows["val acc"] == ["val acc", "0.900", "0.600", "0.6 to 0.9", ""]
+    assert rows["test acc"][1:4] == ["0.900", "0.600", "0.6 to 0.9"]
+    assert rows["saliency pick"][1:] == ["topK_5", "bin", "", "no"]  # picks differ
+    assert rows["saliency FF - random"][1:] == ["+0.020 above", "+0.030 above", "0.02 to 0.03", "yes"]
+    assert rows["saliency insertion AUC"][1:4] == ["0.450", "0.300", "0.3 to 0.45"]
+    assert rows["saliency mass in box"][-2:] == ["0.5 to 0.5", ""]

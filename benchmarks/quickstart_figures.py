@@ -1,0 +1,145 @@
+"""The quickstart's figures over seeds and thread counts: what a user on another machine should expect.
+
+    python -m benchmarks.quickstart_figures run --seeds 0 1 2 --threads 1 2 --out runs/spread
+    python -m benchmarks.quickstart_figures table runs/spread/*      # the table again, from finished runs
+
+``run`` runs the quickstart (``quickstart.sh``'s three commands: fit, test of the study's four methods and the
+controls with the sanity check, report) once per (seed, thread count), each in its own folder
+``OUT/s<seed>-t<threads>`` with its own synthetic data, skipping a folder whose report exists. Then (and ``table``)
+it prints each figure the README quotes, one column per run, with its range and whether every run agrees: the
+model's accuracy, each method's pick and its FF margin over ``random`` (with the paired interval's sign), the
+insertion and deletion AUCs, the sanity check's Spearman of |map| with every layer random, the positive mass
+inside the planted boxes, and the heard LSD of the picks; ``--markdown FILE`` writes the table too.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = "runs/quickstart"
+STUDY = ("saliency", "gradcam", "lime", "shap")
+
+
+def commands(seed: int) -> list[list[str]]:
+    """``quickstart.sh``'s commands at ``seed`` (the model's and the explanations')."""
+    config = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--seed_everything", str(seed)]
+    main = [sys.executable, str(ROOT / "main.py")]
+    return [main + ["fit", *config, "--trainer.logger", "false"],
+            main + ["test", *config, "--ckpt_path", f"{QUICKSTART}/best.ckpt", "--explain", "study,controls",
+                    "--explainer.sanity", "true", "--explainer.seed", str(seed), "--trainer.logger", "false"],
+            main + ["report", QUICKSTART, "--out", f"{QUICKSTART}/report"]]
+
+
+def run(seeds: list[int], threads: list[int], out: Path) -> list[Path]:
+    folders = []
+    for t in threads:
+        for seed in seeds:
+            folder = out / f"s{seed}-t{t}"
+            folders.append(folder)
+            if (folder / QUICKSTART / "report" / "summary.csv").is_file():
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, "OMP_NUM_THREADS": str(t), "MKL_NUM_THREADS": str(t), "WANDB_MODE": "disabled"}
+            with open(folder / "log.txt", "a") as log:
+                for cmd in commands(seed):
+                    print(f"{folder.name}: {' '.join(cmd[1:4])}", flush=True)
+                    subprocess.run(cmd, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    return folders
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def figures(folder: Path) -> dict[str, str]:
+    """The figures of one finished quickstart run, as the strings the table prints."""
+    import torch
+    base = folder / QUICKSTART
+    report = base / "report"
+    explain = sorted(base.glob("test-*/explain/run.json"))[-1].parent
+    found: dict[str, str] = {}
+    ckpt = torch.load(base / "best.ckpt", map_location="cpu", weights_only=False)
+    best = next(v for k, v in ckpt.get("callbacks", {}).items() if k.startswith("BestCheckpoint"))
+    found["val acc"] = f"{float(best['best_model_score']):.3f}"
+    acc = json.loads((explain / "run.json").read_text()).get("accuracy")
+    if acc:  # a run written before run.json held it has none
+        found["test acc"] = f"{acc['correct'] / acc['clips']:.3f}"
+    for r in _rows(report / "summary.csv"):
+        if r["method"] not in STUDY:
+            continue
+        where = "" if r["scored"] == "spectrogram" else " (heard)"
+        found[f"{r['method']} pick{where}"] = r["mask"]
+        low, high = float(r["FF_vs_random_low"]), float(r["FF_vs_random_high"])
+        sign = "above" if low > 0 else "below" if high < 0 else "overlaps"
+        found[f"{r['method']} FF - random{where}"] = f"{float(r['FF_vs_random']):+.3f} {sign}"
+    for r in _rows(report / "curve_areas.csv"):
+        if r["scored"] == "spectrogram":
+            found[f"{r['method']} insertion AUC"] = f"{float(r['insertion_auc']):.3f}"
+            found[f"{r['method']} deletion AUC"] = f"{float(r['deletion_auc']):.3f}"
+    for r in _rows(report / "sanity.csv"):
+        if r["layer"] == "conv_block1" and r["similarity"] == "spearman_abs" and r["scored"] == "spectrogram":
+            found[f"{r['method']} sanity: Spearman of abs, all layers random"] = f"{float(r['value']):.2f}"
+    for r in _rows(report / "localisation.csv"):
+        if r["metric"] == "relevance_mass_accuracy" and r["scored"] == "spectrogram":
+            found[f"{r['method']} mass in box"] = f"{float(r['value']):.3f}"
+    return found
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def _category(value: str) -> str | None:
+    """What must agree across runs: a pick's name, or the word after a number (above / below / overlaps)."""
+    if _number(value) is None:
+        return value
+    return value.split(maxsplit=1)[1] if " " in value else None
+
+
+def table(folders: list[Path]) -> str:
+    per_run = {f.name: figures(f) for f in folders}
+    names = list(dict.fromkeys(k for found in per_run.values() for k in found))
+    head = ["figure", *per_run, "range", "all agree"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        values = [found.get(name, "") for found in per_run.values()]
+        numbers = [n for n in map(_number, values) if n is not None]
+        span = f"{min(numbers):.3g} to {max(numbers):.3g}" if numbers else ""
+        kinds = {_category(v) for v in values}
+        agree = "" if kinds == {None} else "yes" if len(kinds) == 1 else "no"
+        lines.append("| " + " | ".join([name, *values, span, agree]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run the quickstart per (seed, threads), then print the table")
+    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    r.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    r.add_argument("--out", type=Path, default=Path("runs/spread"))
+    t = sub.add_parser("table", help="the table of finished runs' folders")
+    t.add_argument("folders", type=Path, nargs="+")
+    for p in (r, t):
+        p.add_argument("--markdown", type=Path, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    folders = run(args.seeds, args.threads, args.out) if args.command == "run" else args.folders
+    text = table(folders)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+    return text
+
+
+if __name__ == "__main__":
+    main()
