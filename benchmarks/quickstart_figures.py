@@ -9,7 +9,13 @@ controls with the sanity check, report) once per (seed, thread count), each in i
 it prints each figure the README quotes, one column per run, with its range and whether every run agrees: the
 model's accuracy, each method's pick and its FF margin over ``random`` (with the paired interval's sign), the
 insertion and deletion AUCs, the sanity check's Spearman of |map| with every layer random, the positive mass
-inside the planted boxes, and the heard LSD of the picks; ``--markdown FILE`` writes the table too.
+inside the planted boxes; ``--markdown FILE`` writes the table too.
+
+    python -m benchmarks.quickstart_figures methods runs/quickstart   # one run's methods side by side
+
+``methods`` prints, per method of one explained run (its latest ``test-*/explain`` and its ``report/``), FF, Fid-In
+and AI at ``minmax`` and at the method's pick, scored on the spectrogram and on what is heard, and the LSD of the
+heard audio of its ``minmax`` mask (the kept part): the README's table of L-MAC beside the study's methods.
 """
 from __future__ import annotations
 
@@ -121,6 +127,31 @@ def table(folders: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def methods_table(base: Path) -> str:
+    explain = sorted(base.glob("test-*/explain/run.json"))[-1].parent
+    results = {(r["method"], r["mask"], r["scored"]): r for r in _rows(explain / "results.csv")}
+    picks = {(r["method"], r["scored"]): r["mask"] for r in _rows(base / "report" / "summary.csv")}
+    lsd = {r["method"]: float(r["lsd_db"]) for r in _rows(explain / "distortion.csv")
+           if r["mask"] == "minmax" and r["part"] == "in"}
+    methods = list(dict.fromkeys(m for m, _, _ in results))
+    head = ["method", "scored", "FF minmax", "Fid-In minmax", "AI minmax", "pick", "FF pick", "Fid-In pick",
+            "AI pick", "LSD minmax in (dB)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method in methods:
+        for scored in ("spectrogram", "heard"):
+            at = results.get((method, "minmax", scored))
+            if at is None:
+                continue
+            pick = picks.get((method, scored), "")
+            best = results.get((method, pick, scored), {})
+            cells = [method, scored, *(f"{float(at[k]):.3f}" for k in ("FF", "FidIn")), f"{float(at['AI']):.1f}",
+                     pick, *(f"{float(best[k]):.3f}" if best else "" for k in ("FF", "FidIn")),
+                     f"{float(best['AI']):.1f}" if best else "",
+                     f"{lsd[method]:.1f}" if scored == "heard" and method in lsd else ""]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,11 +161,15 @@ def main(argv: list[str] | None = None) -> str:
     r.add_argument("--out", type=Path, default=Path("runs/spread"))
     t = sub.add_parser("table", help="the table of finished runs' folders")
     t.add_argument("folders", type=Path, nargs="+")
-    for p in (r, t):
+    m = sub.add_parser("methods", help="one explained run's methods side by side (its report built)")
+    m.add_argument("folder", type=Path, help="the run's default_root_dir, e.g. runs/quickstart")
+    for p in (r, t, m):
         p.add_argument("--markdown", type=Path, help="also write the table to this file")
     args = parser.parse_args(argv)
-    folders = run(args.seeds, args.threads, args.out) if args.command == "run" else args.folders
-    text = table(folders)
+    if args.command == "methods":
+        text = methods_table(args.folder)
+    else:
+        text = table(run(args.seeds, args.threads, args.out) if args.command == "run" else args.folders)
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")
