@@ -6,7 +6,7 @@
 ``run`` runs the quickstart (``quickstart.sh``'s three commands: fit, test of the study's four methods and the
 controls with the sanity check, report) once per (seed, thread count), each in its own folder
 ``OUT/s<seed>-t<threads>`` with its own synthetic data, skipping a folder whose report exists. Then (and ``table``)
-it prints each figure the README quotes, one column per run, with its range and whether every run agrees: the
+it prints each figure docs/quickstart.md quotes, one column per run, with its range and whether every run agrees: the
 model's accuracy, each method's pick and its FF margin over ``random`` (with the paired interval's sign), the
 insertion and deletion AUCs, the sanity check's Spearman of |map| with every layer random, the positive mass
 inside the planted boxes; ``--markdown FILE`` writes the table too.
@@ -15,7 +15,7 @@ inside the planted boxes; ``--markdown FILE`` writes the table too.
 
 ``methods`` prints, per method of one explained run (its latest ``test-*/explain`` and its ``report/``), FF, Fid-In
 and AI at ``minmax`` and at the method's pick, scored on the spectrogram and on what is heard, and the LSD of the
-heard audio of its ``minmax`` mask (the kept part): the README's table of L-MAC beside the study's methods.
+heard audio of its ``minmax`` mask (the kept part): docs/heard.md's table of L-MAC beside the study's methods.
 """
 from __future__ import annotations
 

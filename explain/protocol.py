@@ -4,7 +4,7 @@
 ``study`` reproduces what the study's code computed, so that its published tables can be reproduced.
 Each departure is one entry of ``DEPARTURES``: what the study's code did, what ``corrected`` does, why,
 which metrics it moves, and the option that selects it (a method option, a metric option or a ``fit``
-option). ``settings(protocol)`` turns the list into the method and metric options of a run; the README's
+option). ``settings(protocol)`` turns the list into the method and metric options of a run; docs/protocols.md's
 table is ``departures_markdown()``.
 
 Example:
@@ -85,7 +85,7 @@ def settings(protocol: str) -> tuple[dict[str, dict], dict]:
 
 
 def departures_markdown() -> str:
-    """The README's table of departures."""
+    """docs/protocols.md's table of departures."""
     lines = ["| departure | the study's code | `corrected` | why | moves | option (study / corrected) |",
              "|---|---|---|---|---|---|"]
     for d in DEPARTURES:

@@ -1,5 +1,5 @@
 """The model contract: what a LightningModule must expose to be trained with ``fit`` and explained with
-``test --explain`` (README, "Bring your own model and data").
+``test --explain`` (docs/own-model.md, "Bring your own model and data").
 
 A model is explainable when it has
 
@@ -42,7 +42,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from errors import UsageValueError, program
 
-README = "README, \"Bring your own model and data\""
+GUIDE = "docs/own-model.md (\"Bring your own model and data\")"
 FRONT_END = ("sample_rate", "inverse", "bin_frequencies")
 
 
@@ -60,7 +60,7 @@ def check_explainable(module: nn.Module) -> None:
         missing.append("`spectrogram_model` (the module from that spectrogram to the logits)")
     if missing:
         raise UsageValueError(f"--explain: the model {name} does not follow the model contract: it lacks "
-                              f"{', '.join(missing)}; see the {README}, or subclass "
+                              f"{', '.join(missing)}; see {GUIDE}, or subclass "
                               f"lightning_modules.SpectrogramClassifier")
 
 

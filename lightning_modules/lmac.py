@@ -184,8 +184,8 @@ def load_classifier(path: Optional[str], class_path: Optional[str] = None) -> L.
     features, net = getattr(model, "features", None), getattr(model, "spectrogram_model", None)
     if not isinstance(features, nn.Module) or not callable(getattr(features, "inverse", None)) or not isinstance(net, nn.Module):
         raise UsageValueError(f"{option} {path}: the decoder cannot read {named}: it does not follow the model "
-                              f"contract (a front-end `features` with an inverse and a `spectrogram_model`; README, "
-                              f"\"Bring your own model and data\")")
+                              f"contract (a front-end `features` with an inverse and a `spectrogram_model`; "
+                              f"docs/own-model.md, \"Bring your own model and data\")")
     return model.eval()
 
 

@@ -3,7 +3,7 @@ time-frequency patches, each projected to a token, a class token in front, posit
 transformer encoder, and a linear head on the class token. Trained from scratch; the second architecture
 that the model contract (``contract.py``) explains.
 
-What the methods make of it (README, "Bring your own model and data"): Saliency, SmoothGrad, IG,
+What the methods make of it (docs/own-model.md, "Bring your own model and data"): Saliency, SmoothGrad, IG,
 GradientSHAP, Input x Gradient, occlusion, LIME and the controls need nothing from the model and run;
 Grad-CAM has no layer (``gradcam_layer = None``: the only convolution is the patch projection, before every
 attention layer, not a last convolutional layer whose channels hold class evidence); attention rollout reads its

@@ -21,7 +21,7 @@ CALLS = {"class_path": "datamodules.AudioFolderDataModule",
 
 @pytest.fixture
 def outside(tmp_path, monkeypatch):
-    """The README's model in a folder outside the repository, importable as ``my_models``."""
+    """docs/own-model.md's model in a folder outside the repository, importable as ``my_models``."""
     folder = tmp_path / "elsewhere"
     folder.mkdir()
     (folder / "my_models.py").write_text(readme_model() + '''
