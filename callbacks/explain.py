@@ -30,7 +30,7 @@ from explain.sanity import LAYERS as SANITY_LAYERS, still_similar
 from explain.protocol import check_protocol
 from files import claim_folder, write_json
 from lightning_modules.contract import check_explainable, check_sanity_layers, sanity_layers
-from report.media import save_spectrogram_figures, write_wav
+from .media import save_spectrogram_figures, write_wav
 
 from .progress import stage_progress
 from .wandb_log import log_explanation

@@ -44,6 +44,8 @@ SCORED = ("spectrogram", "heard")
 IDEAL, MIXTURE = "ideal_binary_mask", "mixture"
 # what a distortion.csv row measures: the masked-in or masked-out spectrogram of a mask, or the unmasked clip
 PARTS = ("in", "out", "clip")
+# what a curves.csv row follows: cells removed most relevant first, or added to the filled input (explain/curves.py)
+CURVES = ("deletion", "insertion")
 
 
 class RecordError(UsageValueError):
@@ -312,7 +314,6 @@ class CurvePoint(Record):
     n: int
 
     def check(self, where: str) -> None:
-        from .curves import CURVES
         check_choice("curve", self.curve, CURVES, where)
 
 
