@@ -7,6 +7,7 @@ from pathlib import Path
 
 from errors import program
 from explain.metrics import METRIC_NAMES
+from explain.summary import N_BOOT, SEED
 from files import atomic_write, write_csv
 
 from explain.records import (SETTINGS, CurveArea, DistortionValue, LocalisationValue, MarginValue, SanityValue,
@@ -114,8 +115,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--compare", choices=SETTINGS, help="the setting to compare along where the runs differ in several "
                    "(runs are paired where the others are equal); default: the one that differs (protocol where several do)")
     p.add_argument("--out", required=True, help="folder for the tables, summary.csv and report.html")
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples per mean (0: no intervals)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--bootstrap", type=int, default=N_BOOT, help="bootstrap resamples per mean (0: no intervals)")
+    p.add_argument("--seed", type=int, default=SEED, help="seed of the bootstrap")
     p.add_argument("--examples", type=int, default=4, help="example clips per run shown with audio in the HTML")
     p.add_argument("--wandb", action="store_true", help="also log the summary and the HTML to a W&B run")
     p.add_argument("--wandb-project", default="audio-xai")

@@ -13,6 +13,7 @@ from callbacks.wandb_log import (AUDIO, COMPARED, CURVE_AREAS, FIGURES, FRACTION
                                  margin_key)
 from errors import UsageValueError, program
 from explain import METHODS
+from explain.base import is_control
 from explain.curves import CURVES
 from explain.localisation import MAP_METRICS, MASK_METRICS
 from explain.metrics import HIGHER_IS_BETTER, METRIC_LABELS, STUDY_METRICS
@@ -67,7 +68,7 @@ def _label(metric: str) -> str:
 def sections() -> list[tuple[str, str, str, list]]:
     """(title, what it shows, the job type of the runs it draws, panels), in the dashboard's order."""
     import wandb_workspaces.reports.v2 as wr
-    controls = [n for n, cls in METHODS.items() if cls.control]
+    controls = [n for n in METHODS if is_control(n)]
     per_run = "one bar per (model, scenario, protocol, fill, method"
     out = [
         ("Each method's best mask", f"Per metric, {per_run}): the best of its masks on that metric (the mask is "

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from explain.base import is_control
 from explain.curves import CURVES
 from explain.localisation import MAP_METRICS, MASK_METRICS
 from explain.measures import MEASURES, better_word, header
@@ -28,7 +29,7 @@ from .accuracy import group_accuracy
 from .checks import FLAG_METRIC, NOISE, Curve, not_beaten
 from .compare import Difference
 from .heard import HEARD_METRICS, SEPARATION_MEASURES
-from .tables import Row, column_marks, is_control, method_label, metrics_of, normalised
+from .tables import Row, column_marks, method_label, metrics_of, normalised
 from .uncertainty import overlapping
 
 CURVE_ACTIONS = {"deletion": "removed", "insertion": "put back"}  # what happens to the cells along the x-axis

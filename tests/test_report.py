@@ -10,10 +10,10 @@ import pytest
 
 from explain import METHODS
 from explain.base import AttributionMethod
+from explain.bootstrap import bootstrap_ci
 from explain.records import Result
 from report.cli import SUMMARY_COLUMNS, build, parse
 from report.tables import ReportInputError, best_rows, full_tables, read_results, score
-from report.uncertainty import bootstrap_ci
 from tests.helpers import ROOT, read_csv, run_cli, run_here
 
 HEADER = ",".join(Result.columns())
