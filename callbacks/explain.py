@@ -398,7 +398,7 @@ class ExplainCallback(Callback):
         sanity = self._sanity(trainer, pl_module) if self.sanity else None
         if trainer.is_global_zero:
             self._write(trainer, results, clips, counts, curves, sanity, localisation, distortion, separation)
-            self._log(trainer, results, curves, sanity, localisation, n, distortion, separation)
+            self._log(trainer, results, curves, sanity, localisation, n, distortion, separation, clips)
 
     def distortion_records(self, n: int) -> list[DistortionValue]:
         """The rows of distortion.csv: per method, mask and part, and the unmasked clips' floor."""
@@ -550,7 +550,7 @@ class ExplainCallback(Callback):
 
     def _log(self, trainer, results: Sequence[Result], curves: dict, sanity: list[SanityValue] | None,
              localisation: list[LocalisationValue], n: int, distortion: list[DistortionValue],
-             separation: list[SeparationValue]) -> None:
+             separation: list[SeparationValue], clips: list[ClipValues]) -> None:
         """Rank 0 only: nothing here may sync metric states (the other ranks have left the loop)."""
         # what is heard under its own prefix: the spectrogram's names stay as they were
         scalars = {f"explain/{r.key.scenario}/{'heard/' if r.key.scored == 'heard' else ''}{r.method}/{r.mask}/{m}": v
@@ -568,4 +568,4 @@ class ExplainCallback(Callback):
             logger.log_metrics(scalars)
             if isinstance(logger, WandbLogger):
                 log_explanation(logger, self, results, curves, sanity, localisation, n,
-                                {"distortion": distortion, "separation": separation})
+                                {"distortion": distortion, "separation": separation}, clips)
