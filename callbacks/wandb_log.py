@@ -28,7 +28,8 @@ from lightning.pytorch.loggers import WandbLogger
 
 from explain.base import is_control
 from explain.curves import CURVES
-from explain.records import KEY_FIELDS, SETTINGS, ClipValues, CurvePoint, LocalisationValue, Result, SanityValue
+from explain.records import (EXAMPLES, KEY_FIELDS, MASK_PARTS, SETTINGS, ClipValues, CurvePoint, LocalisationValue,
+                             Result, SanityValue, example_figure, example_original, example_sound)
 from explain.sanity import SIMILARITIES
 from explain.summary import best_mask, clip_arrays, intervals, margins, scores
 
@@ -305,12 +306,11 @@ def _media(cb, method: str) -> dict:
     masked-in and masked-out sound)."""
     import wandb
     figures, audio = [], []
-    for clip in sorted(p for p in (cb.out / "examples").glob("*") if (p / method).is_dir()):
-        pngs = sorted((clip / method).glob("*.png"),
-                      key=lambda p: cb.masks.index(p.stem) if p.stem in cb.masks else len(cb.masks))
-        figures += [wandb.Image(str(p), caption=f"{clip.name}: {p.stem}") for p in pngs]
-        wavs = [(clip / "original.wav", "original")] + [
-            (p.with_name(f"{p.stem}{s}.wav"), f"{p.stem} masked {s[1:]}") for p in pngs for s in ("_in", "_out")]
+    for clip in sorted(p for p in (cb.out / EXAMPLES).glob("*") if (p / method).is_dir()):
+        masks = [k for k in cb.masks if example_figure(clip, method, k).is_file()]
+        figures += [wandb.Image(str(example_figure(clip, method, k)), caption=f"{clip.name}: {k}") for k in masks]
+        wavs = [(example_original(clip), "original")] + [
+            (example_sound(clip, method, k, part), f"{k} masked {part}") for k in masks for part in MASK_PARTS]
         audio += [wandb.Audio(str(w), sample_rate=cb.features.sample_rate, caption=f"{clip.name}: {c}")
                   for w, c in wavs if w.is_file()]
     return {**({FIGURES: figures} if figures else {}), **({AUDIO: audio} if audio else {})}

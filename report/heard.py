@@ -18,7 +18,7 @@ import numpy as np
 from explain.base import is_control
 from explain.masks import MASK_NAMES
 from explain.metrics import CONCISENESS_METRICS, METRIC_NAMES
-from explain.records import DistortionValue, RunKey, SeparationValue
+from explain.records import SEPARATION_MEASURES, SI_SDRI, DistortionValue, RunKey, SeparationValue
 from explain.summary import N_BOOT, SEED, intervals, paired_differences
 
 from .checks import SPECTROGRAM, read_keyed
@@ -26,7 +26,6 @@ from .compare import Comparison, compare
 from .tables import Row, method_rank
 
 HEARD_METRICS = tuple(m for m in METRIC_NAMES if m not in CONCISENESS_METRICS)
-SEPARATION_MEASURES = ("si_sdr", "si_sdri")
 
 
 def heard_comparison(rows: list[Row], n_boot: int = N_BOOT, seed: int = SEED) -> Comparison | None:
@@ -107,9 +106,9 @@ def _separation(key: RunKey, arrays: dict, n_boot: int, seed: int) -> list[Separ
         controls = [c for c in table if is_control(c.method) and c.mask == s.mask]
         if not controls:
             continue
-        best = max(controls, key=lambda c: c.means["si_sdri"])
-        only = {m: v for m, v in arrays[(best.method, best.mask)][1].items() if m == "si_sdri"}
+        best = max(controls, key=lambda c: c.means[SI_SDRI])
+        only = {m: v for m, v in arrays[(best.method, best.mask)][1].items() if m == SI_SDRI}
         paired, _, _ = paired_differences((arrays[(best.method, best.mask)][0], only),
                                           (arrays[(s.method, s.mask)][0], arrays[(s.method, s.mask)][1]), n_boot, seed)
-        s.control, (s.margin, s.margin_ci) = best.method, paired["si_sdri"]
+        s.control, (s.margin, s.margin_ci) = best.method, paired[SI_SDRI]
     return table
