@@ -23,14 +23,15 @@ from explain.masks import check_fill
 from explain.localisation import ground_truth
 from explain.cache import clips_hash
 from explain.pipeline import ExplanationPipeline
-from explain.heard import DEFAULT_SCORED, IDEAL, MEASURES, MIXTURE, Sound, check_scored
-from explain.records import (ClipValues, CurvePoint, DistortionValue, LocalisationValue, Result, RunKey,
-                             SanityValue, SeparationValue, write_records)
+from explain.heard import DEFAULT_SCORED, IDEAL, MIXTURE, Sound, check_scored
+from explain.records import (DISTORTION_MEASURES, EXAMPLES, MASK_PARTS, SEPARATION_MEASURES, ClipValues, CurvePoint,
+                             DistortionValue, LocalisationValue, Result, RunKey, SanityValue, SeparationValue,
+                             example_figure, example_folder, example_original, example_sound, write_records)
 from explain.sanity import LAYERS as SANITY_LAYERS, still_similar
 from explain.protocol import check_protocol
 from files import claim_folder, write_json
 from lightning_modules.contract import check_explainable, check_sanity_layers, sanity_layers
-from report.media import save_spectrogram_figures, write_wav
+from .media import save_spectrogram_figures, write_wav
 
 from .progress import stage_progress
 from .wandb_log import log_explanation
@@ -48,15 +49,15 @@ def every_rank(trainer, value) -> list:
     return [value]
 
 
-def separation_means(rows: Sequence[SeparationValue]) -> dict[tuple[str, str], tuple[float, float]]:
-    """(method, mask) -> mean (SI-SDR, SI-SDRi) over the clips of separation.csv's rows."""
+def separation_means(rows: Sequence[SeparationValue]) -> dict[tuple[str, str], dict[str, float]]:
+    """(method, mask) -> measure (SI-SDR, SI-SDRi) -> its mean over the clips of separation.csv's rows."""
     sums: dict[tuple[str, str], list] = {}
     for r in rows:
-        acc = sums.setdefault((r.method, r.mask), [0.0, 0.0, 0])
-        acc[0] += r.si_sdr
-        acc[1] += r.si_sdri
-        acc[2] += 1
-    return {k: (a / n, b / n) for k, (a, b, n) in sums.items()}
+        acc = sums.setdefault((r.method, r.mask), [{m: 0.0 for m in SEPARATION_MEASURES}, 0])
+        for m in SEPARATION_MEASURES:
+            acc[0][m] += getattr(r, m)
+        acc[1] += 1
+    return {k: {m: v / n for m, v in total.items()} for k, (total, n) in sums.items()}
 
 
 def check_method_options(options: dict) -> None:
@@ -360,14 +361,14 @@ class ExplainCallback(Callback):
         duration = length / sr
         figures = []
         for j, cid in enumerate(ids):
-            folder = self.out / "examples" / str(Path(cid).with_suffix("")).replace("/", "__")  # a/b.wav: a__b
-            write_wav(folder / "original.wav", original[j], sr)
+            folder = example_folder(self.out, cid)
+            write_wav(example_original(folder), original[j], sr)
             for ki, mask in enumerate(self.masks):
-                base = folder / method / mask
-                write_wav(base.with_name(f"{mask}_in.wav"), rebuilt_in[ki, j], sr)
-                write_wav(base.with_name(f"{mask}_out.wav"), rebuilt_out[ki, j], sr)
-                figures.append((base.with_suffix(".png"), [("original", x[j, 0]), (f"masked in ({mask})", x_in[ki, j, 0]),
-                                                           ("masked out", x_out[ki, j, 0])],
+                for part, rebuilt in zip(MASK_PARTS, (rebuilt_in, rebuilt_out)):
+                    write_wav(example_sound(folder, method, mask, part), rebuilt[ki, j], sr)
+                figures.append((example_figure(folder, method, mask),
+                                [("original", x[j, 0]), (f"masked in ({mask})", x_in[ki, j, 0]),
+                                 ("masked out", x_out[ki, j, 0])],
                                 f"{cid} ({classes[j]}): {method}, {mask}"))
         save_spectrogram_figures(figures, freqs, duration)
 
@@ -398,7 +399,7 @@ class ExplainCallback(Callback):
         sanity = self._sanity(trainer, pl_module) if self.sanity else None
         if trainer.is_global_zero:
             self._write(trainer, results, clips, counts, curves, sanity, localisation, distortion, separation)
-            self._log(trainer, results, curves, sanity, localisation, n, distortion, separation)
+            self._log(trainer, results, curves, sanity, localisation, n, distortion, separation, clips)
 
     def distortion_records(self, n: int) -> list[DistortionValue]:
         """The rows of distortion.csv: per method, mask and part, and the unmasked clips' floor."""
@@ -407,7 +408,7 @@ class ExplainCallback(Callback):
         out = [DistortionValue(key, "", "", "clip", *floor.tolist(), n)]
         for name, means in by_method.items():
             out += [DistortionValue(key, name, mask, part, *means[ki, pi].tolist(), n)
-                    for ki, mask in enumerate(self.masks) for pi, part in enumerate(("in", "out"))]
+                    for ki, mask in enumerate(self.masks) for pi, part in enumerate(MASK_PARTS)]
         return out
 
     def _gather_separation(self, trainer) -> list[SeparationValue]:
@@ -544,22 +545,22 @@ class ExplainCallback(Callback):
         attributions = ", ".join(f"{m} {c['computed']} computed, {c['cached']} from cache" for m, c in counts.items())
         acc = self._accuracy
         print(f"\nexplanation results: {self.out / 'results.csv'} (per clip: {self.out / 'per_clip.csv'}; "
-              f"audio and figures: {self.out / 'examples'}); attributions: {attributions}; the model's accuracy on "
+              f"audio and figures: {self.out / EXAMPLES}); attributions: {attributions}; the model's accuracy on "
               f"the clips explained: {acc['correct'] / max(acc['clips'], 1):.3f} ({acc['correct']} of {acc['clips']}, "
               f"chance 1 in {acc['classes']})")
 
     def _log(self, trainer, results: Sequence[Result], curves: dict, sanity: list[SanityValue] | None,
              localisation: list[LocalisationValue], n: int, distortion: list[DistortionValue],
-             separation: list[SeparationValue]) -> None:
+             separation: list[SeparationValue], clips: list[ClipValues]) -> None:
         """Rank 0 only: nothing here may sync metric states (the other ranks have left the loop)."""
         # what is heard under its own prefix: the spectrogram's names stay as they were
         scalars = {f"explain/{r.key.scenario}/{'heard/' if r.key.scored == 'heard' else ''}{r.method}/{r.mask}/{m}": v
                    for r in results for m, v in r.values.items()}
         heard = f"explain/{self._scenario}/heard"
         scalars.update({f"{heard}/{r.method}/{r.mask}/{r.part}_{m}" if r.method else f"{heard}/clip/{m}": getattr(r, m)
-                        for r in distortion for m in MEASURES})
-        for (method, mask), (sdr, sdri) in separation_means(separation).items():
-            scalars.update({f"{heard}/{method}/{mask or 'none'}/si_sdr": sdr, f"{heard}/{method}/{mask or 'none'}/si_sdri": sdri})
+                        for r in distortion for m in DISTORTION_MEASURES})
+        scalars.update({f"{heard}/{method}/{mask or 'none'}/{m}": v
+                        for (method, mask), means in separation_means(separation).items() for m, v in means.items()})
         scalars.update({f"explain/{r.key.scenario}/{r.method}/localisation/{r.mask + '/' if r.mask else ''}{r.metric}":
                         r.value for r in localisation})
         scalars.update({f"explain/{self._scenario}/{name}/{key}": value
@@ -568,4 +569,4 @@ class ExplainCallback(Callback):
             logger.log_metrics(scalars)
             if isinstance(logger, WandbLogger):
                 log_explanation(logger, self, results, curves, sanity, localisation, n,
-                                {"distortion": distortion, "separation": separation})
+                                {"distortion": distortion, "separation": separation}, clips)

@@ -4,9 +4,13 @@ and when W&B runs offline.
 W&B's bar, scatter and parallel-coordinates panels draw one value per *run* (its summary) and group runs by
 a *config* key; the rows of a logged table are only reachable through custom charts, which do not aggregate
 across runs. So an explanation run (job type ``explain``) also logs one small child run per (method, mask)
-(``explain-mask``: the metrics as summary keys) and one per method (``explain-method``: its best mask per
-metric, curve areas, localisation, and as history the deletion/insertion curves and the sanity cascade, with
-the example audio and figures). Every child run carries the run key (``RUN_KEYS``) and its method (and mask)
+(``explain-mask``: the metrics, their intervals, the study's score and the margins over each control as
+summary keys) and one per method (``explain-method``: its best mask, curve areas, localisation, and as history
+the deletion/insertion curves and the sanity cascade, with the example audio and figures). The score, the best
+mask, the intervals and the margins are the report's own (``explain.summary``, with its default bootstrap): the
+report of this run folder alone gives the same numbers under the same names.
+
+Every child run carries the run key (``RUN_KEYS``) and its method (and mask)
 as flat config keys, and composite keys to group by (``run_key``, ``run_method``, ``run_method_mask``,
 ``by_<field>``), so that one panel groups repeated runs (mean and standard error) without any hand work.
 ``report/dashboard.py`` builds its panels from the names defined here.
@@ -22,11 +26,12 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import WandbLogger
 
-from explain import METHODS
+from explain.base import is_control
 from explain.curves import CURVES
-from explain.metrics import HIGHER_IS_BETTER, METRIC_NAMES
-from explain.records import KEY_FIELDS, SETTINGS, CurvePoint, LocalisationValue, Result, SanityValue
+from explain.records import (EXAMPLES, KEY_FIELDS, MASK_PARTS, SETTINGS, ClipValues, CurvePoint, LocalisationValue,
+                             Result, SanityValue, example_figure, example_original, example_sound)
 from explain.sanity import SIMILARITIES
+from explain.summary import best_mask, clip_arrays, intervals, margins, scores
 
 # What identifies an explanation run (explain.records.RunKey's fields), logged as flat config keys; a new
 # setting of the run key reaches the runs and the dashboard from there
@@ -49,13 +54,22 @@ def compared_key(field: str) -> str:
     return f"by_{field}"
 
 
+# config key of a method run: the study's pick among its masks (``explain.summary.best_mask``); a control has none
+BEST_MASK = "best_mask"
+# summary key of a mask run: its study score (``explain.summary.scores``, over this run key's rows)
+SCORE = "score"
+# suffixes of a value's 95 % bootstrap interval: its low and high ends
+LOW, HIGH = "_low", "_high"
+
+
 def best_key(metric: str) -> str:
-    """Summary key of a method run: its best mask's value on ``metric`` (``best_mask_<metric>`` names the mask)."""
+    """Summary key of a method run: its best mask's value on ``metric`` (``best_score``: the mask's score)."""
     return f"best_{metric}"
 
 
 def margin_key(metric: str, control: str) -> str:
-    """Summary key of a mask run: its mean minus the control's same mask on the same clips."""
+    """Summary key of a mask run: its margin over the control's same mask, paired over the clips both explained
+    (``margins.csv``'s margin; ``_low`` and ``_high``: its interval)."""
     return f"{metric}_vs_{control}"
 
 
@@ -158,10 +172,6 @@ def _finite(value):
     return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
-def _is_control(method: str) -> bool:
-    return bool(METHODS[method].control)
-
-
 class _Children:
     """Child runs of an explanation run: same project, directory, mode, group and tags, ids derived from
     its id (so ``wandb sync`` finds them by one pattern)."""
@@ -189,12 +199,15 @@ class _Children:
 
 
 def log_explanation(logger: WandbLogger, cb, results: list, curves: dict, sanity: list | None,
-                    localisation: list | None, n: int, tables: dict | None = None) -> None:
+                    localisation: list | None, n: int, tables: dict | None = None,
+                    clips: list[ClipValues] | None = None) -> None:
     """Rank 0, at the end of an explanation run: flat config keys and tags of the run, its results tables,
     and its child runs (module docstring), per run key of its results (the spectrogram's and what is heard:
     the curves, sanity check, localisation and examples belong to the first). ``cb`` is the
     ``ExplainCallback``; ``results`` are the rows of results.csv (``explain.records.Result``); ``tables``:
-    further records to log as tables, by name (distortion, separation)."""
+    further records to log as tables, by name (distortion, separation); ``clips``: the rows of per_clip.csv, whence
+    the intervals and the paired margins (without them, margins are differences of the means, as the report's
+    are without per_clip.csv)."""
     run = logger.experiment
     by_key: dict = {}
     for r in results:
@@ -210,40 +223,51 @@ def log_explanation(logger: WandbLogger, cb, results: list, curves: dict, sanity
                                *((name, type(rows[0]), rows) for name, rows in (tables or {}).items() if rows)):
         if records:
             logger.log_table(f"explain/{name}", columns=cls.columns(), data=[r.row() for r in records])
-    count = 0
+    count, per_clip = 0, clip_arrays(clips or ())
     for key, rows in by_key.items():
         primary = key == first
-        count += _log_children(run, logger.save_dir, cb, key, rows, n, curves if primary else {},
+        count += _log_children(run, logger.save_dir, cb, key, rows, per_clip, curves if primary else {},
                                sanity if primary else None, localisation if primary else None,
                                tag=() if primary else (key.scored,), media=primary)
     print(f"W&B: {count} child runs of this run (job types {METHOD_RUN}, one per method, and {MASK_RUN}, "
           f"one per method and mask{', per input scored' if len(by_key) > 1 else ''}) for `audio-xai dashboard`")
 
 
-def _log_children(run, save_dir, cb, key, results: list, n: int, curves: dict, sanity: list | None,
+def _log_children(run, save_dir, cb, key, results: list, per_clip: dict, curves: dict, sanity: list | None,
                   localisation: list | None, tag: tuple, media: bool) -> int:
-    """The child runs of one run key's results; returns how many."""
+    """The child runs of one run key's results (``per_clip``: ``explain.summary.clip_arrays`` of the run's
+    per-clip rows); returns how many."""
     keys = {k: getattr(key, k) for k in RUN_KEYS}
     children = _Children(run, save_dir, keys, tag)
     joined = _joined(*keys.values())
     values = {(r.method, r.mask): dict(r.values) for r in results}
     clips = {(r.method, r.mask): r.n for r in results}
-    controls = [m for m in cb.methods if _is_control(m)]
+    # the report scales one run key's rows together: a run folder reported alone gives these scores
+    score = dict(zip(values, scores(list(values.values()), [is_control(m) for m, _ in values])))
+    controls = [m for m in cb.methods if is_control(m)]
     located = _localisation_by_method(localisation)
     for method in cb.methods:
-        base = {"method": method, "control": _is_control(method), RUN_KEY: joined, RUN_METHOD: _joined(joined, method)}
+        base = {"method": method, "control": is_control(method), RUN_KEY: joined, RUN_METHOD: _joined(joined, method)}
         for mask in cb.masks:
-            summary = {**values[(method, mask)], "n": clips[(method, mask)], **located.get(method, {}).get(mask, {})}
+            own = per_clip.get((key, method, mask))
+            summary = {**values[(method, mask)], "n": clips[(method, mask)], SCORE: score[(method, mask)],
+                       **located.get(method, {}).get(mask, {})}
+            if own is not None:
+                summary.update({f"{m}{end}": v for m, ci in intervals(own[1]).items()
+                                for end, v in zip((LOW, HIGH), ci)})
             for c in controls:
                 if c != method:
-                    summary.update({margin_key(m, c): values[(method, mask)][m] - values[(c, mask)][m]
-                                    for m in METRIC_NAMES})
+                    found = margins(values[(method, mask)], values[(c, mask)], own, per_clip.get((key, c, mask)))
+                    for m, (margin, ci, _) in found.items():
+                        summary[margin_key(m, c)] = margin
+                        summary.update({f"{margin_key(m, c)}{end}": v for end, v in zip((LOW, HIGH), ci or ())})
             first = [keys[k] for k in RUN_KEYS if k not in COMPARED] + [method, mask]
             config = {**base, "mask": mask, RUN_METHOD_MASK: _joined(joined, method, mask),
                       **{compared_key(f): _joined(*first, *(keys[k] for k in COMPARED if k != f), keys[f])
                          for f in COMPARED}}
             children.log(MASK_RUN, (method, mask), config, summary)
-        _log_method_run(children, cb, method, base, values, curves.get(method), sanity,
+        pick = None if is_control(method) else best_mask((mask, score[(method, mask)]) for mask in cb.masks)
+        _log_method_run(children, cb, method, base, values, pick, score, curves.get(method), sanity,
                         located.get(method, {}).get("", {}), media)
     return children.count
 
@@ -256,13 +280,14 @@ def _localisation_by_method(rows: list | None) -> dict:
     return out
 
 
-def _log_method_run(children: _Children, cb, method: str, base: dict, values: dict, curve: dict | None,
-                    sanity: list | None, located: dict, media: bool = True) -> None:
+def _log_method_run(children: _Children, cb, method: str, base: dict, values: dict, pick: str | None, score: dict,
+                    curve: dict | None, sanity: list | None, located: dict, media: bool = True) -> None:
+    """``pick``: the method's best mask (None for a control: no candidate, as in the report)."""
     summary, config = dict(located), dict(base)
-    for m in METRIC_NAMES:
-        pick = (max if HIGHER_IS_BETTER[m] else min)(cb.masks, key=lambda k: values[(method, k)][m])
-        summary[best_key(m)] = values[(method, pick)][m]
-        config[f"best_mask_{m}"] = pick
+    if pick is not None:
+        config[BEST_MASK] = pick
+        summary.update({best_key(m): v for m, v in values[(method, pick)].items()})
+        summary[best_key(SCORE)] = score[(method, pick)]
     history = []
     if curve:
         summary.update({k: curve[k] for k in CURVE_AREAS})
@@ -281,12 +306,11 @@ def _media(cb, method: str) -> dict:
     masked-in and masked-out sound)."""
     import wandb
     figures, audio = [], []
-    for clip in sorted(p for p in (cb.out / "examples").glob("*") if (p / method).is_dir()):
-        pngs = sorted((clip / method).glob("*.png"),
-                      key=lambda p: cb.masks.index(p.stem) if p.stem in cb.masks else len(cb.masks))
-        figures += [wandb.Image(str(p), caption=f"{clip.name}: {p.stem}") for p in pngs]
-        wavs = [(clip / "original.wav", "original")] + [
-            (p.with_name(f"{p.stem}{s}.wav"), f"{p.stem} masked {s[1:]}") for p in pngs for s in ("_in", "_out")]
+    for clip in sorted(p for p in (cb.out / EXAMPLES).glob("*") if (p / method).is_dir()):
+        masks = [k for k in cb.masks if example_figure(clip, method, k).is_file()]
+        figures += [wandb.Image(str(example_figure(clip, method, k)), caption=f"{clip.name}: {k}") for k in masks]
+        wavs = [(example_original(clip), "original")] + [
+            (example_sound(clip, method, k, part), f"{k} masked {part}") for k in masks for part in MASK_PARTS]
         audio += [wandb.Audio(str(w), sample_rate=cb.features.sample_rate, caption=f"{clip.name}: {c}")
                   for w, c in wavs if w.is_file()]
     return {**({FIGURES: figures} if figures else {}), **({AUDIO: audio} if audio else {})}

@@ -42,6 +42,12 @@ def register(name: str) -> Callable[[type], type]:
     return wrap
 
 
+def is_control(method: str) -> bool:
+    """Whether ``method`` is a control map (explains nothing: a chance level), as registered; a method not
+    registered here is none."""
+    return bool(getattr(METHODS.get(method), "control", False))
+
+
 def known_methods() -> list[str]:
     return list(METHODS)
 
@@ -51,7 +57,7 @@ def method_groups() -> dict[str, list[str]]:
     trained interpreter of its own to name), ``controls`` (the maps that explain nothing, scored as a method is:
     chance levels) and ``study`` (the study's four)."""
     return {"all": [n for n, cls in METHODS.items() if not cls.control and cls.in_all],
-            "controls": [n for n, cls in METHODS.items() if cls.control],
+            "controls": [n for n in METHODS if is_control(n)],
             "study": [n for n in STUDY_METHODS if n in METHODS]}
 
 

@@ -27,9 +27,9 @@ from torchmetrics import Metric
 
 from .base import clip_seed
 from .evaluate import predict_probs
+from .records import CURVES
 
 FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
-CURVES = ("deletion", "insertion")
 
 
 def cell_ranks(maps: torch.Tensor, ids: Sequence[str] | None = None, seed: int = 0) -> torch.Tensor:

@@ -18,9 +18,8 @@ from torchmetrics.functional.audio import scale_invariant_signal_distortion_rati
 
 from errors import UsageValueError
 from lightning_modules.features import db_to_power
-from .records import IDEAL, MIXTURE, SCORED, SETTING_STUDY
+from .records import DISTORTION_MEASURES, IDEAL, MIXTURE, SCORED, SETTING_STUDY
 
-MEASURES = ("lsd_db", "spectral_convergence")  # the columns of ``distortion``, as distortion.csv names them
 # what ``--explainer.scored`` defaults to under each protocol: the study scored the spectrogram alone
 DEFAULT_SCORED = {"corrected": SCORED, "study": (SETTING_STUDY["scored"],)}
 
@@ -94,7 +93,7 @@ def spectral_convergence(scored: torch.Tensor, heard: torch.Tensor) -> torch.Ten
 
 
 def distortion(scored: torch.Tensor, heard: torch.Tensor) -> torch.Tensor:
-    """(N, len(MEASURES)) float64: every measure of ``MEASURES`` per spectrogram."""
+    """(N, len(DISTORTION_MEASURES)) float64: every measure of ``DISTORTION_MEASURES`` per spectrogram."""
     return torch.stack([log_spectral_distance(scored, heard), spectral_convergence(scored, heard)], -1)
 
 
@@ -105,8 +104,8 @@ def si_sdr(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class Distortion(Metric):
-    """Means over clips of ``MEASURES`` between scored and heard spectrograms, of per-clip values whose clips lie
-    along the second-last dimension: ``Distortion(masks, 2)`` of a method's masks, in and out (masks, 2, B,
+    """Means over clips of ``DISTORTION_MEASURES`` between scored and heard spectrograms, of per-clip values whose
+    clips lie along the second-last dimension: ``Distortion(masks, 2)`` of a method's masks, in and out (masks, 2, B,
     measures); ``Distortion()`` of the unmasked clips (B, measures). One float64 sum that a multi-process run
     reduces exactly."""
 
@@ -114,7 +113,8 @@ class Distortion(Metric):
 
     def __init__(self, *shape: int):
         super().__init__()
-        self.add_state("total", torch.zeros(*shape, len(MEASURES), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros(*shape, len(DISTORTION_MEASURES), dtype=torch.float64),
+                       dist_reduce_fx="sum")
         self.add_state("clips", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, values: torch.Tensor) -> None:

@@ -1,5 +1,5 @@
 """L-MAC: the mask a trained interpreter's decoder gives for the clip, read from the classifier's own feature maps
-(``lightning_modules/lmac.py``, where it is trained with ``main.py fit --config configs/quickstart-lmac.yaml``).
+(``explain/interpreter.py``, where it is trained with ``main.py fit --config configs/quickstart-lmac.yaml``).
 
 The map is the mask itself, in [0, 1], scored through the 14 masks like every method (its ``minmax`` is the mask
 stretched to [0, 1]: its native mask). It explains the class the classifier predicts, which it was trained on
@@ -31,7 +31,7 @@ class LMACMask(AttributionMethod):
                kind=str, none=True),)
 
     def __init__(self, model, batch_size: int = 64, seed: int = 0, **options):
-        from lightning_modules.lmac import read_interpreter
+        from .interpreter import read_interpreter
 
         super().__init__(model, batch_size, seed, **options)
         if self.checkpoint is None:
@@ -49,7 +49,7 @@ class LMACMask(AttributionMethod):
     @classmethod
     def row_name(cls, options: dict) -> str:
         """``lmac`` or ``lmac_heard``, by what the interpreter of ``options`` was trained on."""
-        from lightning_modules.lmac import read_interpreter
+        from .interpreter import read_interpreter
 
         path = options.get("checkpoint")
         if path is None:  # named without its interpreter: said before anything is loaded
@@ -69,7 +69,7 @@ class LMACMask(AttributionMethod):
                 f"configs/quickstart-lmac.yaml --model.classifier` with this run's checkpoint)")
 
     def attribute(self, x, target, ids=None):
-        from lightning_modules.lmac import mask_of, tapped
+        from .interpreter import mask_of, tapped
 
         self.decoder.to(x.device)
         out = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .metrics import METRICS
+from .records import LSD, SC, SI_SDR, SI_SDRI
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,10 @@ MEASURES: dict[str, Measure] = {
     "ssim": Measure("SSIM", False),
     # what is heard against what was scored (explain/heard.py): how far the front-end of the audio of a
     # spectrogram is from it, and, in the mixture scenario, how well the masked-in audio recovers the target
-    "lsd_db": Measure("LSD (dB)", False),
-    "spectral_convergence": Measure("SC", False),
-    "si_sdr": Measure("SI-SDR (dB)", True),
-    "si_sdri": Measure("SI-SDRi (dB)", True),
+    LSD: Measure("LSD (dB)", False),
+    SC: Measure("SC", False),
+    SI_SDR: Measure("SI-SDR (dB)", True),
+    SI_SDRI: Measure("SI-SDRi (dB)", True),
 }
 
 

@@ -42,8 +42,18 @@ from .protocol import PROTOCOLS
 SCORED = ("spectrogram", "heard")
 # separation.csv's rows that are no method's: the ideal binary mask's audio and the mix itself
 IDEAL, MIXTURE = "ideal_binary_mask", "mixture"
+# the two spectrograms a mask makes: the cells it keeps (masked in) and the rest (masked out)
+MASK_PARTS = ("in", "out")
 # what a distortion.csv row measures: the masked-in or masked-out spectrogram of a mask, or the unmasked clip
-PARTS = ("in", "out", "clip")
+PARTS = (*MASK_PARTS, "clip")
+# distortion.csv's measures of what is heard against what was scored (explain/heard.py), and separation.csv's of
+# the masked-in sound against the mix's target: the records' fields of those names
+LSD, SC = "lsd_db", "spectral_convergence"
+DISTORTION_MEASURES = (LSD, SC)
+SI_SDR, SI_SDRI = "si_sdr", "si_sdri"  # SI-SDRi: the target recovered, over what the mix itself gives
+SEPARATION_MEASURES = (SI_SDR, SI_SDRI)
+# what a curves.csv row follows: cells removed most relevant first, or added to the filled input (explain/curves.py)
+CURVES = ("deletion", "insertion")
 
 
 class RecordError(UsageValueError):
@@ -268,6 +278,31 @@ class ClipValues(Record):
     OPTIONAL = ("clip", "true_class", "pred_class", "correct")
 
 
+# -- the example clips a run saves: examples/<clip>/original.wav, and per method and mask its figure <mask>.png and
+# the sounds of its parts, <mask>_in.wav and <mask>_out.wav --------------------------------------------------------
+EXAMPLES = "examples"
+
+
+def example_folder(out: Path, clip_id: str) -> Path:
+    """The folder of one example clip below the run folder ``out`` (a clip id a/b.wav: a__b)."""
+    return Path(out) / EXAMPLES / str(Path(clip_id).with_suffix("")).replace("/", "__")
+
+
+def example_original(folder: Path) -> Path:
+    """The sound of the clip itself in its example ``folder``."""
+    return folder / "original.wav"
+
+
+def example_figure(folder: Path, method: str, mask: str) -> Path:
+    """A mask's figure (the spectrogram, masked in and masked out) in an example clip's ``folder``."""
+    return folder / method / f"{mask}.png"
+
+
+def example_sound(folder: Path, method: str, mask: str, part: str) -> Path:
+    """The sound of one of a mask's ``MASK_PARTS`` in an example clip's ``folder``."""
+    return folder / method / f"{mask}_{part}.wav"
+
+
 @dataclass(frozen=True)
 class DistortionValue(Record):
     """A row of ``distortion.csv``: how far what is heard is from what was scored, the mean over ``n`` clips of
@@ -312,7 +347,6 @@ class CurvePoint(Record):
     n: int
 
     def check(self, where: str) -> None:
-        from .curves import CURVES
         check_choice("curve", self.curve, CURVES, where)
 
 

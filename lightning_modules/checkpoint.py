@@ -44,7 +44,9 @@ def read_checkpoint(path: str | Path, option: str, fix: str) -> dict:
     return ckpt
 
 
-OWN_MODELS = "lightning_modules."  # the project's own model classes, which any checkpoint may name
+# the project's own model classes, which any checkpoint may name (L-MAC's interpreter is trained with the explanations'
+# masking, so it lives with them)
+OWN_MODELS = ("lightning_modules.", "explain.interpreter.")
 
 
 def check_lightning_checkpoint(path: str | Path, option: str = "--ckpt_path",

@@ -104,7 +104,7 @@ class Cnn14(nn.Module):
     ``head`` replaces PANNs' ``fc_audioset``.
     """
 
-    # what an L-MAC interpreter's decoder reads, from the input up (lightning_modules/lmac.py)
+    # what an L-MAC interpreter's decoder reads, from the input up (explain/interpreter.py)
     lmac_layers = tuple(f"conv_block{i}" for i in range(1, 7))
 
     def __init__(self, num_bins: int = 64, num_classes: int = 50, width: int = 64, spec_augment: str = "study"):

@@ -87,7 +87,7 @@ def gradcam_layer(model: nn.Module) -> Optional[str]:
 
 
 def lmac_layers(model: nn.Module) -> tuple[str, ...]:
-    """The layers whose outputs an L-MAC interpreter's decoder reads (``lightning_modules/lmac.py``), from the
+    """The layers whose outputs an L-MAC interpreter's decoder reads (``explain/interpreter.py``), from the
     input up: the model's own ``lmac_layers`` where it declares them (Cnn14: its six conv blocks), else none,
     and the decoder then reads the input spectrogram alone (a weaker decoder: it sees nothing of what the
     model computed)."""

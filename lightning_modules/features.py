@@ -69,7 +69,7 @@ class STFTdB(nn.Module):
 
     def inverse(self, db: torch.Tensor, phase: torch.Tensor, length: int) -> torch.Tensor:
         """(B, 1, T, F) dB and the saved phase -> (B, length) waveform; differentiable (an interpreter trains
-        through it: lightning_modules/lmac.py)."""
+        through it: explain/interpreter.py)."""
         mag = safe_sqrt(self._from_db(db.squeeze(1).transpose(-1, -2)))
         return torch.istft(mag * phase, self.n_fft, self.hop_length, window=self.window, center=True, length=length)
 

@@ -4,7 +4,7 @@ folder holds beside its ``results.csv``.
 
 Margins: every row's metric minus the same mask's value under each control (``random``, ``energy``) of the
 same model, scenario, protocol and fill, with a paired 95 % bootstrap interval over the clips both explained
-(``compare.paired_differences``). A row beats a control on a metric when the interval lies wholly on the
+(``explain.summary.margins``: W&B's margins too). A row beats a control on a metric when the interval lies wholly on the
 metric's better side of 0 by more than float noise (``NOISE``: a smaller margin is a tie). A best-mask pick is flagged for each control present that it does not beat on FF
 (the study's headline, faithfulness); without an interval (no per-clip values, ``--bootstrap 0``) there is
 no verdict and no flag.
@@ -21,8 +21,10 @@ from explain.curves import CURVES, area_under
 from explain.metrics import HIGHER_IS_BETTER
 from explain.records import SCORED, CurveArea, CurvePoint, LocalisationValue, MarginValue, Record, RunKey, SanityValue
 from explain.sanity import still_similar
+from explain.summary import N_BOOT, SEED
+from explain.summary import margins as paired_margins
 
-from .compare import _clip_values, paired_differences
+from .compare import _clip_values
 from .tables import ReportInputError, Row, method_rank, metrics_of
 
 FLAG_METRIC = "FF"
@@ -59,25 +61,17 @@ class Margin:
         return self.ci[0] > self.noise if HIGHER_IS_BETTER[self.metric] else self.ci[1] < -self.noise
 
 
-def margin_of(row: Row, control: Row, n_boot: int = 2000, seed: int = 0, cache: dict | None = None) -> list[Margin]:
+def margin_of(row: Row, control: Row, n_boot: int = N_BOOT, seed: int = SEED,
+              cache: dict | None = None) -> list[Margin]:
     """Per metric of both, ``row`` minus ``control``: paired over their clips where both have per-clip values,
     else the difference of the means without an interval."""
     cache = {} if cache is None else cache
-    row_clips, control_clips = _clip_values(row, cache), _clip_values(control, cache)
-    paired, n = {}, 0
-    if row_clips is not None and control_clips is not None:
-        paired, only_control, _ = paired_differences(control_clips, row_clips, n_boot, seed)
-        n = len(control_clips[0]) - len(only_control)
-    out = []
-    for m in metrics_of([row, control]):
-        if n and m in paired:
-            out.append(Margin(row, control, m, *paired[m], n))
-        else:
-            out.append(Margin(row, control, m, row.values[m] - control.values[m], None, 0))
-    return out
+    found = paired_margins(row.values, control.values, _clip_values(row, cache), _clip_values(control, cache),
+                           n_boot, seed)
+    return [Margin(row, control, m, *found[m]) for m in metrics_of([row, control])]
 
 
-def margins(rows: list[Row], n_boot: int = 2000, seed: int = 0) -> list[Margin]:
+def margins(rows: list[Row], n_boot: int = N_BOOT, seed: int = SEED) -> list[Margin]:
     """Every row's margins over each other control of its group with the same mask (none without controls)."""
     controls = [r for r in rows if r.control]
     if not controls:

@@ -7,19 +7,31 @@ from pathlib import Path
 
 from errors import program
 from explain.metrics import METRIC_NAMES
+from explain.summary import N_BOOT, SEED
 from files import atomic_write, write_csv
 
-from explain.records import (SETTINGS, CurveArea, DistortionValue, LocalisationValue, MarginValue, SanityValue,
-                             report_settings, write_records)
+from explain.records import (SEPARATION_MEASURES, SETTINGS, SI_SDRI, CurveArea, DistortionValue, LocalisationValue,
+                             MarginValue, SanityValue, report_settings, write_records)
 
 from . import pages, sections
 from .accuracy import run_accuracy
 from .checks import (FLAG_METRIC, controls_of, curve_area_records, margin_index, margin_records, margins, not_beaten,
                      read_curves, read_localisation, read_sanity)
 from .compare import compare, compared_setting, difference_rows, pick_rows
-from .heard import HEARD_METRICS, SEPARATION_MEASURES, heard_comparison, read_distortion, read_separation
+from .heard import HEARD_METRICS, heard_comparison, read_distortion, read_separation
 from .tables import ReportInputError, best_rows, full_tables, metrics_of, read_results, score, split_fields
 from .uncertainty import attach_intervals
+
+# what a report writes in its --out folder, by name: the terminal's summary, the W&B artifact and the writers use these
+FILES = {"page": "report.html", "summary": "summary.csv", "summary_md": "summary.md", "comparison": "comparison.csv",
+         "comparison_md": "comparison.md", "picks": "picks.csv", "margins": "margins.csv",
+         "curve_areas": "curve_areas.csv", "sanity": "sanity.csv", "localisation": "localisation.csv",
+         "heard": "heard.csv", "tables": "tables", "distortion": "tables/distortion.csv",
+         "distortion_md": "tables/distortion.md", "separation": "tables/separation.csv",
+         "separation_md": "tables/separation.md"}
+ARTIFACT = ("page", "summary", "comparison", "picks", "margins", "curve_areas", "sanity", "localisation", "heard",
+            "distortion", "separation")  # the files a --wandb report uploads
+
 
 SUMMARY_COLUMNS = ["model", "scenario", "method", "mask", "score", "n", *METRIC_NAMES]
 
@@ -58,15 +70,15 @@ def read_checks(rows: list, summary: dict, n_boot: int, seed: int) -> dict:
 def write_checks(out: Path, checks: dict, settings: tuple[str, ...]) -> None:
     """The checks' files; ``settings``: the run key's settings they name (``report_settings``)."""
     if checks["margins"]:
-        write_records(out / "margins.csv", margin_records(checks["margins"], checks["picked"]), MarginValue,
+        write_records(out / FILES["margins"], margin_records(checks["margins"], checks["picked"]), MarginValue,
                       settings=settings)
     if checks["curves"]:
-        write_records(out / "curve_areas.csv", curve_area_records(checks["curves"]), CurveArea, settings=settings)
+        write_records(out / FILES["curve_areas"], curve_area_records(checks["curves"]), CurveArea, settings=settings)
     if checks["sanity"]:
-        write_records(out / "sanity.csv", [r for s in checks["sanity"] for r in s.rows], SanityValue,
+        write_records(out / FILES["sanity"], [r for s in checks["sanity"] for r in s.rows], SanityValue,
                       settings=settings)
     if checks["localisation"]:
-        write_records(out / "localisation.csv", checks["localisation"], LocalisationValue, settings=settings)
+        write_records(out / FILES["localisation"], checks["localisation"], LocalisationValue, settings=settings)
 
 
 def read_heard(rows: list, comparison, n_boot: int, seed: int) -> dict:
@@ -78,7 +90,7 @@ def read_heard(rows: list, comparison, n_boot: int, seed: int) -> dict:
 
 
 SEPARATION_COLUMNS = ["method", "mask", "n", *(f"{m}{end}" for m in SEPARATION_MEASURES for end in ("", "_low", "_high")),
-                      "best_control", "si_sdri_vs_control", "si_sdri_vs_control_low", "si_sdri_vs_control_high", "beats"]
+                      "best_control", *(f"{SI_SDRI}_vs_control{end}" for end in ("", "_low", "_high")), "beats"]
 
 
 def write_heard(out: Path, heard: dict, shown: dict, settings: tuple[str, ...]) -> None:
@@ -86,11 +98,11 @@ def write_heard(out: Path, heard: dict, shown: dict, settings: tuple[str, ...]) 
     separation tables (tables/distortion.*, tables/separation.*)."""
     if heard["comparison"] is not None:
         differences, _ = heard["comparison"].columns(settings=True)
-        write_csv(out / "heard.csv", differences, difference_rows(heard["comparison"], True, HEARD_METRICS))
+        write_csv(out / FILES["heard"], differences, difference_rows(heard["comparison"], True, HEARD_METRICS))
     if heard["distortion"]:
-        write_records(out / "tables" / "distortion.csv", [r for rows in heard["distortion"].values() for r in rows],
+        write_records(out / FILES["distortion"], [r for rows in heard["distortion"].values() for r in rows],
                       DistortionValue, settings=settings)
-        atomic_write(out / "tables" / "distortion.md", lambda f: f.write(pages.render(
+        atomic_write(out / FILES["distortion_md"], lambda f: f.write(pages.render(
             "groups.md.j2", title="What is heard: its distance from what was scored", groups=shown["distortion"])))
     if heard["separation"]:
         named = [f for f in SETTINGS if f in settings]
@@ -102,8 +114,8 @@ def write_heard(out: Path, heard: dict, shown: dict, settings: tuple[str, ...]) 
                 table.append([key.model, key.scenario, *(getattr(key, f) for f in named), s.method, s.mask, s.n,
                               *(v for m in SEPARATION_MEASURES for v in (s.means[m], *s.ci.get(m, ("", "")))),
                               *margin])
-        write_csv(out / "tables" / "separation.csv", ["model", "scenario", *named, *SEPARATION_COLUMNS], table)
-        atomic_write(out / "tables" / "separation.md", lambda f: f.write(pages.render(
+        write_csv(out / FILES["separation"], ["model", "scenario", *named, *SEPARATION_COLUMNS], table)
+        atomic_write(out / FILES["separation_md"], lambda f: f.write(pages.render(
             "groups.md.j2", title="What is heard: the target recovered from the mixture", groups=shown["separation"])))
 
 
@@ -114,8 +126,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--compare", choices=SETTINGS, help="the setting to compare along where the runs differ in several "
                    "(runs are paired where the others are equal); default: the one that differs (protocol where several do)")
     p.add_argument("--out", required=True, help="folder for the tables, summary.csv and report.html")
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples per mean (0: no intervals)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--bootstrap", type=int, default=N_BOOT, help="bootstrap resamples per mean (0: no intervals)")
+    p.add_argument("--seed", type=int, default=SEED, help="seed of the bootstrap")
     p.add_argument("--examples", type=int, default=4, help="example clips per run shown with audio in the HTML")
     p.add_argument("--wandb", action="store_true", help="also log the summary and the HTML to a W&B run")
     p.add_argument("--wandb-project", default="audio-xai")
@@ -147,7 +159,7 @@ def build(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     columns, table = summary_table(summary, split, checks)
     write_checks(out, checks, settings)
-    write_csv(out / "summary.csv", columns, [[*r[:4], f"{r[4]:.6f}", *r[5:]] for r in table])
+    write_csv(out / FILES["summary"], columns, [[*r[:4], f"{r[4]:.6f}", *r[5:]] for r in table])
     accuracy = {s: run_accuracy(s) for s in sorted({r.source for r in rows})}
     result = {"rows": rows, "summary": summary, "full": full, "out": out, "skipped": skipped,
               "comparison": comparison, "checks": checks, "heard": heard, "examples": args.examples,
@@ -157,19 +169,19 @@ def build(args: argparse.Namespace) -> dict:
         write_heard(out, heard, shown["heard"], settings)
     if comparison is not None:
         differences, picks = comparison.columns()
-        write_csv(out / "comparison.csv", differences, difference_rows(comparison))
-        write_csv(out / "picks.csv", picks, pick_rows(comparison))
-        atomic_write(out / "comparison.md",
+        write_csv(out / FILES["comparison"], differences, difference_rows(comparison))
+        write_csv(out / FILES["picks"], picks, pick_rows(comparison))
+        atomic_write(out / FILES["comparison_md"],
                      lambda f: f.write(pages.render("comparison.md.j2", comparison=shown["comparison"])))
     for key, table in full.items():
         stem = "_".join(key)
         metrics = metrics_of(table)
-        write_csv(out / "tables" / f"{stem}.csv", ["mask", "score", "n", *metrics],
+        write_csv(out / FILES["tables"] / f"{stem}.csv", ["mask", "score", "n", *metrics],
                   [[r.mask, f"{r.score:.6f}", r.n, *(r.values[m] for m in metrics)] for r in table])
-        atomic_write(out / "tables" / f"{stem}.md",
+        atomic_write(out / FILES["tables"] / f"{stem}.md",
                      lambda f, t=table, k=key: f.write(pages.render("table.md.j2", **sections.full_table(k, t))))
-    atomic_write(out / "summary.md", lambda f: f.write(pages.render("summary.md.j2", **shown)))
-    atomic_write(out / "report.html", lambda f: f.write(pages.render(
+    atomic_write(out / FILES["summary_md"], lambda f: f.write(pages.render("summary.md.j2", **shown)))
+    atomic_write(out / FILES["page"], lambda f: f.write(pages.render(
         "report.html.j2", rows=len(rows), notes=skipped, sections=[(n, c) for n, c in shown.items() if c is not None])))
     return result
 
@@ -185,10 +197,9 @@ def log_wandb(result: dict, project: str) -> None:
     columns, data = summary_table(result["summary"], split_fields(result["rows"]), result["checks"])
     run.log({"report/summary": wandb.Table(columns=columns, data=data)})
     artifact = wandb.Artifact("explanation-report", type="report")
-    for name in ("report.html", "summary.csv", "comparison.csv", "picks.csv", "margins.csv", "curve_areas.csv",
-                 "sanity.csv", "localisation.csv", "heard.csv", "tables/distortion.csv", "tables/separation.csv"):
-        if (result["out"] / name).is_file():
-            artifact.add_file(str(result["out"] / name))
+    for name in ARTIFACT:
+        if (result["out"] / FILES[name]).is_file():
+            artifact.add_file(str(result["out"] / FILES[name]))
     run.log_artifact(artifact)
     run.finish()
 
@@ -197,10 +208,7 @@ def main(argv: list[str]) -> None:
     args = parse(argv)
     result = build(args)
     out = result["out"]
-    files = {"margins": out / "margins.csv", "comparison": out / "comparison.csv",
-             "comparison_md": out / "comparison.md", "picks": out / "picks.csv", "page": out / "report.html",
-             "tables": out / "tables", "summary": out / "summary.csv", "summary_md": out / "summary.md",
-             "heard": out / "heard.csv"}
+    files = {name: out / path for name, path in FILES.items()}
     sys.stdout.write(pages.render("terminal.txt.j2", **result["sections"], notes=result["skipped"], files=files))
     if args.wandb:
         log_wandb(result, args.wandb_project)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from errors import program
-from explain.bootstrap import bootstrap_ci
+from explain.summary import N_BOOT, SEED, ClipArrays, paired_differences
 from explain.masks import MASK_NAMES
 from explain.records import KEY_FIELDS, SETTING_CHOICES, SETTING_PLURALS, SETTING_STUDY, SETTINGS
 
@@ -91,35 +91,7 @@ class Comparison:
                  "n_paired"], ["model", "scenario", *shared, "method", a, b, "changed"])
 
 
-ClipValues = tuple[list[str], dict[str, np.ndarray]]  # clip names, values per metric
-
-
-def paired_differences(a: ClipValues, b: ClipValues, n_boot: int = 2000,
-                       seed: int = 0) -> tuple[dict[str, tuple[float, tuple | None]], set, set]:
-    """Per metric of both, (mean of b - a over the clips of both, its bootstrap interval or None when ``n_boot``
-    is 0); and the clips only in ``a``, only in ``b``. Inputs as ``read_clip_values`` gives them.
-
-    Example:
-        >>> import numpy as np
-        >>> s = (["a", "b", "c"], {"FF": np.array([1.0, 2.0, 3.0])})
-        >>> c = (["b", "c", "d"], {"FF": np.array([2.5, 3.5, 9.0])})
-        >>> paired_differences(s, c)
-        ({'FF': (0.5, (0.5, 0.5))}, {'a'}, {'d'})
-    """
-    (s_clips, s_values), (c_clips, c_values) = a, b
-    at = {clip: i for i, clip in enumerate(c_clips)}
-    both = [(i, at[clip]) for i, clip in enumerate(s_clips) if clip in at]
-    si, ci = (np.asarray(ix, dtype=int) for ix in zip(*both)) if both else (np.zeros(0, int), np.zeros(0, int))
-    out = {}
-    for i, m in enumerate(s_values):
-        if m not in c_values:
-            continue
-        d = c_values[m][ci] - s_values[m][si]
-        out[m] = (float(d.mean()), bootstrap_ci(d, n_boot, seed=seed + i) if n_boot > 0 else None)
-    return out, set(s_clips) - set(at), set(c_clips) - set(s_clips)
-
-
-def paired_means(a: ClipValues, b: ClipValues) -> dict[str, tuple[float, float]]:
+def paired_means(a: ClipArrays, b: ClipArrays) -> dict[str, tuple[float, float]]:
     """Per metric of both, the means of ``a`` and of ``b`` over the clips of both (inputs as ``paired_differences``).
 
     Example:
@@ -207,7 +179,7 @@ def same_model(rows: list[Row], setting: str) -> list[str]:
     return notes
 
 
-def compare(rows: list[Row], setting: str = "protocol", n_boot: int = 2000, seed: int = 0) -> Comparison:
+def compare(rows: list[Row], setting: str = "protocol", n_boot: int = N_BOOT, seed: int = SEED) -> Comparison:
     """The comparison along ``setting`` of every (model, scenario, other settings) that has rows on both sides
     (rows must be scored); runs of different models are an error (``same_model``), and so are runs that differ
     in more settings than ``setting`` alone, with no pair to compare."""

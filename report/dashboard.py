@@ -8,11 +8,12 @@ import argparse
 import re
 from pathlib import Path
 
-from callbacks.wandb_log import (AUDIO, COMPARED, CURVE_AREAS, FIGURES, FRACTION, LAYERS_RANDOMISED, MASK_RUN,
-                                 METHOD_RUN, RUN_METHOD, RUN_METHOD_MASK, best_key, choose_wandb_mode, compared_key,
-                                 margin_key)
+from callbacks.wandb_log import (AUDIO, BEST_MASK, COMPARED, CURVE_AREAS, FIGURES, FRACTION, LAYERS_RANDOMISED,
+                                 MASK_RUN, METHOD_RUN, RUN_METHOD, RUN_METHOD_MASK, best_key, choose_wandb_mode,
+                                 compared_key, margin_key)
 from errors import UsageValueError, program
 from explain import METHODS
+from explain.base import is_control
 from explain.curves import CURVES
 from explain.localisation import MAP_METRICS, MASK_METRICS
 from explain.metrics import HIGHER_IS_BETTER, METRIC_LABELS, STUDY_METRICS
@@ -67,11 +68,12 @@ def _label(metric: str) -> str:
 def sections() -> list[tuple[str, str, str, list]]:
     """(title, what it shows, the job type of the runs it draws, panels), in the dashboard's order."""
     import wandb_workspaces.reports.v2 as wr
-    controls = [n for n, cls in METHODS.items() if cls.control]
+    controls = [n for n in METHODS if is_control(n)]
     per_run = "one bar per (model, scenario, protocol, fill, method"
     out = [
-        ("Each method's best mask", f"Per metric, {per_run}): the best of its masks on that metric (the mask is "
-         "the method run's config best_mask_<metric>); mean and standard error over repeated runs.", METHOD_RUN,
+        ("Each method's best mask", f"Per metric, {per_run}): its best mask by the study's rule, as the report picks "
+         f"it for the run alone (the mask is the method run's config {BEST_MASK}); mean and standard error over "
+         "repeated runs.", METHOD_RUN,
          [_bar(f"{_label(m)}: each method's best mask", [best_key(m)], RUN_METHOD) for m in STUDY_METRICS]),
         ("Every mask", f"Per metric, {per_run}, mask), ordered by model and scenario.", MASK_RUN,
          [_bar(f"{_label(m)}: every mask", [m], RUN_METHOD_MASK) for m in STUDY_METRICS]),
@@ -82,8 +84,9 @@ def sections() -> list[tuple[str, str, str, list]]:
               *(wr.ParallelCoordinatesPlotColumn(wr.Config(k)) for k in ("scenario", "method", "mask")),
               *(wr.ParallelCoordinatesPlotColumn(wr.SummaryMetric(m), display_name=METRIC_LABELS[m],
                                                  inverted=not HIGHER_IS_BETTER[m]) for m in STUDY_METRICS)])]),
-        ("Margins over the controls", f"{FLAG_METRIC} of each (method, mask) minus the control map's same mask on "
-         "the same clips; a method that explains something is above 0.", MASK_RUN,
+        ("Margins over the controls", f"{FLAG_METRIC} of each (method, mask) minus the control map's same mask, "
+         "paired over the clips both explained (the report's margins.csv); a method that explains something is "
+         "above 0.", MASK_RUN,
          [_bar(f"{FLAG_METRIC} minus {c}", [margin_key(FLAG_METRIC, c)], RUN_METHOD_MASK) for c in controls]),
         ("Deletion and insertion curves", "The model's probability of its class as the highest-ranked cells are "
          "deleted from the clip, or inserted into silence; and the areas under the curves.", METHOD_RUN,

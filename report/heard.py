@@ -15,20 +15,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from explain.bootstrap import bootstrap_ci
+from explain.base import is_control
 from explain.masks import MASK_NAMES
 from explain.metrics import CONCISENESS_METRICS, METRIC_NAMES
-from explain.records import DistortionValue, RunKey, SeparationValue
+from explain.records import SEPARATION_MEASURES, SI_SDRI, DistortionValue, RunKey, SeparationValue
+from explain.summary import N_BOOT, SEED, intervals, paired_differences
 
 from .checks import SPECTROGRAM, read_keyed
-from .compare import Comparison, compare, paired_differences
-from .tables import Row, is_control, method_rank
+from .compare import Comparison, compare
+from .tables import Row, method_rank
 
 HEARD_METRICS = tuple(m for m in METRIC_NAMES if m not in CONCISENESS_METRICS)
-SEPARATION_MEASURES = ("si_sdr", "si_sdri")
 
 
-def heard_comparison(rows: list[Row], n_boot: int = 2000, seed: int = 0) -> Comparison | None:
+def heard_comparison(rows: list[Row], n_boot: int = N_BOOT, seed: int = SEED) -> Comparison | None:
     """The comparison along ``scored``, or None where no heard run key has its spectrogram counterpart."""
     spectrogram = {r.run for r in rows if r.scored == SPECTROGRAM}
     if not any(dataclasses.replace(r.run, scored=SPECTROGRAM) in spectrogram for r in rows if r.scored != SPECTROGRAM):
@@ -74,7 +74,7 @@ class Separation:
         return None if self.margin_ci is None else self.margin_ci[0] > 0
 
 
-def read_separation(rows: list[Row], n_boot: int = 2000, seed: int = 0) -> dict[RunKey, list[Separation]]:
+def read_separation(rows: list[Row], n_boot: int = N_BOOT, seed: int = SEED) -> dict[RunKey, list[Separation]]:
     """Per run key, each (method, mask) of the ``separation.csv`` files beside the results given (a run key in
     several runs: the newest's)."""
     clips: dict[RunKey, dict[tuple, tuple[list[str], dict[str, list[float]]]]] = {}
@@ -99,17 +99,16 @@ def _separation(key: RunKey, arrays: dict, n_boot: int, seed: int) -> list[Separ
     table = []
     for (method, mask), (names, values) in sorted(arrays.items(), key=lambda item: _place(*item[0])):
         table.append(Separation(key, method, mask, len(names), {m: float(v.mean()) for m, v in values.items()},
-                                {m: bootstrap_ci(v, n_boot, seed=seed + i) for i, (m, v) in enumerate(values.items())}
-                                if n_boot > 0 else {}))
+                                intervals(values, n_boot, seed) if n_boot > 0 else {}))
     for s in table:
         if is_control(s.method) or s.method in SeparationValue.REFERENCES:
             continue
         controls = [c for c in table if is_control(c.method) and c.mask == s.mask]
         if not controls:
             continue
-        best = max(controls, key=lambda c: c.means["si_sdri"])
-        only = {m: v for m, v in arrays[(best.method, best.mask)][1].items() if m == "si_sdri"}
+        best = max(controls, key=lambda c: c.means[SI_SDRI])
+        only = {m: v for m, v in arrays[(best.method, best.mask)][1].items() if m == SI_SDRI}
         paired, _, _ = paired_differences((arrays[(best.method, best.mask)][0], only),
                                           (arrays[(s.method, s.mask)][0], arrays[(s.method, s.mask)][1]), n_boot, seed)
-        s.control, (s.margin, s.margin_ci) = best.method, paired["si_sdri"]
+        s.control, (s.margin, s.margin_ci) = best.method, paired[SI_SDRI]
     return table

@@ -16,19 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from explain.base import is_control
 from explain.curves import CURVES
 from explain.localisation import MAP_METRICS, MASK_METRICS
 from explain.measures import MEASURES, better_word, header
 from explain.metrics import CONCISENESS_METRICS, METRIC_NAMES, STUDY_METRICS
-from explain.records import IDEAL, MIXTURE, RunKey
+from explain.records import (DISTORTION_MEASURES, EXAMPLES, IDEAL, LSD, MASK_PARTS, MIXTURE, SC, SEPARATION_MEASURES,
+                             SI_SDRI, RunKey, example_figure, example_original, example_sound)
 from explain.sanity import FLAGGED_SIMILARITY, STILL_SIMILAR
 
 from . import figures
 from .accuracy import group_accuracy
 from .checks import FLAG_METRIC, NOISE, Curve, not_beaten
 from .compare import Difference
-from .heard import HEARD_METRICS, SEPARATION_MEASURES
-from .tables import Row, column_marks, is_control, method_label, metrics_of, normalised
+from .heard import HEARD_METRICS
+from .tables import Row, column_marks, method_label, metrics_of, normalised
 from .uncertainty import overlapping
 
 CURVE_ACTIONS = {"deletion": "removed", "insertion": "put back"}  # what happens to the cells along the x-axis
@@ -195,18 +197,17 @@ def data_uri(path: Path, mime: str) -> str:
 def examples(results_csv: Path, best: list[Row], max_clips: int) -> list[dict]:
     """The first ``max_clips`` clips saved beside ``results_csv``: the original and, per best mask with a figure,
     the figure and the masked-in and masked-out sounds."""
-    folder = Path(results_csv).parent / "examples"
+    folder = Path(results_csv).parent / EXAMPLES
     if not folder.is_dir():
         return []
     clips = []
     for clip in sorted(p for p in folder.iterdir() if p.is_dir())[:max_clips]:
-        original = clip / "original.wav"
+        original = example_original(clip)
         picks = []
         for r in best:
-            fig = clip / r.method / f"{r.mask}.png"
+            fig = example_figure(clip, r.method, r.mask)
             if fig.is_file():
-                sounds = [(name, clip / r.method / f"{r.mask}{suffix}.wav")
-                          for suffix, name in (("_in", "masked in"), ("_out", "masked out"))]
+                sounds = [(f"masked {part}", example_sound(clip, r.method, r.mask, part)) for part in MASK_PARTS]
                 picks.append({"label": pick_label(r), "alt": f"{r.method} {r.mask}",
                               "figure": data_uri(fig, "image/png"),
                               "players": [(name, data_uri(wav, "audio/wav")) for name, wav in sounds if wav.is_file()]})
@@ -412,14 +413,14 @@ def distortion_group(name: str, rows: list) -> dict:
     for r in rows:
         if r.part != "clip":
             lines.setdefault((r.method, r.mask), {"n": r.n})[r.part] = r
-    parts, kinds = ("in", "out"), ("lsd_db", "spectral_convergence")
+    parts, kinds = MASK_PARTS, DISTORTION_MEASURES
     body = [[f"{method_label(method)} + {mask}",
              *(number(getattr(by[p], k)) if p in by else "" for p in parts for k in kinds), str(by["n"])]
             for (method, mask), by in lines.items()]
     return {"title": name, "table": table(["", *(f"masked {p}: {metric_header(k)}" for p in parts for k in kinds), "n"],
                                           body),
-            "floor": (f"the unmasked clip (what the inverse alone costs): {MEASURES['lsd_db'].label} "
-                      f"{number(floor.lsd_db)}, {MEASURES['spectral_convergence'].label} "
+            "floor": (f"the unmasked clip (what the inverse alone costs): {MEASURES[LSD].label} "
+                      f"{number(floor.lsd_db)}, {MEASURES[SC].label} "
                       f"{number(floor.spectral_convergence)} ({floor.n} clips)") if floor else "", "beats": []}
 
 
@@ -439,7 +440,7 @@ def separation_group(name: str, rows: list) -> dict:
         if s.control:
             beaten.setdefault(method_label(s.method), []).extend([s.mask] if s.beats else [])
     return {"title": name, "table": table(["", *map(metric_header, SEPARATION_MEASURES), "n",
-                                           f"{MEASURES['si_sdri'].label} minus the best control's"], body, classes),
+                                           f"{MEASURES[SI_SDRI].label} minus the best control's"], body, classes),
             "beats": [(m, ", ".join(masks) or "none") for m, masks in beaten.items()], "floor": ""}
 
 

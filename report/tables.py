@@ -1,11 +1,9 @@
 """Results tables: reading tidy result CSVs, the study's best-mask rule, full and summary tables.
 
-The rule (the paper's): each of the study's seven metric columns is min-max scaled over ALL rows given (every
-model, scenario, method and mask; per protocol and fill, controls left out: see below), AD and COMP are flipped
-(1 - v), values are clipped to [1e-9, 1], and a row's score is the geometric mean of the seven. Per (model,
-scenario, method) the best mask has the highest score. Where the protocol is silent: a column whose values are all equal carries no
-information and counts as 1 for every row (so it changes no choice), and ties go to the mask that comes
-first in the paper's mask order.
+The rule (the paper's; ``explain.summary`` states it and computes it, for W&B too): the study's seven metrics
+min-max scaled over ALL rows given (every model, scenario, method and mask; per protocol and fill, controls left
+out: see below), a row's score the geometric mean of the seven, and per (model, scenario, method) the best mask
+the highest score.
 
 Rows carry the protocol their run was explained under (``study`` or ``corrected``; files written before
 the column existed are ``corrected``) and the fill of its masked-out cells (files written before the
@@ -37,11 +35,12 @@ from pathlib import Path
 
 from errors import program
 from explain import METHODS
+from explain.base import is_control
 from explain.masks import MASK_NAMES
-from explain.metrics import HIGHER_IS_BETTER, METRIC_NAMES, STUDY_METRICS
+from explain.metrics import HIGHER_IS_BETTER, METRIC_NAMES
+from explain.summary import best_mask, study_score
+from explain.summary import normalised as normalised_values
 from explain.records import KEY_FIELDS, SETTING_CHOICES, SETTINGS, RecordError, Result, RunKey, report_settings
-
-CLIP = 1e-9
 
 
 ReportInputError = RecordError  # a file given to the report that is not what `test --explain` writes
@@ -178,11 +177,6 @@ def split_identities(rows: list[Row]) -> list[str]:
     return notes
 
 
-def is_control(method: str) -> bool:
-    """Whether ``method`` is a control map (explains nothing: a chance level), as registered."""
-    return bool(getattr(METHODS.get(method), "control", False))
-
-
 def find_results(paths: list[str | Path]) -> list[tuple[Path, Path | None]]:
     """(file, folder) for every result CSV named directly (folder None) or found below a run folder
     given; a file reached twice counts once."""
@@ -275,32 +269,15 @@ def normalised(rows: list[Row]) -> list[dict[str, float]]:
     for group in {scaled_with(r) for r in rows}:
         members = [i for i, r in enumerate(rows) if scaled_with(r) == group]
         scale = [rows[i] for i in members if not rows[i].control] or [rows[i] for i in members]
-        for i, norm in zip(members, _normalised([rows[i] for i in members], scale)):
+        for i, norm in zip(members, normalised_values([rows[i].values for i in members], [r.values for r in scale])):
             out[i] = norm
     return out
 
 
-def _normalised(rows: list[Row], scale: list[Row]) -> list[dict[str, float]]:
-    out = [dict() for _ in rows]
-    for m in STUDY_METRICS:
-        col = [r.values[m] for r in rows]
-        lo, hi = min(r.values[m] for r in scale), max(r.values[m] for r in scale)
-        for o, v in zip(out, col):
-            if hi == lo:
-                o[m] = 1.0
-                continue
-            s = (v - lo) / (hi - lo)
-            if not HIGHER_IS_BETTER[m]:
-                s = 1.0 - s
-            o[m] = min(max(s, CLIP), 1.0)
-    return out
-
-
 def score(rows: list[Row]) -> list[Row]:
-    """Set every row's score: the geometric mean of its normalised metrics (the study's seven only: a metric
-    added since, such as COMPn, would count a property twice)."""
+    """Set every row's score (``explain.summary.study_score`` of its normalised metrics)."""
     for row, norm in zip(rows, normalised(rows)):
-        row.score = math.exp(sum(math.log(norm[m]) for m in STUDY_METRICS) / len(STUDY_METRICS))
+        row.score = study_score(norm)
     return rows
 
 
@@ -349,8 +326,8 @@ def best_rows(rows: list[Row]) -> dict[tuple[str, ...], list[Row]]:
     for key, group in full_tables(rows).items():
         if group[0].control:
             continue
-        best = max(group, key=lambda r: (r.score, -MASK_NAMES.index(r.mask)))
-        summary.setdefault(key[:-1], []).append(best)
+        pick = best_mask((r.mask, r.score) for r in group)
+        summary.setdefault(key[:-1], []).append(next(r for r in group if r.mask == pick))
     return summary
 
 

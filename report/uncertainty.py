@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from explain.bootstrap import bootstrap_ci
 from explain.metrics import METRIC_NAMES
 
 from explain.records import SETTING_DEFAULTS, ClipValues, Result
+from explain.summary import N_BOOT, SEED, clip_arrays, intervals
 
 from .tables import ReportInputError, Row
 
@@ -32,18 +32,10 @@ def read_clip_values(results_csv: Path) -> dict[tuple, tuple[list[str], dict[str
                                f"{sorted({(k.model, k.scenario) for k in keys})}")
     # files written before per_clip.csv had the key's columns hold its one run key
     run = min(keys, key=lambda k: k.scored != SETTING_DEFAULTS["scored"])
-    cols: dict[tuple, dict[str, list[float]]] = {}
-    clips: dict[tuple, list[str]] = {}
-    for _, rec in ClipValues.read(per_clip, run):
-        key = (rec.key, rec.method, rec.mask)
-        store = cols.setdefault(key, {m: [] for m in rec.values})
-        for m, v in rec.values.items():
-            store[m].append(v)
-        clips.setdefault(key, []).append(rec.clip)
-    return {k: (clips[k], {m: np.asarray(v) for m, v in d.items()}) for k, d in cols.items()}
+    return clip_arrays(rec for _, rec in ClipValues.read(per_clip, run))
 
 
-def attach_intervals(rows: list[Row], n_boot: int = 2000, seed: int = 0) -> int:
+def attach_intervals(rows: list[Row], n_boot: int = N_BOOT, seed: int = SEED) -> int:
     """Give each row whose per-clip values exist a 95 % interval per metric; returns how many rows got one."""
     cache: dict[str, dict] = {}
     with_intervals = 0
@@ -53,8 +45,7 @@ def attach_intervals(rows: list[Row], n_boot: int = 2000, seed: int = 0) -> int:
         values = cache[row.source].get(row.file_key)
         if not values:
             continue
-        for i, m in enumerate(values):
-            row.ci[m] = bootstrap_ci(values[m], n_boot, seed=seed + i)
+        row.ci.update(intervals(values, n_boot, seed))
         with_intervals += 1
     return with_intervals
 

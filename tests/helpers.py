@@ -246,11 +246,11 @@ def save_classifier(model, path: Path) -> Path:
 def save_interpreter(classifier: Path, path: Path, trained_on: str = "spectrogram", dim: int = 8, seed: int = 0) -> Path:
     """An untrained L-MAC interpreter of the checkpoint ``classifier``, saved as ``fit`` saves one."""
     import lightning
-    from lightning_modules import LMAC
+    from explain.interpreter import LMAC
     torch.manual_seed(seed)
     interpreter = LMAC(str(classifier), trained_on=trained_on, dim=dim)
     ckpt = {"state_dict": interpreter.state_dict(),
-            "hyper_parameters": {**interpreter.hparams, "_class_path": "lightning_modules.LMAC"},
+            "hyper_parameters": {**interpreter.hparams, "_class_path": "explain.interpreter.LMAC"},
             "pytorch-lightning_version": lightning.__version__}
     interpreter.on_save_checkpoint(ckpt)
     torch.save(ckpt, path)

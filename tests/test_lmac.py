@@ -1,4 +1,4 @@
-"""L-MAC (lightning_modules/lmac.py, explain/lmac.py): the interpreter's loss through what is heard has the gradient
+"""L-MAC (explain/interpreter.py, explain/lmac.py): the interpreter's loss through what is heard has the gradient
 finite differences give, a bad input is one line naming its option, the rows are named by what the interpreter was
 trained on, and trained on the quickstart each interpreter beats the random map on the input it was trained for."""
 import numpy as np
@@ -8,8 +8,9 @@ import torch
 from errors import UsageError
 from explain import make_method, parse_methods
 from explain.base import row_names
+from explain.interpreter import LMAC
 from explain.masks import make_masks
-from lightning_modules import LMAC, AudioClassifier, Cnn14
+from lightning_modules import AudioClassifier, Cnn14
 from lightning_modules.features import safe_sqrt
 from tests.helpers import save_classifier, save_interpreter
 

@@ -10,10 +10,10 @@ import pytest
 
 from explain import METHODS
 from explain.base import AttributionMethod
+from explain.bootstrap import bootstrap_ci
 from explain.records import Result
 from report.cli import SUMMARY_COLUMNS, build, parse
 from report.tables import ReportInputError, best_rows, full_tables, read_results, score
-from report.uncertainty import bootstrap_ci
 from tests.helpers import ROOT, read_csv, run_cli, run_here
 
 HEADER = ",".join(Result.columns())
@@ -360,7 +360,7 @@ def test_non_utf8_per_clip_values_are_named(tmp_path):
 def test_a_redrawn_example_figure_equals_one_drawn_afresh(tmp_path):
     import torch
     import matplotlib.image as mpimg
-    from report.media import save_spectrogram_figures
+    from callbacks.media import save_spectrogram_figures
     g = torch.Generator().manual_seed(0)
     freqs = torch.linspace(0, 16000, 64)
     items = [(tmp_path / f"{k}.png", [(f"panel {i} of {k}", torch.rand(40, 64, generator=g) * (30 + 10 * k) - 90)

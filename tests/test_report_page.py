@@ -171,7 +171,7 @@ def test_nothing_runs_past_a_1280_px_window(page, tmp_path):
 
 def test_a_spectrogram_figures_texts_neither_overlap_nor_leave_the_figure():
     import torch
-    from report.media import _close, spectrogram_figure
+    from callbacks.media import _close, spectrogram_figure
     g = torch.Generator().manual_seed(0)
     panels = [(name, torch.rand(251, 64, generator=g) * 60 - 90) for name in ("original", "masked in (topK_50_pos)",
                                                                              "masked out")]

@@ -12,8 +12,8 @@ import pytest
 
 from explain.metrics import METRIC_NAMES, STUDY_METRICS
 from explain.records import ClipValues, Result
+from explain.summary import paired_differences
 from report.cli import build, parse
-from report.compare import paired_differences
 from report.tables import ReportInputError, best_rows, read_results, score
 from tests.helpers import ROOT, read_csv, run_here
 

@@ -40,11 +40,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from errors import UsageValueError
-from .checkpoint import check_lightning_checkpoint, read_checkpoint
-from .contract import lmac_layers
+from lightning_modules.checkpoint import check_lightning_checkpoint, read_checkpoint
+from lightning_modules.contract import lmac_layers
+from .cache import weights_hash
+from .evaluate import MaskScorer
+from .heard import hear
+from .masks import FILLS, apply_mask, fill_values, make_masks
+from .metrics import METRIC_NAMES
 
 TRAINED_ON = ("spectrogram", "heard")  # what the classifier scores in the loss: explain.records.SCORED
+# its class path, and those it had before it moved here from lightning_modules (checkpoints written then)
 OWN_CLASS = f"{__name__}.LMAC"
+FORMER_CLASSES = ("lightning_modules.LMAC", "lightning_modules.lmac.LMAC")
 TRAIN = "main.py fit --config configs/quickstart-lmac.yaml --model.classifier CLASSIFIER.ckpt"
 
 
@@ -117,7 +124,6 @@ def mask_of(decoder: MaskDecoder, maps: Sequence[torch.Tensor], x: torch.Tensor)
     """The mask (B, 1, T, F) the decoder gives for spectrograms ``x`` whose layers' ``maps`` it reads: the sigmoid
     of its output stretched to [0, 1] per clip by the tool's ``minmax`` (``explain.masks``), so that the mask
     trained is the one scored, its native mask (``minmax`` of it is itself)."""
-    from explain.masks import make_masks
 
     return make_masks(torch.sigmoid(decoder(decoder_inputs(maps, x), x.shape[-2:])), ("minmax",))[0]
 
@@ -167,9 +173,10 @@ def load_classifier(path: Optional[str], class_path: Optional[str] = None) -> L.
     if not path:
         raise UsageValueError(f"{option} is missing: give the checkpoint of the classifier the interpreter explains "
                               f"(a .ckpt written by main.py fit, e.g. --model.classifier runs/quickstart/best.ckpt)")
-    hparams = check_lightning_checkpoint(path, option, model_class=class_path)
+    chosen = (class_path, "--model.classifier_class") if class_path else None
+    hparams = check_lightning_checkpoint(path, option, named=chosen)
     named = hparams.get("_class_path") or class_path or "lightning_modules.AudioClassifier"  # as main.py does
-    if named in (OWN_CLASS, "lightning_modules.LMAC") or "interpreter" in read_checkpoint(path, option, ""):
+    if named in (OWN_CLASS, *FORMER_CLASSES) or "interpreter" in read_checkpoint(path, option, ""):
         raise UsageValueError(f"{option} {path} is an L-MAC interpreter, not a classifier; give the checkpoint of "
                               f"the classifier it should explain (e.g. runs/quickstart/best.ckpt)")
     module, _, cls_name = named.rpartition(".")
@@ -244,8 +251,6 @@ class LMAC(L.LightningModule):
                  lr: float = 2e-4, weight_decay: float = 2e-6, lr_factor: float = 0.5, lr_patience: int = 3,
                  dim: int = 32, fill: str = "floor"):
         super().__init__()
-        from explain.cache import weights_hash
-        from explain.masks import FILLS
 
         if trained_on not in TRAINED_ON:
             raise UsageValueError(f"--model.trained_on must be {' or '.join(TRAINED_ON)}, got {trained_on!r}")
@@ -294,7 +299,6 @@ class LMAC(L.LightningModule):
              pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """L-MAC's loss of the ``mask`` of spectrograms ``x`` (with their ``phase`` and ``length`` in samples, for
         what is heard) against the classes ``pred``, and its two cross-entropies (masked in, masked out)."""
-        from explain.masks import apply_mask, fill_values
 
         x_in, x_out = apply_mask(x, mask, fill_values(x, self.hparams.fill))
         both = torch.cat([x_in, x_out])
@@ -323,10 +327,6 @@ class LMAC(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """The loss, and the tool's own FF and Fid-In of the mask's ``minmax`` (its native mask) on the spectrogram
         and on what is heard, computed as ``test --explain lmac`` computes them."""
-        from explain.evaluate import MaskScorer
-        from explain.heard import hear
-        from explain.masks import fill_values
-        from explain.metrics import METRIC_NAMES
 
         _, got = self._step(batch, "val")
         x, phase, length = got["x"], got["phase"], got["length"]
