@@ -5,7 +5,7 @@
 
 ``run`` runs the quickstart (``quickstart.sh``'s three commands: fit, test of the study's four methods and the
 controls with the sanity check, report) once per (seed, thread count), each in its own folder
-``OUT/s<seed>-t<threads>`` with its own synthetic data, skipping a folder whose report exists. Then (and ``table``)
+``OUT/s<seed>-t<threads>`` with its own synthetic data, skipping a command whose output exists. Then (and ``table``)
 it prints each figure docs/quickstart.md quotes, one column per run, with its range and whether every run agrees: the
 model's accuracy, each method's pick and its FF margin over ``random`` (with the paired interval's sign), the
 insertion and deletion AUCs, the sanity check's Spearman of |map| with every layer random, the positive mass
@@ -42,18 +42,25 @@ def commands(seed: int) -> list[list[str]]:
             main + ["report", QUICKSTART, "--out", f"{QUICKSTART}/report"]]
 
 
+def done(folder: Path) -> list[bool]:
+    """Per command of ``commands``, whether its output is there (a run that died resumes at the next one)."""
+    base = folder / QUICKSTART
+    return [(base / "best.ckpt").is_file(), any(base.glob("test-*/explain/results.csv")),
+            (base / "report" / "summary.csv").is_file()]
+
+
 def run(seeds: list[int], threads: list[int], out: Path) -> list[Path]:
     folders = []
     for t in threads:
         for seed in seeds:
             folder = out / f"s{seed}-t{t}"
             folders.append(folder)
-            if (folder / QUICKSTART / "report" / "summary.csv").is_file():
-                continue
             folder.mkdir(parents=True, exist_ok=True)
             env = {**os.environ, "OMP_NUM_THREADS": str(t), "MKL_NUM_THREADS": str(t), "WANDB_MODE": "disabled"}
             with open(folder / "log.txt", "a") as log:
-                for cmd in commands(seed):
+                for cmd, finished in zip(commands(seed), done(folder)):
+                    if finished:
+                        continue
                     print(f"{folder.name}: {' '.join(cmd[1:4])}", flush=True)
                     subprocess.run(cmd, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
     return folders
