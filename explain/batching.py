@@ -10,10 +10,15 @@
 - TF32 is off for explanation runs unless asked for (``tf32``): with it, convolutions round their inputs to
   10-bit mantissas and GPU probabilities move by ~1e-3, ten times the metrics' ``PROB_TOL``.
 - ``bf16`` runs the forward passes of forward-only methods and metrics under bfloat16 autocast.
+- Thresholds stay exact in every mode (``Precision``): the clean pass (the class explained, p_c(X)) always runs
+  in float32 with TF32 off, and each AI or Fid-In decision of a masked input that lies within the mode's
+  ``ERROR_BOUNDS`` of its threshold is computed again that way, for those rows only
+  (``explain.metrics.near_thresholds``), so AI and Fid-In are the float32 run's, clip by clip.
 """
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -30,6 +35,13 @@ CUDA_CAP = 1024
 # cuDNN's float32 workspaces and the gradients). Rounded up.
 FORWARD_FACTOR, BACKWARD_FACTOR = 1.5, 10.0
 PRECISIONS = {"32": None, "bf16": torch.bfloat16}
+# Largest |p_mode - p_float32| the exact mode assumes of any softmax probability, a margin over what was
+# measured (``python -m benchmarks.bound``: every class of the clean, masked-in and masked-out inputs of the
+# quickstart model's Saliency, Grad-CAM and control maps). bf16: 7.7e-3 on 2 CPU cores (32 clips, 2026-12-04;
+# clean inputs 1.3e-3), 4.3e-3 on an H200 on clean inputs (16 clips, 2026-11-30: its masked inputs may move
+# three times as far as the CPU's clean ones did); tf32 (CUDA only): 2.7e-4 on the H200, clean inputs. A wider
+# bound costs only more rows redone (bf16 at 0.05: about a third of the masked-in rows on the CPU).
+ERROR_BOUNDS = {"bf16": 0.05, "tf32": 0.005}
 
 
 def activation_bytes(model: nn.Module, sample: torch.Tensor) -> tuple[int, int]:
@@ -120,6 +132,28 @@ def autocast(device: torch.device, precision: str):
     if PRECISIONS[precision] is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A run's precision mode: ``fast`` is what the forward-only passes run under, ``exact`` what the
+    decisions within ``bound`` of a threshold are computed again under (float32, TF32 off, no autocast)."""
+
+    precision: str = "32"
+    tf32: bool = False
+
+    def bound(self, device: torch.device) -> float:
+        """How far the fast mode may move a probability on ``device`` (0: it is exact)."""
+        bound = ERROR_BOUNDS["bf16"] if PRECISIONS[self.precision] is not None else 0.0
+        return bound + (ERROR_BOUNDS["tf32"] if self.tf32 and torch.device(device).type == "cuda" else 0.0)
+
+    def fast(self, device: torch.device):
+        return autocast(torch.device(device), self.precision)
+
+    @contextlib.contextmanager
+    def exact(self, device: torch.device):
+        with torch.autocast(torch.device(device).type, enabled=False), tf32(False):
+            yield
 
 
 @contextlib.contextmanager
