@@ -58,7 +58,7 @@ from explain import MASK_NAMES, make_masks
 from explain.lime import scale01
 from explain.masks import SILENCE_DB, apply_mask
 from explain.metrics import average_drop, average_gain, average_increase, faithfulness_of_features, fidelity_in
-from explain.batching import CUDA_MEMORY_GB, autocast, tf32
+from explain.batching import CUDA_MEMORY_GB, autocast, cudnn_autotune, tf32
 from explain.curves import cells_at
 from explain.heard import Sound
 from explain.pipeline import ExplanationPipeline
@@ -333,7 +333,7 @@ def run(args) -> dict:
     warnings.filterwarnings("ignore")
     device = torch.device(args.device)
     torch.manual_seed(0)
-    with tf32(args.tf32):
+    with tf32(args.tf32), cudnn_autotune(device):  # as ExplanationPipeline.explain runs
         return _run(args, device)
 
 

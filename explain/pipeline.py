@@ -32,7 +32,8 @@ import torch.nn as nn
 from errors import UsageValueError
 
 from .base import make_method
-from .batching import CPU_BATCH, CUDA_MEMORY_GB, Precision, autocast, batch_sizes, check_precision, tf32
+from .batching import (CPU_BATCH, CUDA_MEMORY_GB, Precision, autocast, batch_sizes, check_precision, cudnn_autotune,
+                       tf32)
 from .cache import AttributionCache, tensor_hash, weights_hash
 from .evaluate import MaskScorer, predict_probs
 from .heard import IDEAL, MIXTURE, Distortion, Sound, check_scored, distortion, hear, si_sdr
@@ -228,7 +229,7 @@ class ExplanationPipeline(nn.Module):
         if self.one_clip_at_a_time and len(x) != 1:
             raise ValueError(f"{type(self.model).__name__} hears each clip through its phase: explain() takes one "
                              f"clip at a time, got {len(x)}")
-        with tf32(self.tf32), self._on_clip(self.model, sound):
+        with tf32(self.tf32), cudnn_autotune(x.device), self._on_clip(self.model, sound):
             return self._explain(x, list(ids), sound, progress)
 
     def _explain(self, x: torch.Tensor, ids: list[str], sound: Sound | None = None,
