@@ -66,7 +66,7 @@ if [ "$SMOKE" = 1 ]; then
              --explainer.examples 0)
   cpu_size=("${test_size[@]}")
   numerics_size=(--clips 2 --lime-samples 10 --background 2 --methods saliency,lime,random)
-  bound_size=(--clips 2 --methods saliency,random)
+  bound_size=(--clips 2 --methods random)
   bench_size=(--width 8 --clips 2 --lime-samples 10 --background 2 --steps 2 --samples 2 --repeat 1
               --methods saliency,gradcam,lime,shap,metrics,curves --data data/quickstart)
   bf16_methods=(--methods saliency,metrics)  # bfloat16 runs slowly on a CPU

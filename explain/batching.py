@@ -39,9 +39,9 @@ PRECISIONS = {"32": None, "bf16": torch.bfloat16}
 # Largest |p_mode - p_float32| the exact mode assumes of any softmax probability, a margin over what was
 # measured (``python -m benchmarks.bound``: every class of the clean, masked-in and masked-out inputs of the
 # quickstart model's Saliency, Grad-CAM and control maps). bf16: 7.7e-3 on 2 CPU cores (32 clips, 2026-12-04;
-# clean inputs 1.3e-3), 4.3e-3 on an H200 on clean inputs (16 clips, 2026-11-30: its masked inputs may move
-# three times as far as the CPU's clean ones did); tf32 (CUDA only): 2.7e-4 on the H200, clean inputs. A wider
-# bound costs only more rows redone (bf16 at 0.05: about a third of the masked-in rows on the CPU).
+# clean inputs 1.3e-3); an H200 moved clean inputs 4.3e-3 (16 clips, 2026-11-30), three times the CPU, so its
+# masked inputs may reach ~0.025: 0.05 leaves twice that (the GPU check measures it). tf32 (CUDA only): 2.7e-4
+# on the H200, clean inputs. A wider bound costs only more rows redone (CPU, bound 0.03: 27 % of masked-in rows).
 ERROR_BOUNDS = {"bf16": 0.05, "tf32": 0.005}
 
 
