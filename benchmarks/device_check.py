@@ -72,6 +72,12 @@ def summary(out: Path) -> str:
     steps = out / "steps.tsv"
     if steps.is_file():
         lines += ["# steps (name, status, seconds)", steps.read_text().strip(), ""]
+    log = out / "log.txt"
+    exact = [line for line in (log.read_text().splitlines() if log.is_file() else [])
+             if line.startswith(("bf16 on ", "tf32 on "))]  # benchmarks/bound.py's lines (a device returns 8 files)
+    if exact:
+        lines += ["# exact thresholds: probabilities moved against float32, and decisions after the second pass",
+                  *exact, ""]
     numerics = _load(out / "numerics.json")
     if numerics:
         from benchmarks.numerics import summary as numerics_summary

@@ -30,6 +30,11 @@ reference: one run). Speed-up = reference / ours; efficiency = bound / ours (1 m
 passes). With the study's four methods, ``metrics`` and ``curves`` measured, it also estimates the full
 study from its own figures (``study_estimate``: 5 runs x 400 clips, 4 methods and 2 controls each scored
 and curved). ``--tf32`` allows TF32 on CUDA, as ``--explainer.tf32 true`` does.
+
+Achieved TFLOP/s per stage: the model FLOPs of the bound's passes (per input, forward and forward + backward
+to the input, counted with ``torch.utils.flop_counter.FlopCounterMode``) over ours' time, beside the card's
+dense peak for the mode's dtype (``PEAKS``; none on a CPU or an unlisted card). Padded rows are not counted:
+it is the useful work's rate.
 """
 from __future__ import annotations
 
@@ -53,15 +58,23 @@ from explain import MASK_NAMES, make_masks
 from explain.lime import scale01
 from explain.masks import SILENCE_DB, apply_mask
 from explain.metrics import average_drop, average_gain, average_increase, faithfulness_of_features, fidelity_in
-from explain.batching import CUDA_MEMORY_GB, autocast, tf32
+from explain.batching import CUDA_MEMORY_GB, autocast, cudnn_autotune, tf32
 from explain.curves import cells_at
 from explain.heard import Sound
 from explain.pipeline import ExplanationPipeline
 from lightning_modules import AudioClassifier, Cnn14, make_features
+from torch.utils.flop_counter import FlopCounterMode
 
 CAPTUM = ("ig", "smoothgrad", "occlusion", "gradshap", "deeplift", "inputxgrad")
 STUDY = ("saliency", "gradcam", "lime", "shap")
 METHODS = (*STUDY, *CAPTUM, "metrics", "curves", "heard")
+# Dense (no sparsity) peak TFLOP/s of the tensor cores per dtype (float32: CUDA cores), from the vendor's data
+# sheets; the first name found in the device's name counts (so the PCIe H100 before the SXM one).
+PEAKS = {"H100 PCIe": {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0},
+         "H100": {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4},
+         "H200": {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4},
+         "A100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0},
+         "L4": {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0}}
 STUDY_CLIPS, STUDY_RUNS, STUDY_SCORED = 400, 5, len(STUDY) + 2  # ESC-50's test fold; 5 runs; 4 methods + 2 controls
 
 
@@ -235,12 +248,19 @@ def occlusion_positions(method, shape) -> int:
     return n
 
 
-def bound_captum(name, method, model, x, fwd_bs, bwd_bs):
+def captum_passes(name, method, shape) -> tuple[int, int]:
+    """(forward, forward and backward) model passes per clip of a captum method's bound."""
     if name == "occlusion":
-        bound_forward(model, x, occlusion_positions(method, x.shape), fwd_bs)
+        return occlusion_positions(method, shape), 0
+    return 0, {"ig": getattr(method, "steps", 1), "deeplift": 2}.get(name, getattr(method, "samples", 1))
+
+
+def bound_captum(name, method, model, x, fwd_bs, bwd_bs):
+    forward, backward = captum_passes(name, method, x.shape)
+    if forward:
+        bound_forward(model, x, forward, fwd_bs)
     else:
-        repeats = {"ig": getattr(method, "steps", 1), "deeplift": 2}.get(name, getattr(method, "samples", 1))
-        bound_backward(model, x, repeats, bwd_bs)
+        bound_backward(model, x, backward, bwd_bs)
 
 
 # -- bounds: the bare model passes --------------------------------------------------------------------------
@@ -257,6 +277,29 @@ def bound_backward(model, x, repeats, batch):
         chunk = chunk.clone().requires_grad_(True)
         with torch.enable_grad():
             torch.autograd.grad(model(chunk)[:, 0].sum(), chunk)
+
+
+def model_flops(model, sample) -> tuple[int, int]:
+    """FLOPs of one input shaped like ``sample`` (1, ...): a forward pass, and a forward and backward pass to the
+    input (as the gradient methods run: the weights take no gradient)."""
+    with FlopCounterMode(display=False) as forward, torch.no_grad():
+        model(sample)
+    x = sample.detach().clone().requires_grad_(True)
+    with FlopCounterMode(display=False) as both, torch.enable_grad():
+        model(x)[:, 0].sum().backward()  # not autograd.grad: the counter's module hooks refuse it
+    return forward.get_total_flops(), both.get_total_flops()
+
+
+def dtype_of(precision: str, tf32_on: bool) -> str:
+    return "bf16" if precision == "bf16" else "tf32" if tf32_on else "fp32"
+
+
+def peak_tflops(device_name: str, dtype: str) -> float | None:
+    """The card's dense peak for ``dtype`` from ``PEAKS``; None on a CPU or a card not listed."""
+    for card, peaks in PEAKS.items():
+        if card.lower() in device_name.lower():
+            return peaks[dtype]
+    return None
 
 
 def measure(device, fn, x, repeat: int) -> tuple[float, float]:
@@ -290,7 +333,7 @@ def run(args) -> dict:
     warnings.filterwarnings("ignore")
     device = torch.device(args.device)
     torch.manual_seed(0)
-    with tf32(args.tf32):
+    with tf32(args.tf32), cudnn_autotune(device):  # as ExplanationPipeline.explain runs
         return _run(args, device)
 
 
@@ -315,6 +358,7 @@ def _run(args, device) -> dict:
     def clip_ids(xs):  # the warm-up runs on the first clips: their ids
         return ids[:len(xs)]
 
+    flops = model_flops(model, x[:1])  # (forward, forward and backward) of one input
     results, maps = {}, {}
     for name in METHODS:
         if name not in args.methods:
@@ -347,6 +391,7 @@ def _run(args, device) -> dict:
             def bound(xs, passes=passes):
                 with amp():
                     bound_forward(model, xs, passes, fwd_bs)
+            counts = (passes, 0)  # forward, and forward and backward passes per clip
         else:
             method = pipe.methods[name]
             ours = lambda xs, name=name: pipe.attribute(name, xs, target[:len(xs)], clip_ids(xs))  # noqa: E731
@@ -358,6 +403,15 @@ def _run(args, device) -> dict:
                 reference = lambda xs, name=name, m=method: reference_captum(name, m, model, xs, target)  # noqa: E731
             else:
                 reference = lambda xs, name=name: reference_gradient(name, model, xs, target)  # noqa: E731
+
+            if name == "lime":
+                counts = (args.lime_samples, 0)
+            elif name == "shap":
+                counts = (0, len(bg))
+            elif name in CAPTUM:
+                counts = captum_passes(name, method, x.shape)
+            else:
+                counts = (0, 1)
 
             def bound(xs, name=name, method=method):
                 if name == "lime":
@@ -382,13 +436,16 @@ def _run(args, device) -> dict:
         # per clip, as the table and JSON report them
         results[name] = {k: (v / len(x) if k.endswith("_s") else v) for k, v in entry.items()}
         results[name].setdefault("reference_s", float("nan"))
+        results[name]["tflops"] = (counts[0] * flops[0] + counts[1] * flops[1]) / results[name]["ours_s"] / 1e12
     pipe.close()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     width = getattr(model, "width", args.width)
+    dtype = dtype_of(args.precision, args.tf32 and device.type == "cuda")
     return {"device": name, "torch": torch.__version__, "width": width, "features": features.kind, "clips": len(x),
             "lime_samples": args.lime_samples, "background": len(bg), "precision": args.precision,
             "tf32": args.tf32, "repeat": args.repeat, "memory_gb": args.memory_gb, "batch": pipe.batch_sizes,
-            "methods": results,
+            "methods": results, "flops_per_input": {"forward": flops[0], "forward_backward": flops[1]},
+            "dtype": dtype, "peak_tflops": peak_tflops(name, dtype) if device.type == "cuda" else None,
             "study": study_estimate(results)}
 
 
@@ -398,14 +455,21 @@ def table(report: dict) -> str:
              f"precision {report['precision']}, TF32 {'on' if report['tf32'] else 'off'}, batch {report['batch']}, "
              f"median of {report['repeat']}",
              f"{'method':<10} {'ours s/clip':>12} {'reference':>10} {'bound':>9} {'speed-up':>9} {'efficiency':>10} "
-             f"{'peak MB':>9}"]
+             f"{'peak MB':>9} {'TFLOP/s':>9} {'of peak':>8}"]
+    peak = report.get("peak_tflops")
     for name, r in report["methods"].items():
+        share = f"{r['tflops'] / peak:>8.1%}" if peak else f"{'-':>8}"
         lines.append(f"{name:<10} {r['ours_s']:>12.4f} {r['reference_s']:>10.4f} {r['bound_s']:>9.4f} "
-                     f"{r['reference_s'] / r['ours_s']:>9.2f} {r['bound_s'] / r['ours_s']:>10.2f} {r['peak_mem_mb']:>9.0f}")
+                     f"{r['reference_s'] / r['ours_s']:>9.2f} {r['bound_s'] / r['ours_s']:>10.2f} {r['peak_mem_mb']:>9.0f} "
+                     f"{r['tflops']:>9.3f} {share}")
+    lines.append(f"TFLOP/s: model FLOPs of the bound's passes ({report['flops_per_input']['forward'] / 1e9:.2f} GFLOP "
+                 f"forward per input) over ours' time; {report['dtype']} peak "
+                 f"{f'{peak:g} TFLOP/s' if peak else 'unknown (a CPU or an unlisted card)'}")
     study = report.get("study")
     if study:
-        lines.append(f"full study ({study['runs']} runs x {study['clips']} clips; 4 methods + 2 controls, each "
-                     f"scored and curved): ours {study['ours_hours']:.2f} h, bound {study['bound_hours']:.2f} h")
+        lines.append(f"full study in {report['dtype']} ({study['runs']} runs x {study['clips']} clips; 4 methods + 2 "
+                     f"controls, each scored and curved): ours {study['ours_hours']:.2f} h, bound "
+                     f"{study['bound_hours']:.2f} h")
     return "\n".join(lines)
 
 

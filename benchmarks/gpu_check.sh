@@ -2,8 +2,10 @@
 # The whole GPU check in one command, for a machine with a GPU, no network and torch, torchaudio, lightning,
 # torchmetrics, scipy, scikit-image and matplotlib installed: it installs the wheels in .whl/ (made here by
 # benchmarks/fetch_wheels.sh), then runs, each step timed and logged:
-#   versions and flags; the quickstart fit and `test --explain study,controls` with the sanity check on the
-#   device; the numerics check (batch 1 vs one batch, TF32 off/on, bf16, each against the CPU); the width-64
+#   versions and flags; the quickstart fit; the exact modes' check (bf16 and TF32: the probabilities move
+#   within explain.batching.ERROR_BOUNDS and, with the near-threshold rows run again in float32, AI and Fid-In
+#   equal float32's for the same maps: benchmarks/bound.py); `test --explain study,controls` with the sanity
+#   check on the device; the numerics check (batch 1 vs one batch, TF32 off/on, bf16, each against the CPU); the width-64
 #   benchmark in fp32 (with the full-study estimate); the device's test run against the same clips on the
 #   CPU, clip by clip; the benchmark in bf16; the reference column of the benchmark.
 # It writes summary.txt, log.txt, steps.tsv and up to five JSON files into $OUT (default ./gpu-check), stops
@@ -64,6 +66,7 @@ if [ "$SMOKE" = 1 ]; then
              --explainer.examples 0)
   cpu_size=("${test_size[@]}")
   numerics_size=(--clips 2 --lime-samples 10 --background 2 --methods saliency,lime,random)
+  bound_size=(--clips 2 --methods random)
   bench_size=(--width 8 --clips 2 --lime-samples 10 --background 2 --steps 2 --samples 2 --repeat 1
               --methods saliency,gradcam,lime,shap,metrics,curves --data data/quickstart)
   bf16_methods=(--methods saliency,metrics)  # bfloat16 runs slowly on a CPU
@@ -72,6 +75,7 @@ else
   test_size=()
   cpu_size=(--trainer.limit_test_batches 2)  # the first 32 clips, in the same batches as the device's run
   numerics_size=(--clips 16 --lime-samples 100 --background 20)
+  bound_size=(--clips 32)  # Saliency, Grad-CAM and the controls: 32 x 4 x 28 masked inputs, seconds on a GPU
   # width 64 as PANNs; 8 clips and 2 timed runs: LIME's 1000 forwards per clip took 3.7 s a clip on an H200
   # in float32 (2026-11-30), and its bound as long again; a large card takes 32 GB calls
   bench_size=(--width 64 --clips 8 --lime-samples 1000 --background 100 --repeat 2 --memory-gb 32
@@ -102,6 +106,10 @@ versions > "$OUT/versions.txt" 2>&1
 cat "$OUT/versions.txt"
 
 step fit 60 "${main[@]}" fit "${cfg[@]}" --trainer.accelerator "$ACCEL" "${fit_size[@]}"
+for mode in bf16 tf32; do
+  step "exact_$mode" 40 "$PY" -m benchmarks.bound --ckpt runs/quickstart/best.ckpt --data data/quickstart \
+    --device "$DEV" --mode "$mode" "${bound_size[@]}"
+done
 step test_device 150 "${main[@]}" test "${cfg[@]}" --trainer.accelerator "$ACCEL" "${test_args[@]}" \
   --explainer.sanity true --explainer.output_dir "$WORK/device" "${test_size[@]}"
 step numerics 90 "$PY" -m benchmarks.numerics --ckpt runs/quickstart/best.ckpt --data data/quickstart \

@@ -88,9 +88,10 @@ class ExplainCallback(Callback):
             the same model, clip length and budget, whatever else holds memory; recorded in run.json).
         memory_gb: GPU memory one model call may take when ``batch_size`` is unset (default 8: a 16 GB card;
             raise it on a large card for larger, faster calls).
-        precision: ``32``, or ``bf16`` to run the explanation forwards (clean, LIME's perturbations, masked
-            inputs) under bfloat16 autocast; gradient methods stay in full precision. It moves the
-            threshold metrics (AI, Fid-In) by whole clips: check with ``python -m benchmarks.precision``.
+        precision: ``32``, or ``bf16`` to run the explanation forwards (LIME's perturbations, masked inputs,
+            curves) under bfloat16 autocast; gradient methods and the clean pass stay in full precision, and
+            AI's and Fid-In's decisions near their thresholds are computed again in float32, so they equal a
+            float32 run's; FF, AD, AG and LIME's maps move a little (``python -m benchmarks.precision``).
         options: options per method, e.g. ``{"lime": {"num_samples": 1000, "kernel_width": 0.25}}``; each
             method declares its own (listed under ``--explain`` in ``--help``).
         lime_samples, shap_background_per_class, shap_background_size: older spellings of

@@ -4,16 +4,22 @@
   alone (never of the free memory, which changes with what else runs): 8 on a CPU; on CUDA, as many inputs
   as fit in ``memory_gb`` (default ``CUDA_MEMORY_GB``) by a count of the model's activations for one input
   (a forward pass with hooks) times the peak-per-activation factors measured on a GPU.
-- On CUDA every forward-only model call gets the same batch shape: the last chunk is padded with copies of
-  its first row (and the extra outputs dropped), so cuDNN never chooses another algorithm for it and a
-  clip's probabilities do not depend on the chunk it fell in.
+- On CUDA every model call gets one of a few fixed batch shapes (``pad_sizes``: the batch size and its
+  halvings down to 8): a short chunk is padded with copies of its first row to the smallest that holds it (the
+  extra outputs dropped), so cuDNN sees a handful of shapes a run, autotuned once each (``cudnn_autotune``),
+  and a short chunk costs at most twice its rows, not a full batch.
 - TF32 is off for explanation runs unless asked for (``tf32``): with it, convolutions round their inputs to
   10-bit mantissas and GPU probabilities move by ~1e-3, ten times the metrics' ``PROB_TOL``.
 - ``bf16`` runs the forward passes of forward-only methods and metrics under bfloat16 autocast.
+- Thresholds stay exact in every mode (``Precision``): the clean pass (the class explained, p_c(X)) always runs
+  in float32 with TF32 off, and each AI or Fid-In decision of a masked input that lies within the mode's
+  ``ERROR_BOUNDS`` of its threshold is computed again that way, for those rows only
+  (``explain.metrics.near_thresholds``), so AI and Fid-In are the float32 run's, clip by clip.
 """
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -30,6 +36,13 @@ CUDA_CAP = 1024
 # cuDNN's float32 workspaces and the gradients). Rounded up.
 FORWARD_FACTOR, BACKWARD_FACTOR = 1.5, 10.0
 PRECISIONS = {"32": None, "bf16": torch.bfloat16}
+# Largest |p_mode - p_float32| the exact mode assumes of any softmax probability, a margin over what was
+# measured (``python -m benchmarks.bound``: every class of the clean, masked-in and masked-out inputs of the
+# quickstart model's Saliency, Grad-CAM and control maps). bf16: 7.7e-3 on 2 CPU cores (32 clips, 2026-12-04;
+# clean inputs 1.3e-3); an H200 moved clean inputs 4.3e-3 (16 clips, 2026-11-30), three times the CPU, so its
+# masked inputs may reach ~0.025: 0.05 leaves twice that (the GPU check measures it). tf32 (CUDA only): 2.7e-4
+# on the H200, clean inputs. A wider bound costs only more rows redone (CPU, bound 0.03: 27 % of masked-in rows).
+ERROR_BOUNDS = {"bf16": 0.05, "tf32": 0.005}
 
 
 def activation_bytes(model: nn.Module, sample: torch.Tensor) -> tuple[int, int]:
@@ -91,17 +104,34 @@ def cuda_rows(per_input: float, memory_gb: float) -> int:
     return int(min(CUDA_CAP, max(8, int(memory_gb * 2**30 // max(1.0, per_input)) // 8 * 8)))
 
 
+def pad_sizes(size: int) -> list[int]:
+    """The batch shapes of a run whose calls hold ``size`` rows: ``size`` and its halvings down to 8, each
+    rounded up to a multiple of 8 (tensor-core friendly), ascending.
+
+    Example:
+        >>> pad_sizes(344), pad_sizes(40), pad_sizes(8)
+        ([16, 24, 48, 88, 176, 344], [16, 24, 40], [8])
+    """
+    sizes, s = {size}, size
+    while s // 2 >= 8:
+        s //= 2
+        sizes.add(-(-s // 8) * 8)
+    return sorted(sizes)
+
+
 def pad_rows(chunk: torch.Tensor, size: int, pad: bool | None = None) -> torch.Tensor:
-    """``chunk`` with copies of its first row appended up to ``size`` rows; ``pad`` None: on CUDA only (a
-    CPU's kernels do not change with the batch size as cuDNN's do, and padding would cost time)."""
+    """``chunk`` with copies of its first row appended up to the smallest of ``pad_sizes(size)`` that holds it;
+    ``pad`` None: on CUDA only (a CPU's kernels do not change with the batch size as cuDNN's do, and padding
+    would cost time)."""
     if not (chunk.device.type == "cuda" if pad is None else pad) or len(chunk) >= size:
         return chunk
-    return torch.cat([chunk, chunk[:1].expand(size - len(chunk), *chunk.shape[1:])])
+    rows = next(s for s in pad_sizes(size) if s >= len(chunk))
+    return torch.cat([chunk, chunk[:1].expand(rows - len(chunk), *chunk.shape[1:])])
 
 
 def chunks(size: int, *tensors: torch.Tensor, pad: bool | None = None) -> Iterator[tuple]:
-    """(rows, chunk of each tensor) in chunks of ``size`` rows, the last padded to ``size`` (``pad_rows``,
-    which decides by the first tensor's device); the caller keeps the first ``rows`` outputs of each."""
+    """(rows, chunk of each tensor) in chunks of ``size`` rows, the last padded to one of ``pad_sizes(size)``
+    (``pad_rows``, which decides by the first tensor's device); the caller keeps the first ``rows`` outputs of each."""
     pad = tensors[0].device.type == "cuda" if pad is None else pad
     for start in range(0, len(tensors[0]), size):
         parts = [t[start:start + size] for t in tensors]
@@ -122,6 +152,28 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
 
 
+@dataclass(frozen=True)
+class Precision:
+    """A run's precision mode: ``fast`` is what the forward-only passes run under, ``exact`` what the
+    decisions within ``bound`` of a threshold are computed again under (float32, TF32 off, no autocast)."""
+
+    precision: str = "32"
+    tf32: bool = False
+
+    def bound(self, device: torch.device) -> float:
+        """How far the fast mode may move a probability on ``device`` (0: it is exact)."""
+        bound = ERROR_BOUNDS["bf16"] if PRECISIONS[self.precision] is not None else 0.0
+        return bound + (ERROR_BOUNDS["tf32"] if self.tf32 and torch.device(device).type == "cuda" else 0.0)
+
+    def fast(self, device: torch.device):
+        return autocast(torch.device(device), self.precision)
+
+    @contextlib.contextmanager
+    def exact(self, device: torch.device):
+        with torch.autocast(torch.device(device).type, enabled=False), tf32(False):
+            yield
+
+
 @contextlib.contextmanager
 def tf32(enabled: bool):
     """TF32 in CUDA convolutions and matrix products on (``enabled``) or off inside the block, as before after."""
@@ -131,3 +183,18 @@ def tf32(enabled: bool):
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+@contextlib.contextmanager
+def cudnn_autotune(device: torch.device):
+    """cuDNN's benchmark mode on inside the block on CUDA (as before after): a run's calls come in the few
+    shapes of ``pad_sizes``, so each is timed once and then runs on the fastest algorithm."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before

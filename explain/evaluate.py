@@ -9,10 +9,10 @@ import torch.nn as nn
 from errors import UsageValueError
 from typing import Callable
 
-from .batching import chunks
+from .batching import Precision, chunks
 from .heard import Distortion, distortion
 from .masks import MASK_NAMES, SILENCE_DB, apply_mask, check_mask_names, make_masks
-from .metrics import METRIC_NAMES, ClipMetrics
+from .metrics import METRIC_NAMES, ClipMetrics, near_thresholds
 from .records import SCORED
 
 
@@ -21,6 +21,18 @@ def predict_probs(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.T
     """Softmax probabilities (float32) of ``x`` (N, 1, T, F), in chunks of ``batch_size`` (of one shape on
     CUDA: ``explain.batching.chunks``)."""
     return torch.cat([model(chunk).float().softmax(-1)[:rows] for rows, chunk in chunks(batch_size, x)])
+
+
+def exact_thresholds(model: nn.Module, x_in: torch.Tensor, probs: torch.Tensor, probs_in: torch.Tensor,
+                     target: torch.Tensor, precision: Precision, batch_size: int) -> tuple[torch.Tensor, int]:
+    """``probs_in`` (K, n, C) of the masked-in ``x_in`` (K, n, 1, T, F), its rows whose AI or Fid-In decision lies
+    within ``precision``'s bound of its threshold computed again in float32 (``probs``: exact); and how many."""
+    near = near_thresholds(probs, probs_in, target, precision.bound(x_in.device))
+    if not near.any():
+        return probs_in, 0
+    with precision.exact(x_in.device):
+        redone = predict_probs(model, x_in[near], batch_size)
+    return probs_in.index_put((near,), redone), int(near.sum())
 
 
 class MaskScorer(nn.Module):
@@ -46,15 +58,17 @@ class MaskScorer(nn.Module):
     def update(self, model: nn.Module, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor,
                attributions: torch.Tensor, batch_size: int, fill: float | torch.Tensor = SILENCE_DB,
                hear: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-               heard_clips: torch.Tensor | None = None) -> dict:
+               heard_clips: torch.Tensor | None = None, precision: Precision | None = None) -> dict:
         """Score one batch, masked-out cells set to ``fill`` (see ``explain.masks.fill_values``). ``hear``: the
         audio and the heard spectrograms of masked spectrograms (masks, B, 1, T, F) flattened to (masks * B, ...)
         (``explain.heard.hear`` with the phase of the clips ``heard_clips``), needed to score ``heard``;
-        ``heard_clips``: the indices in the batch of the clips heard (None: all). Returns the masks, masked
+        ``heard_clips``: the indices in the batch of the clips heard (None: all). ``precision``: the mode the
+        caller runs the model under, whose near-threshold rows are computed again (``exact_thresholds``; None:
+        float32, nothing to redo). Returns the masks, masked
         inputs, per-clip values (K, B, metrics) of each input scored (``values[scored]``, metrics in
         ``METRIC_NAMES`` order; of ``heard``, (K, clips heard, metrics)) and with ``heard`` the audio of the
         masked-in spectrograms (K, clips heard, samples) and the per-clip distortion (K, 2 parts, clips heard,
-        measures)."""
+        measures), and per input scored the rows computed again (``exact_rows``)."""
         k, b = len(self.masks), len(x)
         flat = attributions.reshape(b, -1)
         ordered = torch.sort(flat, dim=1).values  # one sort serves every quantile and the sparseness
@@ -65,7 +79,7 @@ class MaskScorer(nn.Module):
             concise = make_masks(ordered, self.masks, sorted_values=ordered)  # the masks of the sorted map, sorted
         else:
             concise = flat.abs().sort(dim=1).values.expand(k, b, -1)
-        out = {"masks": masks, "x_in": x_in, "x_out": x_out, "values": {}}
+        out = {"masks": masks, "x_in": x_in, "x_out": x_out, "values": {}, "exact_rows": {}}
         both = torch.cat([x_in, x_out])  # (2 K, B, 1, T, F): one model call for both
         # each input scored: its spectrograms, and which clips of the batch they are
         inputs = {}
@@ -86,6 +100,10 @@ class MaskScorer(nn.Module):
         for name, (spectrograms, clips) in inputs.items():
             n = len(clips)
             probs_in, probs_out = predict_probs(model, spectrograms, batch_size).view(2, k, n, -1)
+            if precision is not None:
+                probs_in, out["exact_rows"][name] = exact_thresholds(
+                    model, spectrograms[:k * n].view(k, n, *spectrograms.shape[1:]), probs[clips], probs_in,
+                    target[clips], precision, batch_size)
             values = torch.stack([self.metrics[name].values(probs=probs[clips], probs_in=probs_in[ki],
                                                             probs_out=probs_out[ki], target=target[clips],
                                                             maps=concise[ki][clips], presorted=True)

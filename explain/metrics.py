@@ -16,7 +16,8 @@ neighbours, another process) gives probabilities that differ by float noise, see
 increase only when p_c(X_in) > p_c(X) + ``PROB_TOL``, and Fid-In counts the class as kept when p_c(X_in) is
 within ``PROB_TOL`` of the largest probability of X_in, so a clip's value does not depend on its batch.
 ``PROB_TOL = 1e-4``: two orders of magnitude above float32 noise of a softmax, far below any change a
-mask is meant to make. SPS and COMP follow Quantus 0.6 exactly
+mask is meant to make. At lower precision (bf16, TF32) the noise exceeds it, so ``near_thresholds`` names the
+decisions a probability error up to a bound could flip, for the caller to compute again in float32. SPS and COMP follow Quantus 0.6 exactly
 (``Sparseness`` and ``Complexity`` with ``normalise=True, abs=True``, one clip at a time): each map is
 divided by its max |value| (an all-zero map is left as it is), made absolute, and SPS adds 1e-7 before
 the Gini index, COMP uses log(p + 1e-12). An all-zero map, where Quantus's COMP is 0/0 = NaN, gets
@@ -111,6 +112,28 @@ def fidelity_in(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tenso
         tensor([1.])
     """
     return (_pc(probs_in, target) >= probs_in.amax(-1) - tol).to(probs.dtype)
+
+
+def near_thresholds(probs: torch.Tensor, probs_in: torch.Tensor, target: torch.Tensor, bound: float,
+                    tol: float = PROB_TOL) -> torch.Tensor:
+    """Where AI or Fid-In could flip if each probability of ``probs_in`` were off by up to ``bound`` (``probs``
+    exact): AI's margin p_c(X_in) - p_c(X) - tol within ``bound``, or Fid-In's p_c(X_in) - max_{j != c}
+    p_j(X_in) + tol within ``2 bound`` (both sides may move). Bool, ``probs_in``'s shape less the classes.
+
+    Example:
+        >>> import torch
+        >>> p = torch.tensor([[0.6, 0.4]])
+        >>> near_thresholds(p, torch.tensor([[[0.605, 0.395]], [[0.9, 0.1]], [[0.502, 0.498]]]), torch.tensor([0]), 0.01)
+        tensor([[ True],
+                [False],
+                [ True]])
+    """
+    if bound <= 0:
+        return torch.zeros(probs_in.shape[:-1], dtype=torch.bool, device=probs_in.device)
+    p_in = _pc(probs_in, target)
+    own = torch.nn.functional.one_hot(target, probs_in.shape[-1]).bool()
+    others = probs_in.masked_fill(own, float("-inf")).amax(-1)
+    return ((p_in - _pc(probs, target) - tol).abs() <= bound) | ((p_in - others + tol).abs() <= 2 * bound)
 
 
 def _prepare(maps: torch.Tensor) -> torch.Tensor:

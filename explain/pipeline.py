@@ -32,7 +32,8 @@ import torch.nn as nn
 from errors import UsageValueError
 
 from .base import make_method
-from .batching import CPU_BATCH, CUDA_MEMORY_GB, autocast, batch_sizes, check_precision, tf32
+from .batching import (CPU_BATCH, CUDA_MEMORY_GB, Precision, autocast, batch_sizes, check_precision, cudnn_autotune,
+                       tf32)
 from .cache import AttributionCache, tensor_hash, weights_hash
 from .evaluate import MaskScorer, predict_probs
 from .heard import IDEAL, MIXTURE, Distortion, Sound, check_scored, distortion, hear, si_sdr
@@ -85,7 +86,8 @@ class ExplanationPipeline(nn.Module):
         seed: seed of the random methods (each clip's seed also depends on its id).
         batch_size: spectrograms per model call; None: 8 on a CPU, on CUDA as many as ``memory_gb`` holds by
             the model's activations (``explain.batching.batch_sizes``: the same for the same model and input).
-        precision: ``32`` or ``bf16`` (autocast of the forward passes of forward-only methods and metrics).
+        precision: ``32`` or ``bf16`` (autocast of the forward passes of forward-only methods and metrics; the
+            clean pass and the decisions near AI's and Fid-In's thresholds stay float32: explain/batching.py).
         tf32: allow TF32 in CUDA convolutions and matrix products during the explanation passes (off: full
             float32, so GPU probabilities stay within the metrics' tolerance of the CPU's; explain/batching.py).
         masks: the masks to score; conciseness_on: ``mask`` or ``attribution`` (what SPS and COMP measure).
@@ -121,6 +123,7 @@ class ExplanationPipeline(nn.Module):
         self.fill, self.fractions = fill, tuple(fractions)
         check_precision(precision)
         self.model, self.seed, self.batch_size, self.precision = model, seed, batch_size, precision
+        self.policy = Precision(precision, self.tf32)
         self.masks, self.protocol = tuple(masks), protocol
         method_options, self.metric_options = protocol_settings(protocol)
         self._by_protocol = set(method_options)  # methods whose maps the protocol changes
@@ -226,7 +229,7 @@ class ExplanationPipeline(nn.Module):
         if self.one_clip_at_a_time and len(x) != 1:
             raise ValueError(f"{type(self.model).__name__} hears each clip through its phase: explain() takes one "
                              f"clip at a time, got {len(x)}")
-        with tf32(self.tf32), self._on_clip(self.model, sound):
+        with tf32(self.tf32), cudnn_autotune(x.device), self._on_clip(self.model, sound):
             return self._explain(x, list(ids), sound, progress)
 
     def _explain(self, x: torch.Tensor, ids: list[str], sound: Sound | None = None,
@@ -304,9 +307,10 @@ class ExplanationPipeline(nn.Module):
             metric.update(out.maps[name], out.masks[name], truth, keep, list(ids), out.ranks.get(name))
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities of the clean spectrograms."""
+        """Softmax probabilities of the clean spectrograms, in float32 in every mode: they decide the class
+        explained and every metric's p_c(X), at one pass per clip (beside 28 per method for the masks)."""
         self._ensure_batches(x)
-        with autocast(x.device, self.precision):
+        with self.policy.exact(x.device):
             return predict_probs(self.model, x, self.batch_sizes["forward"])
 
     def score(self, name: str, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor,
@@ -316,7 +320,7 @@ class ExplanationPipeline(nn.Module):
         self._ensure_batches(x)
         with autocast(x.device, self.precision):
             return self.scorers[name].update(self.model, x, probs, target, maps, self.batch_sizes["forward"],
-                                             fill_values(x, self.fill), listen, heard_clips)
+                                             fill_values(x, self.fill), listen, heard_clips, self.policy)
 
     def score_heard(self, name: str, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor, maps: torch.Tensor,
                     sound: Sound) -> dict:

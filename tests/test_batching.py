@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from explain.batching import CPU_BATCH, activation_bytes, batch_sizes, chunks, cuda_rows, pad_rows, tf32
+from explain.batching import (CPU_BATCH, activation_bytes, batch_sizes, chunks, cuda_rows, cudnn_autotune, pad_rows,
+                              pad_sizes, tf32)
 from explain.evaluate import predict_probs
 
 
@@ -44,6 +45,30 @@ def test_predicted_probabilities_are_the_same_padded_or_not():
     padded = torch.cat([model(c).softmax(-1)[:rows] for rows, c in chunks(4, x, pad=True)])
     assert torch.allclose(padded, want, atol=1e-6)
     assert torch.allclose(predict_probs(model, x, 4), want, atol=1e-6)
+
+
+def test_a_short_chunk_is_padded_to_the_smallest_fixed_size_that_holds_it_and_its_rows_do_not_move():
+    # a batch of 32 calls in shapes 32, 16 and 8 (halvings down to 8)
+    assert pad_sizes(32) == [8, 16, 32]
+    x = torch.randn(32 + 9, 1, 3, 4)
+    assert [(rows, c.shape[0]) for rows, c in chunks(32, x, pad=True)] == [(32, 32), (9, 16)]
+    assert [len(pad_rows(x[:n], 32, pad=True)) for n in (1, 8, 9, 16, 17, 31)] == [8, 8, 16, 16, 32, 32]
+    assert torch.equal(pad_rows(x[:3], 32, pad=True)[3:], x[:1].expand(5, 1, 3, 4))  # copies of the first row
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(48, 5)).eval()
+    with torch.no_grad():
+        want = model(x).softmax(-1)
+        got = torch.cat([model(c).softmax(-1)[:rows] for rows, c in chunks(32, x, pad=True)])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_cudnn_autotuning_is_for_cuda_runs_only_and_restored_after():
+    before = torch.backends.cudnn.benchmark
+    with cudnn_autotune(torch.device("cpu")):
+        assert torch.backends.cudnn.benchmark == before
+    with cudnn_autotune(torch.device("cuda")):  # only the flag: nothing runs on the device
+        assert torch.backends.cudnn.benchmark is True
+    assert torch.backends.cudnn.benchmark == before
 
 
 @pytest.mark.parametrize("enabled", [True, False])

@@ -25,6 +25,9 @@ def test_benchmark_reports_every_method_three_ways_and_the_full_study(tmp_path):
         assert not unreferenced or math.isnan(r["reference_s"])
         assert isinstance(r["peak_mem_mb"], float) and r["peak_mem_mb"] >= 0
     assert saved["study"] == bench.study_estimate(saved["methods"]) and saved["study"]["ours_hours"] > 0
+    # achieved TFLOP/s per stage; a CPU has no listed peak
+    assert all(r["tflops"] > 0 for r in saved["methods"].values()) and saved["peak_tflops"] is None
+    assert saved["dtype"] == "fp32"
 
 
 def test_benchmark_rejects_unknown_methods():
@@ -109,3 +112,26 @@ def test_the_quickstart_table_gives_each_figures_range_and_whether_the_runs_agre
     assert rows["saliency FF - random"][1:] == ["+0.020 above", "+0.030 above", "0.02 to 0.03", "yes"]
     assert rows["saliency insertion AUC"][1:4] == ["0.450", "0.300", "0.3 to 0.45"]
     assert rows["saliency mass in box"][-2:] == ["0.5 to 0.5", ""]
+
+
+def test_the_flops_counted_of_a_small_model_are_the_closed_form():
+    """2 Cin Cout k k H W multiply-adds of a convolution and 2 in out of a linear layer, per input; the backward
+    pass to the input (the weights take no gradient) costs a second forward's worth: a transposed convolution
+    and a matrix product of the same sizes."""
+    import torch
+    import torch.nn as nn
+    cin, cout, k, h, w, classes = 3, 5, 3, 8, 6, 7
+    model = nn.Sequential(nn.Conv2d(cin, cout, k, padding=1, bias=False), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(cout * h * w, classes, bias=False))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    forward = 2 * cin * cout * k * k * h * w + 2 * cout * h * w * classes
+    assert bench.model_flops(model, torch.randn(1, cin, h, w)) == (forward, 2 * forward)
+
+
+def test_the_peak_is_the_cards_for_the_dtype_and_none_elsewhere():
+    assert bench.peak_tflops("NVIDIA H200", "fp32") == 66.9
+    assert bench.peak_tflops("NVIDIA H100 PCIe", "bf16") == 756.0  # not the SXM card's 989.4
+    assert bench.peak_tflops("NVIDIA A100-SXM4-80GB", "tf32") == 156.0
+    assert bench.peak_tflops("NVIDIA GeForce RTX 4090", "bf16") is None
+    assert bench.dtype_of("bf16", True) == "bf16" and bench.dtype_of("32", True) == "tf32"

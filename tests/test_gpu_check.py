@@ -19,7 +19,7 @@ def test_the_gpu_check_runs_every_step_small_on_a_cpu(tmp_path):
     steps = (out / "steps.tsv").read_text().splitlines()[1:]
     assert proc.returncode == 0, proc.stdout[-3000:] + (out / "log.txt").read_text()[-5000:]
     assert [s.split("\t")[:2] for s in steps] == [[n, "ok"] for n in (
-        "fit", "test_device", "numerics", "bench_fp32", "test_cpu", "compare", "bench_bf16", "bench_reference")]
+        "fit", "exact_bf16", "exact_tf32", "test_device", "numerics", "bench_fp32", "test_cpu", "compare", "bench_bf16", "bench_reference")]
     # what a device returns: at most 8 files
     assert sorted(p.name for p in out.iterdir()) == sorted([
         "summary.txt", "log.txt", "steps.tsv", "numerics.json", "compare.json", "bench-fp32.json",
@@ -38,6 +38,10 @@ def test_the_gpu_check_runs_every_step_small_on_a_cpu(tmp_path):
     assert bench["study"]["ours_hours"] > 0 and bench["tf32"] is False
     summary = (out / "summary.txt").read_text()
     assert "# numerics" in summary and "full study" in summary and "bench-reference.json" in summary
+    # the exact modes: no decision differs from float32 after the second pass
+    exact = summary.split("# exact thresholds")[1].split("\n\n")[0]
+    assert "bf16 on cpu" in exact and "tf32 on cpu" in exact and exact.count("with it: AI 0, Fid-In 0") == 2
+    assert "TFLOP/s" in summary
 
 
 def test_the_device_compare_keeps_what_was_scored_apart(tmp_path):
