@@ -8,8 +8,8 @@ from typing import Literal
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from errors import UsageValueError
-from files import atomic_path
+from audio_xai.errors import UsageValueError
+from audio_xai.files import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 from explain import MASK_NAMES, METHODS, parse_methods
 from explain.base import method_groups, row_names
 from explain.masks import check_mask_names
@@ -29,7 +29,7 @@ from explain.records import (DISTORTION_MEASURES, EXAMPLES, MASK_PARTS, SEPARATI
                              example_figure, example_folder, example_original, example_sound, write_records)
 from explain.sanity import LAYERS as SANITY_LAYERS, still_similar
 from explain.protocol import check_protocol
-from files import claim_folder, write_json
+from audio_xai.files import claim_folder, write_json
 from lightning_modules.contract import check_explainable, check_sanity_layers, sanity_layers
 from .media import save_spectrogram_figures, write_wav
 

@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 
 SAMPLE_RATE = 32000
 DURATION = 5.0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch.utils.data import default_collate
 
-from errors import UsageError
+from audio_xai.errors import UsageError
 
 FIELDS = {  # what a model's training, validation and test steps may read; scenarios and data add others
     "waveform": "(B, N) float waveforms at the data's sample rate",

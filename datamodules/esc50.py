@@ -16,10 +16,10 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from errors import UsageFileExistsError, UsageFileNotFoundError, UsageValueError
+from audio_xai.errors import UsageFileExistsError, UsageFileNotFoundError, UsageValueError
 from .audio import DURATION, SAMPLE_RATE, clip_path, load_clip
 from .batch import collate
-from files import DownloadError, download, extract_zip_into
+from audio_xai.files import DownloadError, download, extract_zip_into
 from .noise import MIXTURE, Mixture, ScenarioNoise, TrainNoise
 from .synthetic import is_synthetic, read_signatures, write_synthetic_esc50
 

@@ -22,7 +22,7 @@ from typing import Optional, Union
 
 import soundfile
 
-from errors import UsageFileNotFoundError, UsageValueError
+from audio_xai.errors import UsageFileNotFoundError, UsageValueError
 from .audio import DURATION, SAMPLE_RATE
 from .esc50 import ESC50DataModule
 from .noise import TrainNoise

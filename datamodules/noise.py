@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from errors import UsageFileNotFoundError, UsageValueError
+from audio_xai.errors import UsageFileNotFoundError, UsageValueError
 from .audio import AudioError, clip_path, fix_length, load_clip, mix_at_snr, mix_scenario
 
 # The paper's three freesound.org backgrounds (id in the file name), looked up in ``noise_dir``.

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from errors import UsageFileExistsError
+from audio_xai.errors import UsageFileExistsError
 
 PATTERNS = ("tone", "chirp_up", "noise_band", "pulses", "chirp_down")
 SIGNATURE_COLUMNS = ["filename", "t_start", "t_end", "f_low", "f_high"]

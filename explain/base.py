@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 
 METHODS: dict[str, type["AttributionMethod"]] = {}  # in ``method_order``: every listing and table follows it
 STUDY_METHODS = ("saliency", "gradcam", "lime", "shap")  # the paper's four, in its order

@@ -25,7 +25,7 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 
 CPU_BATCH = 8  # on a CPU, larger batches run slower per input (measured: activations outgrow the caches)
 CUDA_MEMORY_GB = 8.0  # per model call on a GPU: fits a 16 GB card beside the model and the data

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from files import atomic_path
+from audio_xai.files import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 from typing import Callable
 
 from .batching import Precision, chunks

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import torch.nn as nn
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 from .base import AttributionMethod, Option, register
 from .batching import chunks
 

@@ -16,7 +16,7 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.functional.audio import scale_invariant_signal_distortion_ratio
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 from lightning_modules.features import db_to_power
 from .records import DISTORTION_MEASURES, IDEAL, MIXTURE, SCORED, SETTING_STUDY
 

@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 from lightning_modules.checkpoint import check_lightning_checkpoint, read_checkpoint
 from lightning_modules.contract import lmac_layers
 from .cache import weights_hash

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 from .base import AttributionMethod, Option, register
 from .batching import chunks
 

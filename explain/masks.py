@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 
 SILENCE_DB = -100.0
 MASK_NAMES = (

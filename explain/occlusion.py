@@ -5,7 +5,7 @@ forward pass per rectangle position: about (T / stride_t) x (F / stride_f) per c
 (501 x 64) at the defaults."""
 from __future__ import annotations
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 from .base import Option, register
 from .captum_adapter import CaptumMethod
 from .masks import FILLS, fill_values

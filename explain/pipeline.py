@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 
 from .base import make_method
 from .batching import (CPU_BATCH, CUDA_MEMORY_GB, Precision, autocast, batch_sizes, check_precision, cudnn_autotune,

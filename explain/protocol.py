@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 
 PROTOCOLS = ("corrected", "study")
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from errors import UsageValueError, program
-from files import write_csv
+from audio_xai.errors import UsageValueError, program
+from audio_xai.files import write_csv
 
 from .masks import FILLS, MASK_NAMES
 from .metrics import METRIC_NAMES, STUDY_METRICS

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from datamodules.noise import TrainNoise
-from errors import UsageFileNotFoundError, UsageValueError, program
+from audio_xai.errors import UsageFileNotFoundError, UsageValueError, program
 
 # A fit with --data.train_noise stores this dataclass among the datamodule's hyperparameters; Lightning
 # reads checkpoints with weights_only=True too, so it must be allowed everywhere (it holds data, no code).

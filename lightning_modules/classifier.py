@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 from .cnn14 import SPEC_AUGMENTS, Cnn14
 from .contract import SpectrogramClassifier
 from .features import make_features

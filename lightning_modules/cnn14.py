@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torchaudio.transforms as AT
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 
 
 class ConvBlock(nn.Module):

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torchmetrics.classification import MulticlassAccuracy
 
-from errors import UsageValueError, program
+from audio_xai.errors import UsageValueError, program
 
 GUIDE = "docs/own-model.md (\"Bring your own model and data\")"
 FRONT_END = ("sample_rate", "inverse", "bin_frequencies")

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torchaudio.functional as AF
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 
 AMIN = 1e-10
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from torchaudio.compliance.kaldi import get_mel_banks
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 from .features import STFTdB, db_to_power, mel_to_power
 
 EPS = torch.finfo(torch.float32).eps  # Kaldi's (and the extractor's) floor of the band energies

@@ -28,7 +28,7 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 
-from errors import UsageError, UsageFileNotFoundError, UsageValueError
+from audio_xai.errors import UsageError, UsageFileNotFoundError, UsageValueError
 from .contract import SpectrogramClassifier, TokenAttention
 from .hf_features import FLOOR_DB, KaldiFbank, WaveformSTFT
 

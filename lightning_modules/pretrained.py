@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from files import download
-from errors import UsageFileNotFoundError, UsageValueError
+from audio_xai.files import download
+from audio_xai.errors import UsageFileNotFoundError, UsageValueError
 from .checkpoint import read_checkpoint
 from .cnn14 import Cnn14
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 from .contract import SpectrogramClassifier, TokenAttention
 from .features import make_features
 

@@ -5,10 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from errors import program
+from audio_xai.errors import program
 from explain.metrics import METRIC_NAMES
 from explain.summary import N_BOOT, SEED
-from files import atomic_write, write_csv
+from audio_xai.files import atomic_write, write_csv
 
 from explain.records import (SEPARATION_MEASURES, SETTINGS, SI_SDRI, CurveArea, DistortionValue, LocalisationValue,
                              MarginValue, SanityValue, report_settings, write_records)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from errors import program
+from audio_xai.errors import program
 from explain.summary import N_BOOT, SEED, ClipArrays, paired_differences
 from explain.masks import MASK_NAMES
 from explain.records import KEY_FIELDS, SETTING_CHOICES, SETTING_PLURALS, SETTING_STUDY, SETTINGS

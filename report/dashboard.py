@@ -11,14 +11,14 @@ from pathlib import Path
 from callbacks.wandb_log import (AUDIO, BEST_MASK, COMPARED, CURVE_AREAS, FIGURES, FRACTION, LAYERS_RANDOMISED,
                                  MASK_RUN, METHOD_RUN, RUN_METHOD, RUN_METHOD_MASK, best_key, choose_wandb_mode,
                                  compared_key, margin_key)
-from errors import UsageValueError, program
+from audio_xai.errors import UsageValueError, program
 from explain import METHODS
 from explain.base import is_control
 from explain.curves import CURVES
 from explain.localisation import MAP_METRICS, MASK_METRICS
 from explain.metrics import HIGHER_IS_BETTER, METRIC_LABELS, STUDY_METRICS
 from explain.sanity import SIMILARITIES
-from files import write_json
+from audio_xai.files import write_json
 
 from .checks import FLAG_METRIC
 

@@ -33,7 +33,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from errors import program
+from audio_xai.errors import program
 from explain import METHODS
 from explain.base import is_control
 from explain.masks import MASK_NAMES

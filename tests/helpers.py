@@ -66,7 +66,7 @@ def run_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     interpreter importing torch and Lightning (most of a small run's time), for tests of what a command
     does rather than of its process (exit codes, signals, W&B, several ranks). The working folder and
     the environment are restored afterwards; each call gets its own run id."""
-    from main import main
+    from audio_xai.cli import main
     saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
     out, err = io.StringIO(), io.StringIO()
     os.environ.update(WANDB_MODE="offline", AUDIOXAI_RUN_ID=f"{time.strftime('%Y%m%d-%H%M%S')}-here{next(_here_runs)}")

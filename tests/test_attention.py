@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from errors import UsageError
+from audio_xai.errors import UsageError
 from explain import make_method
 from lightning_modules.transformer import SpectrogramTransformerNet
 from tests.helpers import tiny_cnn

@@ -81,7 +81,7 @@ def test_tf32_is_set_inside_the_block_and_restored_after(enabled):
 
 def test_the_callback_refuses_a_memory_budget_that_is_not_a_positive_number():
     from callbacks import ExplainCallback
-    from errors import UsageValueError
+    from audio_xai.errors import UsageValueError
     for bad in (0, -1.0, float("nan"), "8", True):
         with pytest.raises(UsageValueError, match="--explainer.memory_gb"):
             ExplainCallback("saliency", memory_gb=bad)
@@ -90,7 +90,7 @@ def test_the_callback_refuses_a_memory_budget_that_is_not_a_positive_number():
 
 def test_an_unknown_precision_is_refused_by_name_before_anything_runs():
     from callbacks import ExplainCallback
-    from errors import UsageValueError
+    from audio_xai.errors import UsageValueError
     from explain.pipeline import ExplanationPipeline
     with pytest.raises(UsageValueError, match="precision must be one of 32, bf16, got 'fp8'"):
         ExplanationPipeline(nn.Linear(2, 2), ["saliency"], precision="fp8")

@@ -11,9 +11,9 @@ import time
 import pytest
 import torch
 
-from errors import UsageError
+from audio_xai.errors import UsageError
 from explain.cache import AttributionCache
-from files import claim_folder
+from audio_xai.files import claim_folder
 from tests.helpers import ROOT, read_csv, run_here
 
 
@@ -89,7 +89,7 @@ def test_changed_audio_under_the_same_names_is_recomputed(quickstart_run, small_
 
 def test_a_claimed_folder_is_refused_to_another_process(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from files import claim_folder; "
+        [sys.executable, "-c", "import sys, time; from audio_xai.files import claim_folder; "
          "h = claim_folder(sys.argv[1]); print('claimed', flush=True); time.sleep(60)", str(tmp_path)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:

@@ -2,7 +2,7 @@
 import pytest
 
 from callbacks import ExplainCallback
-from errors import UsageError
+from audio_xai.errors import UsageError
 from tests.helpers import ROOT, run_here
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 from explain import MASK_NAMES, SILENCE_DB, make_method
 from explain.base import clip_seed, describe_methods, parse_methods
 from explain.pipeline import ExplanationPipeline

@@ -226,8 +226,8 @@ def prepare_data(self):
     raise {kind}("an internal bug")
 
 ESC50DataModule.prepare_data = prepare_data
-import main
-main.main()
+from audio_xai.cli import main
+main()
 """
 
 

@@ -114,7 +114,7 @@ def no_network(monkeypatch):
 
 
 def test_dashboard_offline_writes_the_spec_and_says_how_to_publish_it(tmp_path, monkeypatch, capsys, no_network):
-    from main import main
+    from audio_xai.cli import main
     monkeypatch.chdir(tmp_path)
     main(["dashboard", "--entity", "my-team", "--project", "audio-xai", "--group", "study"])  # returns: exit 0
     out = capsys.readouterr().out
@@ -135,7 +135,7 @@ def test_dashboard_offline_writes_the_spec_and_says_how_to_publish_it(tmp_path, 
 ])
 def test_a_wrong_entity_project_or_group_is_a_one_line_error(tmp_path, monkeypatch, capsys, no_network, option,
                                                               value):
-    from main import main
+    from audio_xai.cli import main
     monkeypatch.chdir(tmp_path)
     given = {"--entity": "my-team", "--project": "audio-xai", option: value}
     with pytest.raises(SystemExit) as exit:
@@ -147,7 +147,7 @@ def test_a_wrong_entity_project_or_group_is_a_one_line_error(tmp_path, monkeypat
 
 
 def test_an_out_that_is_a_folder_or_below_a_file_is_named(tmp_path, capsys, no_network):
-    from main import main
+    from audio_xai.cli import main
     (tmp_path / "file").write_text("")
     for out, says in ((tmp_path, "is a folder"), (tmp_path / "file" / "d.json", "is a file, not a folder")):
         with pytest.raises(SystemExit):
@@ -161,7 +161,7 @@ def test_an_out_that_is_a_folder_or_below_a_file_is_named(tmp_path, capsys, no_n
 def test_project_names_are_refused_as_wandb_refuses_them(project):
     """wandb's own settings are the oracle for the characters and the length."""
     import wandb
-    from errors import UsageValueError
+    from audio_xai.errors import UsageValueError
     from report.dashboard import check_names
     try:
         wandb.Settings(project=project)

@@ -7,7 +7,7 @@ import soundfile as sf
 import torch
 
 from datamodules import ESC50DataModule, read_signatures, write_synthetic_esc50
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 from datamodules.synthetic import ESC50_COLUMNS, class_bands
 from tests.helpers import ROOT, run_here
 

@@ -8,7 +8,7 @@ import zipfile
 import pytest
 
 from datamodules import ESC50DataModule
-from files import DownloadError, download, extract_zip_into
+from audio_xai.files import DownloadError, download, extract_zip_into
 
 
 @pytest.fixture

@@ -153,7 +153,7 @@ def test_an_unreadable_file_is_one_sentence(tmp_path):
 def test_a_memory_budget_above_the_gpus_is_refused_and_a_cpu_needs_none(monkeypatch):
     from types import SimpleNamespace
 
-    from errors import UsageValueError
+    from audio_xai.errors import UsageValueError
     from explain.batching import check_memory
     check_memory(1e9, "cpu")  # unused on a CPU (fixed batches): a laptop with less memory than the default runs
     # a GPU of 16 GiB, as torch would describe it
@@ -165,7 +165,7 @@ def test_a_memory_budget_above_the_gpus_is_refused_and_a_cpu_needs_none(monkeypa
 
 def test_a_worker_error_is_printed_as_it_was_raised():
     from datamodules.audio import AudioError
-    from main import one_line
+    from audio_xai.cli import one_line
     wrapped = AudioError("Caught AudioError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
                          "last):\n  File 'x.py', line 1, in f\ndatamodules.audio.AudioError: cannot read audio file "
                          "a.wav (bad); replace it")
@@ -173,7 +173,7 @@ def test_a_worker_error_is_printed_as_it_was_raised():
 
 
 def test_where_options_come_from_follows_the_arguments_order_and_flags_without_values():
-    from main import option_sources
+    from audio_xai.cli import option_sources
     sources = option_sources(["--print_config", "--model.class_path", "my.A", "--model.lr", "0.5", "--data=my.D"],
                              [str(ROOT / "configs" / "default.yaml")])
     model, data = sources["model"], sources["data"]

@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 
 from datamodules import AudioFolderDataModule
-from errors import UsageError
+from audio_xai.errors import UsageError
 
 
 def tone(freq: float, seconds: float, rate: int, channels: int = 1, gains=(1.0, 0.5)) -> np.ndarray:

@@ -10,7 +10,7 @@ import torchaudio.transforms as AT
 import yaml
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 from lightning_modules import AudioClassifier, Cnn14, MeldB, make_features
 from tests.helpers import ROOT
 

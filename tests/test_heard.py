@@ -8,7 +8,7 @@ import torchaudio
 
 from datamodules.audio import load_clip
 from datamodules.noise import mix_parts
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 from explain.evaluate import MaskScorer, predict_probs
 from explain.heard import (IDEAL, MIXTURE, Sound, check_scored, hear, log_spectral_distance, si_sdr,
                            spectral_convergence)

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torchaudio.functional as AF
 
-from errors import UsageError
+from audio_xai.errors import UsageError
 from explain import METHODS, make_method
 from explain.heard import Sound
 from lightning_modules.features import MeldB

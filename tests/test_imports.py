@@ -29,13 +29,13 @@ def test_the_report_and_the_method_registry_import_no_explanation_library():
 
 
 # the project's layers along the data flow, lowest first: a module imports only from its own layer or below
-LAYERS = (("errors", "files"), ("datamodules",), ("lightning_modules",), ("explain",), ("callbacks",), ("report",),
-          ("main", "benchmarks"))
+LAYERS = (("audio_xai", "audio_xai.errors", "audio_xai.files"), ("datamodules",), ("lightning_modules",), ("explain",),
+          ("callbacks",), ("report",), ("audio_xai.cli", "main", "benchmarks"))
 
 
 def project_modules(root: Path) -> dict[str, Path]:
     """Dotted name -> file of every module of the layers' packages and top-level modules below ``root``."""
-    tops = {name for layer in LAYERS for name in layer}
+    tops = {name.split(".")[0] for layer in LAYERS for name in layer}
     found = {}
     for path in sorted(root.rglob("*.py")):
         parts = path.relative_to(root).with_suffix("").parts
@@ -75,7 +75,10 @@ def import_graph(root: Path) -> dict[str, set[str]]:
 
 
 def layer(module: str) -> int:
-    return next(i for i, names in enumerate(LAYERS) if module.split(".")[0] in names)
+    """The layer of the longest name in ``LAYERS`` that is ``module`` or a package above it."""
+    found = [(len(name), i) for i, names in enumerate(LAYERS) for name in names
+             if module == name or module.startswith(name + ".")]
+    return max(found)[1]
 
 
 def upward(graph: dict[str, set[str]]) -> list[str]:
@@ -95,27 +98,29 @@ def cycle(graph: dict[str, set[str]]) -> list[str]:
 def test_imports_run_one_way_along_the_data_flow():
     graph = import_graph(ROOT)
     # the graph sees imports of every form: relative, absolute, of a module and of a name, inside a function
-    assert {"report.pages", "report.sections", "explain.records", "files"} <= graph["report.cli"]
+    assert {"report.pages", "report.sections", "explain.records", "audio_xai.files"} <= graph["report.cli"]
     assert "explain.curves" in graph["report.checks"] and "lightning_modules.features" in graph["explain.heard"]
-    assert len(graph) > 70 and {"main", "benchmarks.explain", "errors"} <= set(graph)
+    assert len(graph) > 70 and {"main", "audio_xai.cli", "benchmarks.explain", "audio_xai.errors"} <= set(graph)
     assert not upward(graph), upward(graph)
     assert cycle(graph) == [], " -> ".join(cycle(graph))
 
 
 def test_the_import_checks_find_a_planted_cycle_and_an_upward_import(tmp_path):
     """The same checks over a planted tree: a cycle hidden inside a function, and a lower layer importing a
-    higher one, both by relative and by absolute imports."""
-    files = {"errors.py": "", "explain/__init__.py": "", "report/__init__.py": "",
+    higher one, both by relative and by absolute imports, between packages and inside ``audio_xai``."""
+    files = {"audio_xai/__init__.py": "", "audio_xai/errors.py": "", "audio_xai/cli.py": "import explain.a\n",
+             "audio_xai/files.py": "def h():\n    from audio_xai import cli\n", "explain/__init__.py": "", "report/__init__.py": "",
              "explain/a.py": "from .b import x\n",
              "explain/b.py": "def f():\n    from explain import c\n",
              "explain/c.py": "import explain.a\n",
              "explain/d.py": "def g():\n    from report.page import y\n",
-             "report/page.py": "from errors import UsageError\nfrom explain.a import x\n"}
+             "report/page.py": "from audio_xai.errors import UsageError\nfrom explain.a import x\n"}
     for name, text in files.items():
-        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     graph = import_graph(tmp_path)
     assert graph["explain.a"] == {"explain.b"} and graph["explain.b"] == {"explain.c"}
-    assert upward(graph) == ["explain.d -> report.page"]
+    # a package of two layers: its command line above everything, its files module at the bottom
+    assert upward(graph) == ["audio_xai.files -> audio_xai.cli", "explain.d -> report.page"]
     assert set(cycle(graph)) == {"explain.a", "explain.b", "explain.c"}
     assert cycle({**graph, "explain.c": set()}) == []

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from errors import UsageError
+from audio_xai.errors import UsageError
 from explain import make_method, parse_methods
 from explain.base import row_names
 from explain.interpreter import LMAC

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from callbacks import ExplainCallback
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 from explain import METHODS, make_method
 from tests.helpers import tiny_cnn
 

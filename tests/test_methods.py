@@ -201,10 +201,9 @@ def test_a_new_method_with_options_and_a_background_is_one_file(quickstart_run, 
     import shutil
     from tests.helpers import ROOT, read_csv, run_cli
     project = tmp_path / "project"
-    for name in ("explain", "lightning_modules", "datamodules", "callbacks", "report", "configs"):
+    for name in ("explain", "lightning_modules", "datamodules", "callbacks", "report", "configs", "audio_xai"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("main.py", "errors.py", "files.py"):
-        shutil.copy(ROOT / name, project / name)
+    shutil.copy(ROOT / "main.py", project / "main.py")
     (project / "explain" / "meanshift.py").write_text(NEW_METHOD)
     env = {"PYTHONPATH": str(project)}
 

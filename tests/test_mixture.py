@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from datamodules import ESC50DataModule
 from datamodules.noise import mix_parts, mixture_partners
-from errors import UsageValueError
+from audio_xai.errors import UsageValueError
 from explain.localisation import ideal_binary_mask
 from explain.records import LocalisationValue
 from lightning_modules.features import MeldB, STFTdB

@@ -123,7 +123,7 @@ def test_bad_checkpoints_are_explained(tmp_path):
 
 
 def test_checkpoint_download_refuses_a_wrong_file(tmp_path):
-    from files import DownloadError
+    from audio_xai.files import DownloadError
     bogus = tmp_path / "served.pth"
     bogus.write_bytes(b"x" * 100)
     with pytest.raises(DownloadError, match="Zenodo record 3987831"):

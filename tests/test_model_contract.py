@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from errors import UsageError
+from audio_xai.errors import UsageError
 from explain import make_method
 from explain.masks import SILENCE_DB
 from explain.pipeline import ExplanationPipeline

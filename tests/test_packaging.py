@@ -21,7 +21,7 @@ def names(requirements: list[str]) -> set[str]:
 
 
 def test_a_config_path_is_found_in_the_project_from_any_folder(tmp_path, monkeypatch):
-    from main import HERE, find_configs
+    from audio_xai.cli import HERE, find_configs
     monkeypatch.chdir(tmp_path)
     argv = ["fit", "--config", "configs/quickstart.yaml", "-c=configs/noise/room.yaml", "--config", "mine.yaml",
             "--trainer.max_epochs", "1"]
@@ -37,9 +37,10 @@ def test_a_config_path_is_found_in_the_project_from_any_folder(tmp_path, monkeyp
 
 @pytest.mark.slow  # builds the project and runs its command
 def test_the_installed_command_finds_its_configs_from_another_folder(tmp_path):
-    """What a (non-editable) install puts in site-packages, built by the installed setuptools: the configs sit
-    beside main.py, the report's templates in its package, and the ``audio-xai`` script (``main:main``) finds the
-    configs from any folder."""
+    """What a (non-editable) install puts in site-packages, built by the installed setuptools: nothing under a
+    generic name at its top (no ``main``, ``errors``, ``files`` or ``benchmarks`` to clash with a user's module), the
+    configs beside ``audio_xai``, the report's templates in its package, and the ``audio-xai`` script
+    (``audio_xai.cli:main``) finds the configs from any folder."""
     pytest.importorskip("setuptools", reason="the project is built with the installed setuptools (no download)")
     src, lib = tmp_path / "src", tmp_path / "site-packages"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".*", "__pycache__", "*.egg-info", "build", "runs", "data",
@@ -50,16 +51,18 @@ def test_the_installed_command_finds_its_configs_from_another_folder(tmp_path):
     assert build.returncode == 0, build.stderr[-3000:]
     configs = {p.relative_to(ROOT) for p in (ROOT / "configs").rglob("*.yaml")}
     assert {"configs/quickstart.yaml", "configs/noise/room.yaml"} <= {c.as_posix() for c in configs}
-    assert all((lib / c).is_file() for c in configs) and (lib / "main.py").is_file()
+    assert all((lib / c).is_file() for c in configs) and (lib / "audio_xai" / "cli.py").is_file()
+    assert sorted(p.name for p in lib.iterdir()) == sorted(
+        ["audio_xai", "callbacks", "configs", "datamodules", "explain", "lightning_modules", "report"])
     templates = {p.relative_to(ROOT) for p in (ROOT / "report" / "templates").rglob("*.j2")}
     assert len(templates) > 5 and all((lib / t).is_file() for t in templates)  # the report's page and texts
-    assert PROJECT["scripts"] == {"audio-xai": "main:main"}
-    assert re.search(r"^audio-xai = main:main$", next(tmp_path.glob("*.egg-info/entry_points.txt")).read_text(), re.M)
+    assert PROJECT["scripts"] == {"audio-xai": "audio_xai.cli:main"}
+    assert re.search(r"^audio-xai = audio_xai.cli:main$", next(tmp_path.glob("*.egg-info/entry_points.txt")).read_text(), re.M)
 
     work = tmp_path / "elsewhere"
     work.mkdir()
-    # what the generated audio-xai script runs: main.main() with the command line in sys.argv
-    code = "import sys; from main import main; sys.argv[0] = 'audio-xai'; sys.exit(main())"
+    # what the generated audio-xai script runs: audio_xai.cli.main() with the command line in sys.argv
+    code = "import sys; from audio_xai.cli import main; sys.argv[0] = 'audio-xai'; sys.exit(main())"
     proc = subprocess.run([sys.executable, "-c", code, "fit", "--config", "configs/quickstart.yaml", "--print_config"],
                           cwd=work, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(lib)})
@@ -73,7 +76,7 @@ def test_every_third_party_import_is_declared():
     """Imports anywhere in a module, at the top or inside a function; tests may use the test extra, the
     benchmarks the bench extra and the Hugging Face classifier the hf extra (which it imports when used)."""
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    local = {p.split(".")[0] for p in setuptools["packages"] + setuptools["py-modules"]} | {"tests"}
+    local = {p.split(".")[0] for p in setuptools["packages"]} | {"main", "benchmarks", "tests"}
     extras = PROJECT["optional-dependencies"]
     to_dist = packages_distributions()
     files = [p for p in ROOT.rglob("*.py") if not {"runs", "data", "wandb", "build"} & set(p.relative_to(ROOT).parts)

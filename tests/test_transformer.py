@@ -4,7 +4,7 @@ it learns the classes and its Saliency maps find the planted signatures as the q
 import pytest
 import torch
 
-from errors import UsageError
+from audio_xai.errors import UsageError
 from explain import METHODS, make_method
 from datamodules import ESC50DataModule
 from explain.sanity import cascade

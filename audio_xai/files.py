@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 
 from tqdm.auto import tqdm
 
-from errors import UsageError, UsageFileExistsError
+from audio_xai.errors import UsageError, UsageFileExistsError
 
 
 class DownloadError(UsageError, RuntimeError):
