@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -25,8 +26,9 @@ from explain.cache import clips_hash
 from explain.pipeline import ExplanationPipeline
 from explain.heard import DEFAULT_SCORED, IDEAL, MIXTURE, Sound, check_scored
 from explain.records import (DISTORTION_MEASURES, EXAMPLES, MASK_PARTS, SEPARATION_MEASURES, ClipValues, CurvePoint,
-                             DistortionValue, LocalisationValue, Result, RunKey, SanityValue, SeparationValue,
-                             example_figure, example_folder, example_original, example_sound, write_records)
+                             DistortionValue, LocalisationValue, Result, RunKey, RunRecords, SanityValue,
+                             SeparationValue, example_figure, example_folder, example_original, example_sound,
+                             write_records)
 from explain.sanity import LAYERS as SANITY_LAYERS, still_similar
 from explain.protocol import check_protocol
 from audio_xai.files import claim_folder, write_json
@@ -37,6 +39,45 @@ from .progress import stage_progress
 from .wandb_log import log_explanation
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class SeenClip:
+    """A clip explained: its place in the dataset, its name, its true class and the class predicted."""
+    index: int
+    clip: str
+    target: int
+    pred: int
+
+
+@dataclass
+class ScoredClip:
+    """One clip's values of one input scored: method -> (masks, metrics) in ``METRIC_NAMES`` order."""
+    scored: str
+    seen: SeenClip
+    values: dict
+
+
+@dataclass
+class SanityClip:
+    """A clip kept for the sanity check: its spectrogram (1, T, F) on the host, the class predicted and, for a
+    model that hears each clip through its phase, that phase and the clip's length."""
+    index: int
+    clip: str
+    x: torch.Tensor
+    pred: int
+    sound: tuple[torch.Tensor, int] | None
+
+
+@dataclass
+class ClipSeparation:
+    """One mixed clip's SI-SDR (dB) against its target: of the mix, of the ideal binary mask's audio, and per
+    method of each mask's masked-in audio (masks in the run's order)."""
+    index: int
+    clip: str
+    mix: float
+    ideal: float
+    by_method: dict[str, list[float]]
 
 
 def every_rank(trainer, value) -> list:
@@ -230,15 +271,14 @@ class ExplainCallback(Callback):
             localisation=True,  # used only where the batches carry a ground truth
             tf32=self.tf32, memory_gb=self.memory_gb, scored=self.scored, features=self.features,
         ).to(pl_module.device)
-        # per input scored, (dataset index, clip, true, pred) of the clips scored, in this rank's test order
-        self._clips: dict[str, list[tuple]] = {s: [] for s in self.scored}
-        # (dataset index, clip, true class, class predicted) of every clip explained
-        self._seen: list[tuple[int, str, int, int]] = []
+        # per input scored, the clips scored, in this rank's test order
+        self._clips: dict[str, list[SeenClip]] = {s: [] for s in self.scored}
+        self._seen: list[SeenClip] = []  # every clip explained
         self._classes_out = 0  # the model's outputs: chance is one in this many
         # per scored input and method, (K, B, metrics) per batch
         self._values: dict[str, dict[str, list[torch.Tensor]]] = {s: {m: [] for m in self.methods} for s in self.scored}
-        self._separation: list[tuple] = []  # (dataset index, clip, {name: (K,) or () SI-SDR}, mixture SI-SDR)
-        self._sanity_clips: list[tuple] = []  # (dataset index, id, spectrogram, predicted class, (phase, length) or None)
+        self._separation: list[ClipSeparation] = []
+        self._sanity_clips: list[SanityClip] = []
         if self.sanity:
             net = pl_module.spectrogram_model
             self.sanity_layers = self.sanity_layers or sanity_layers(net)
@@ -294,15 +334,15 @@ class ExplainCallback(Callback):
             # the truth marks the true class's sound: scored where the model predicts that class
             keep = (explained.pred == batch["target"].to(explained.pred.device)) & truth.flatten(1).any(1)
             self.pipeline.localise(explained, truth, keep, ids)
-        clips = list(zip(indices, ids, batch["target"].tolist(), explained.pred.tolist()))
+        clips = [SeenClip(*c) for c in zip(indices, ids, batch["target"].tolist(), explained.pred.tolist())]
         self._seen += clips
         self._classes_out = explained.probs.shape[-1]
         for scored in self.scored:
             self._clips[scored] += clips if scored == "spectrogram" else [clips[i] for i in explained.heard_clips.tolist()]
         if self.sanity:
             keep = self.pipeline.one_clip_at_a_time  # such a model hears each clip through its phase there too
-            self._sanity_clips += [(idx, ids[i], x[i].cpu(), int(explained.pred[i]),
-                                    (phase[i].cpu(), wave.shape[-1]) if keep else None)
+            self._sanity_clips += [SanityClip(idx, ids[i], x[i].cpu(), int(explained.pred[i]),
+                                              (phase[i].cpu(), wave.shape[-1]) if keep else None)
                                    for i, idx in enumerate(batch["index"].tolist()) if idx < self.sanity_clips]
         example = [i for i, idx in enumerate(batch["index"].tolist()) if idx < self.examples]
         if explained.separation_bounds:
@@ -337,8 +377,8 @@ class ExplainCallback(Callback):
         ideal = explained.separation_bounds[IDEAL].cpu()
         by_method = {n: v.cpu() for n, v in explained.si_sdr.items()}
         for i, (index, clip) in enumerate(zip(indices, ids)):
-            self._separation.append((index, clip, float(mix[i]), float(ideal[i]),
-                                     {n: v[:, i].tolist() for n, v in by_method.items()}))
+            self._separation.append(ClipSeparation(index, clip, float(mix[i]), float(ideal[i]),
+                                                   {n: v[:, i].tolist() for n, v in by_method.items()}))
 
     # -- examples ---------------------------------------------------------------------------------
     def _classes(self, true, pred) -> str:
@@ -392,15 +432,24 @@ class ExplainCallback(Callback):
             results += [Result(self.run_key(scored), name, mask, n, means[name][mask])
                         for name in self.methods for mask in self.masks]
         distortion = self.distortion_records(self.pipeline.count("heard")) if "heard" in self.scored else []
-        n = self.pipeline.count()
         curves = self.pipeline.curve_results()
         localisation = self.localisation_records(self.run_key(), self.pipeline.localisation_results())
         clips, counts = self._gather(trainer)
         separation = self._gather_separation(trainer)
         sanity = self._sanity(trainer, pl_module) if self.sanity else None
         if trainer.is_global_zero:
-            self._write(trainer, results, clips, counts, curves, sanity, localisation, distortion, separation)
-            self._log(trainer, results, curves, sanity, localisation, n, distortion, separation, clips)
+            key = self.run_key()
+            records = RunRecords(
+                key, list(self.methods), list(self.masks), results, clips,
+                curves=[CurvePoint(key, name, curve, f, p, len(self._clip_names)) for name, c in curves.items()
+                        for curve in CURVES for f, p in zip(self.fractions, c[curve])],
+                curve_areas={n: {k: v for k, v in c.items() if k.endswith("_auc")} for n, c in curves.items()},
+                fractions=list(self.fractions), sanity=sanity, sanity_layers=list(self.sanity_layers or ()),
+                localisation=localisation, distortion=distortion, separation=separation,
+                precision=self.precision, tf32=self.tf32, examples=self.out / EXAMPLES,
+                sample_rate=self.features.sample_rate)
+            self._write(trainer, records, counts)
+            self._log(trainer, records)
 
     def distortion_records(self, n: int) -> list[DistortionValue]:
         """The rows of distortion.csv: per method, mask and part, and the unmasked clips' floor."""
@@ -417,10 +466,11 @@ class ExplainCallback(Callback):
         everything = every_rank(trainer, self._separation)
         key = self.run_key("heard")
         out = []
-        for _, clip, mix, ideal, by_method in sorted((r for part in everything for r in part), key=lambda r: r[0]):
-            out += [SeparationValue(key, clip, MIXTURE, "", mix, 0.0), SeparationValue(key, clip, IDEAL, "", ideal, ideal - mix)]
-            out += [SeparationValue(key, clip, name, mask, v[ki], v[ki] - mix)
-                    for name, v in by_method.items() for ki, mask in enumerate(self.masks)]
+        for r in sorted((r for part in everything for r in part), key=lambda r: r.index):
+            out += [SeparationValue(key, r.clip, MIXTURE, "", r.mix, 0.0),
+                    SeparationValue(key, r.clip, IDEAL, "", r.ideal, r.ideal - r.mix)]
+            out += [SeparationValue(key, r.clip, name, mask, v[ki], v[ki] - r.mix)
+                    for name, v in r.by_method.items() for ki, mask in enumerate(self.masks)]
         return out
 
     def localisation_records(self, key: RunKey, localised: dict) -> list[LocalisationValue]:
@@ -440,18 +490,18 @@ class ExplainCallback(Callback):
         clips = every_rank(trainer, self._sanity_clips)
         if not trainer.is_global_zero:
             return None
-        chosen = sorted((c for part in clips for c in part), key=lambda c: c[0])
+        chosen = sorted((c for part in clips for c in part), key=lambda c: c.index)
         if len(chosen) < 2:
             log.warning("sanity check skipped: it needs at least 2 test clips, got %d", len(chosen))
             return None
-        x = torch.stack([c[2] for c in chosen]).to(pl_module.device)
-        target = torch.tensor([c[3] for c in chosen], device=pl_module.device)
+        x = torch.stack([c.x for c in chosen]).to(pl_module.device)
+        target = torch.tensor([c.pred for c in chosen], device=pl_module.device)
         sound = None
-        if chosen[0][4] is not None:
-            sound = Sound(torch.stack([c[4][0] for c in chosen]).to(pl_module.device), chosen[0][4][1])
+        if chosen[0].sound is not None:
+            sound = Sound(torch.stack([c.sound[0] for c in chosen]).to(pl_module.device), chosen[0].sound[1])
         shown = stage_progress(trainer, "sanity check")
         try:
-            found = self.pipeline.sanity(x, target, [c[1] for c in chosen], self.sanity_layers, self.seed, shown,
+            found = self.pipeline.sanity(x, target, [c.clip for c in chosen], self.sanity_layers, self.seed, shown,
                                          sound)
         finally:
             if shown is not None:
@@ -472,68 +522,64 @@ class ExplainCallback(Callback):
         local = []
         for scored, by_method in self._values.items():
             values = {n: torch.cat(v, dim=1) for n, v in by_method.items() if v}
-            for ci, (index, clip, true, pred) in enumerate(self._clips[scored]):
-                local.append((scored, index, clip, true, pred, {n: v[:, ci].numpy() for n, v in values.items()}))
+            for ci, clip in enumerate(self._clips[scored]):
+                local.append(ScoredClip(scored, clip, {n: v[:, ci].numpy() for n, v in values.items()}))
         # one collective: each rank's values, cache counts, the clips it explained and the model's outputs
         everything, counts, seen, outputs = zip(*every_rank(trainer, (local, self.pipeline.counts, self._seen,
                                                                        self._classes_out)))
-        in_order = sorted((r for part in everything for r in part), key=lambda r: r[1])
-        clips = [ClipValues(self.run_key(scored), clip, true, pred, int(true == pred), name, mask,
-                            dict(zip(METRIC_NAMES, by_method[name][ki].tolist())))
+        in_order = sorted((r for part in everything for r in part), key=lambda r: r.seen.index)
+        clips = [ClipValues(self.run_key(scored), r.seen.clip, r.seen.target, r.seen.pred,
+                            int(r.seen.target == r.seen.pred), name, mask,
+                            dict(zip(METRIC_NAMES, r.values[name][ki].tolist())))
                  for scored in self.scored for name in self.methods for ki, mask in enumerate(self.masks)
-                 for s, _, clip, true, pred, by_method in in_order if s == scored and name in by_method]
+                 for r in in_order if r.scored == scored and name in r.values]
         total = {m: {k: sum(c[m][k] for c in counts) for k in ("cached", "computed")} for m in self.methods}
-        every = sorted(c for part in seen for c in part)
-        self._clip_names = [clip for _, clip, _, _ in every]
+        every = sorted((c for part in seen for c in part), key=dataclasses.astuple)
+        self._clip_names = [c.clip for c in every]
         # of the predictions explained (the clean spectrograms'), over every clip of every rank
-        self._accuracy = {"correct": sum(int(true == pred) for _, _, true, pred in every), "clips": len(every),
+        self._accuracy = {"correct": sum(int(c.target == c.pred) for c in every), "clips": len(every),
                           "classes": max(outputs)}
         return clips, total
 
-    def curve_points(self, curves: dict, n: int) -> list[CurvePoint]:
-        key = self.run_key()
-        return [CurvePoint(key, name, curve, f, p, n)
-                for name, c in curves.items() for curve in CURVES for f, p in zip(self.fractions, c[curve])]
-
-    def _write(self, trainer, results: Sequence[Result], clips: list[ClipValues], counts: dict, curves: dict,
-               sanity: list[SanityValue] | None, localisation: list[LocalisationValue],
-               distortion: list[DistortionValue], separation: list[SeparationValue]) -> None:
-        names = self._clip_names
-        write_records(self.out / "per_clip.csv", clips, ClipValues)
-        if distortion:
-            write_records(self.out / "distortion.csv", distortion, DistortionValue)
-            floor = distortion[0]
+    def _write(self, trainer, records: RunRecords, counts: dict) -> None:
+        """Rank 0: the run's files and what the console says of them."""
+        names, r = self._clip_names, records
+        write_records(self.out / "per_clip.csv", r.clips, ClipValues)
+        if r.distortion:
+            write_records(self.out / "distortion.csv", r.distortion, DistortionValue)
+            floor = r.distortion[0]
             print(f"\nwhat is heard: {self.out / 'distortion.csv'} (the unmasked clips' round trip through the "
                   f"inverse: {floor.lsd_db:.2f} dB log-spectral distance, spectral convergence "
                   f"{floor.spectral_convergence:.3f})")
-        if separation:
-            write_records(self.out / "separation.csv", separation, SeparationValue)
+        if r.separation:
+            write_records(self.out / "separation.csv", r.separation, SeparationValue)
             print(f"\nseparation against the mix's target clip (SI-SDR, SI-SDRi): {self.out / 'separation.csv'}")
-        n_localised = localisation[0].n if localisation else None
-        if localisation:
-            write_records(self.out / "localisation.csv", localisation, LocalisationValue)
+        n_localised = r.localisation[0].n if r.localisation else None
+        if r.localisation:
+            write_records(self.out / "localisation.csv", r.localisation, LocalisationValue)
             print(f"\nlocalisation against the ground truth: {self.out / 'localisation.csv'} ({n_localised} of "
                   f"{len(names)} clips: those the model assigns their true class, with a non-empty ground truth)")
+        sanity = r.sanity
         if sanity:
             write_records(self.out / "sanity.csv", sanity, SanityValue, key=False)  # the run's key is in results.csv
-            flagged = still_similar(sanity, self.sanity_layers)
+            flagged = still_similar(sanity, r.sanity_layers)
             print(f"\nsanity check: {self.out / 'sanity.csv'}" + (
                 f"; maps that stay similar when every layer is random (they do not follow the model): "
                 f"{', '.join(flagged)}" if flagged else "; every method's maps change with the model"))
-        if curves:
-            write_records(self.out / "curves.csv", self.curve_points(curves, len(names)), CurvePoint)
-        write_records(self.out / "results.csv", results, Result)
+        if r.curve_areas:
+            write_records(self.out / "curves.csv", r.curves, CurvePoint)
+        write_records(self.out / "results.csv", r.results, Result)
         ckpt = getattr(trainer, "ckpt_path", None)
         write_json(self.out / "run.json", {
-            **dataclasses.asdict(self.run_key()), "scored": list(self.scored),
-            "curve_fractions": list(self.fractions) if curves else None,
-            "sanity": {"clips": sanity[0].n, "layers": list(self.sanity_layers),
-                       "still_similar": still_similar(sanity, self.sanity_layers)} if sanity else None,
-            "curve_areas": {n: {k: v for k, v in c.items() if k.endswith("_auc")} for n, c in curves.items()},
+            **dataclasses.asdict(r.key), "scored": list(self.scored),
+            "curve_fractions": r.fractions if r.curve_areas else None,
+            "sanity": {"clips": sanity[0].n, "layers": r.sanity_layers,
+                       "still_similar": still_similar(sanity, r.sanity_layers)} if sanity else None,
+            "curve_areas": r.curve_areas,
             "localisation_clips": n_localised,
-            "methods": self.methods, "masks": list(self.masks), "classes": self._class_names or None,
+            "methods": r.methods, "masks": r.masks, "classes": self._class_names or None,
             "options": self.pipeline.options(), "conciseness_on": self.conciseness_on,
-            "precision": self.precision, "tf32": self.tf32, "batch_sizes": self.pipeline.batch_sizes,
+            "precision": r.precision, "tf32": r.tf32, "batch_sizes": self.pipeline.batch_sizes,
             "memory_gb": self.memory_gb,
             "device": str(trainer.strategy.root_device.type),
             # what identifies the model and the data: the report keeps runs of different ones apart. The path
@@ -550,24 +596,22 @@ class ExplainCallback(Callback):
               f"the clips explained: {acc['correct'] / max(acc['clips'], 1):.3f} ({acc['correct']} of {acc['clips']}, "
               f"chance 1 in {acc['classes']})")
 
-    def _log(self, trainer, results: Sequence[Result], curves: dict, sanity: list[SanityValue] | None,
-             localisation: list[LocalisationValue], n: int, distortion: list[DistortionValue],
-             separation: list[SeparationValue], clips: list[ClipValues]) -> None:
+    def _log(self, trainer, records: RunRecords) -> None:
         """Rank 0 only: nothing here may sync metric states (the other ranks have left the loop)."""
+        r, scenario = records, records.key.scenario
         # what is heard under its own prefix: the spectrogram's names stay as they were
-        scalars = {f"explain/{r.key.scenario}/{'heard/' if r.key.scored == 'heard' else ''}{r.method}/{r.mask}/{m}": v
-                   for r in results for m, v in r.values.items()}
-        heard = f"explain/{self._scenario}/heard"
-        scalars.update({f"{heard}/{r.method}/{r.mask}/{r.part}_{m}" if r.method else f"{heard}/clip/{m}": getattr(r, m)
-                        for r in distortion for m in DISTORTION_MEASURES})
-        scalars.update({f"{heard}/{method}/{mask or 'none'}/{m}": v
-                        for (method, mask), means in separation_means(separation).items() for m, v in means.items()})
-        scalars.update({f"explain/{r.key.scenario}/{r.method}/localisation/{r.mask + '/' if r.mask else ''}{r.metric}":
-                        r.value for r in localisation})
-        scalars.update({f"explain/{self._scenario}/{name}/{key}": value
-                        for name, c in curves.items() for key, value in c.items() if key.endswith("_auc")})
+        scalars = {f"explain/{v.key.scenario}/{'heard/' if v.key.scored == 'heard' else ''}{v.method}/{v.mask}/{m}": x
+                   for v in r.results for m, x in v.values.items()}
+        heard = f"explain/{scenario}/heard"
+        scalars.update({f"{heard}/{v.method}/{v.mask}/{v.part}_{m}" if v.method else f"{heard}/clip/{m}": getattr(v, m)
+                        for v in r.distortion for m in DISTORTION_MEASURES})
+        scalars.update({f"{heard}/{method}/{mask or 'none'}/{m}": x
+                        for (method, mask), means in separation_means(r.separation).items() for m, x in means.items()})
+        scalars.update({f"explain/{v.key.scenario}/{v.method}/localisation/{v.mask + '/' if v.mask else ''}{v.metric}":
+                        v.value for v in r.localisation})
+        scalars.update({f"explain/{scenario}/{name}/{key}": value
+                        for name, areas in r.curve_areas.items() for key, value in areas.items()})
         for logger in trainer.loggers:
             logger.log_metrics(scalars)
             if isinstance(logger, WandbLogger):
-                log_explanation(logger, self, results, curves, sanity, localisation, n,
-                                {"distortion": distortion, "separation": separation}, clips)
+                log_explanation(logger, records)

@@ -28,8 +28,8 @@ from lightning.pytorch.loggers import WandbLogger
 
 from explain.base import is_control
 from explain.curves import CURVES
-from explain.records import (EXAMPLES, KEY_FIELDS, MASK_PARTS, SETTINGS, ClipValues, CurvePoint, LocalisationValue,
-                             Result, SanityValue, example_figure, example_original, example_sound)
+from explain.records import (KEY_FIELDS, MASK_PARTS, SETTINGS, CurvePoint, DistortionValue, LocalisationValue, Result,
+                             RunRecords, SanityValue, SeparationValue, example_figure, example_original, example_sound)
 from explain.sanity import SIMILARITIES
 from explain.summary import best_mask, clip_arrays, intervals, margins, scores
 
@@ -198,57 +198,50 @@ class _Children:
         run.finish()
 
 
-def log_explanation(logger: WandbLogger, cb, results: list, curves: dict, sanity: list | None,
-                    localisation: list | None, n: int, tables: dict | None = None,
-                    clips: list[ClipValues] | None = None) -> None:
-    """Rank 0, at the end of an explanation run: flat config keys and tags of the run, its results tables,
-    and its child runs (module docstring), per run key of its results (the spectrogram's and what is heard:
-    the curves, sanity check, localisation and examples belong to the first). ``cb`` is the
-    ``ExplainCallback``; ``results`` are the rows of results.csv (``explain.records.Result``); ``tables``:
-    further records to log as tables, by name (distortion, separation); ``clips``: the rows of per_clip.csv, whence
-    the intervals and the paired margins (without them, margins are differences of the means, as the report's
-    are without per_clip.csv)."""
-    run = logger.experiment
+def log_explanation(logger: WandbLogger, records: RunRecords) -> None:
+    """Rank 0, at the end of an explanation run: flat config keys and tags of the run, its tables, and its child
+    runs (module docstring), per run key of its results (the spectrogram's and what is heard: the curves, sanity
+    check, localisation and examples belong to the first). The intervals and the paired margins come from the
+    per-clip rows (``records.clips``; without them, margins are differences of the means, as the report's are
+    without per_clip.csv)."""
+    r, run = records, logger.experiment
     by_key: dict = {}
-    for r in results:
-        by_key.setdefault(r.key, []).append(r)
+    for result in r.results:
+        by_key.setdefault(result.key, []).append(result)
     first = next(iter(by_key))
     keys = {k: getattr(first, k) for k in RUN_KEYS}
-    run.config.update({**keys, "methods": cb.methods, "masks": list(cb.masks), "precision": cb.precision,
-                       "tf32": cb.tf32}, allow_val_change=True)
+    run.config.update({**keys, "methods": r.methods, "masks": r.masks, "precision": r.precision, "tf32": r.tf32},
+                      allow_val_change=True)
     values_of_keys = [str(getattr(k, f)) for k in by_key for f in RUN_KEYS]
-    run.tags = tuple(dict.fromkeys((*(run.tags or ()), *values_of_keys, *cb.methods)))
-    for name, cls, records in (("results", Result, results), ("curves", CurvePoint, cb.curve_points(curves, n)),
-                               ("sanity", SanityValue, sanity or []), ("localisation", LocalisationValue, localisation),
-                               *((name, type(rows[0]), rows) for name, rows in (tables or {}).items() if rows)):
-        if records:
-            logger.log_table(f"explain/{name}", columns=cls.columns(), data=[r.row() for r in records])
-    count, per_clip = 0, clip_arrays(clips or ())
+    run.tags = tuple(dict.fromkeys((*(run.tags or ()), *values_of_keys, *r.methods)))
+    for name, cls, rows in (("results", Result, r.results), ("curves", CurvePoint, r.curves),
+                            ("sanity", SanityValue, r.sanity or []), ("localisation", LocalisationValue, r.localisation),
+                            ("distortion", DistortionValue, r.distortion), ("separation", SeparationValue, r.separation)):
+        if rows:
+            logger.log_table(f"explain/{name}", columns=cls.columns(), data=[row.row() for row in rows])
+    count, per_clip = 0, clip_arrays(r.clips)
     for key, rows in by_key.items():
-        primary = key == first
-        count += _log_children(run, logger.save_dir, cb, key, rows, per_clip, curves if primary else {},
-                               sanity if primary else None, localisation if primary else None,
-                               tag=() if primary else (key.scored,), media=primary)
+        count += _log_children(run, logger.save_dir, r, key, rows, per_clip, primary=key == first)
     print(f"W&B: {count} child runs of this run (job types {METHOD_RUN}, one per method, and {MASK_RUN}, "
           f"one per method and mask{', per input scored' if len(by_key) > 1 else ''}) for `audio-xai dashboard`")
 
 
-def _log_children(run, save_dir, cb, key, results: list, per_clip: dict, curves: dict, sanity: list | None,
-                  localisation: list | None, tag: tuple, media: bool) -> int:
+def _log_children(run, save_dir, records: RunRecords, key, results: list, per_clip: dict, primary: bool) -> int:
     """The child runs of one run key's results (``per_clip``: ``explain.summary.clip_arrays`` of the run's
-    per-clip rows); returns how many."""
+    per-clip rows); the primary key's carry the curves, the sanity check, localisation and the examples.
+    Returns how many."""
     keys = {k: getattr(key, k) for k in RUN_KEYS}
-    children = _Children(run, save_dir, keys, tag)
+    children = _Children(run, save_dir, keys, () if primary else (key.scored,))
     joined = _joined(*keys.values())
     values = {(r.method, r.mask): dict(r.values) for r in results}
     clips = {(r.method, r.mask): r.n for r in results}
     # the report scales one run key's rows together: a run folder reported alone gives these scores
     score = dict(zip(values, scores(list(values.values()), [is_control(m) for m, _ in values])))
-    controls = [m for m in cb.methods if is_control(m)]
-    located = _localisation_by_method(localisation)
-    for method in cb.methods:
+    controls = [m for m in records.methods if is_control(m)]
+    located = _localisation_by_method(records.localisation if primary else None)
+    for method in records.methods:
         base = {"method": method, "control": is_control(method), RUN_KEY: joined, RUN_METHOD: _joined(joined, method)}
-        for mask in cb.masks:
+        for mask in records.masks:
             own = per_clip.get((key, method, mask))
             summary = {**values[(method, mask)], "n": clips[(method, mask)], SCORE: score[(method, mask)],
                        **located.get(method, {}).get(mask, {})}
@@ -266,9 +259,9 @@ def _log_children(run, save_dir, cb, key, results: list, per_clip: dict, curves:
                       **{compared_key(f): _joined(*first, *(keys[k] for k in COMPARED if k != f), keys[f])
                          for f in COMPARED}}
             children.log(MASK_RUN, (method, mask), config, summary)
-        pick = None if is_control(method) else best_mask((mask, score[(method, mask)]) for mask in cb.masks)
-        _log_method_run(children, cb, method, base, values, pick, score, curves.get(method), sanity,
-                        located.get(method, {}).get("", {}), media)
+        pick = None if is_control(method) else best_mask((mask, score[(method, mask)]) for mask in records.masks)
+        _log_method_run(children, records, method, base, values, pick, score, located.get(method, {}).get("", {}),
+                        primary)
     return children.count
 
 
@@ -280,8 +273,8 @@ def _localisation_by_method(rows: list | None) -> dict:
     return out
 
 
-def _log_method_run(children: _Children, cb, method: str, base: dict, values: dict, pick: str | None, score: dict,
-                    curve: dict | None, sanity: list | None, located: dict, media: bool = True) -> None:
+def _log_method_run(children: _Children, records: RunRecords, method: str, base: dict, values: dict, pick: str | None,
+                    score: dict, located: dict, primary: bool) -> None:
     """``pick``: the method's best mask (None for a control: no candidate, as in the report)."""
     summary, config = dict(located), dict(base)
     if pick is not None:
@@ -289,28 +282,30 @@ def _log_method_run(children: _Children, cb, method: str, base: dict, values: di
         summary.update({best_key(m): v for m, v in values[(method, pick)].items()})
         summary[best_key(SCORE)] = score[(method, pick)]
     history = []
+    curve = records.curve(method) if primary else {}
     if curve:
-        summary.update({k: curve[k] for k in CURVE_AREAS})
-        history += [{FRACTION: f, **{c: curve[c][i] for c in CURVES}} for i, f in enumerate(cb.fractions)]
-    if sanity:
-        by_layer = {(r.layer, r.similarity): r.value for r in sanity if r.method == method}
-        for i, layer in enumerate(cb.sanity_layers, 1):  # the cascade's order: i layers random
+        summary.update({k: records.curve_areas[method][k] for k in CURVE_AREAS})
+        history += [{FRACTION: f, **{c: curve[c][i] for c in CURVES}} for i, f in enumerate(records.fractions)]
+    if primary and records.sanity:
+        by_layer = {(r.layer, r.similarity): r.value for r in records.sanity if r.method == method}
+        for i, layer in enumerate(records.sanity_layers, 1):  # the cascade's order: i layers random
             row = {s: by_layer[(layer, s)] for s in SIMILARITIES if (layer, s) in by_layer}
             history += [{LAYERS_RANDOMISED: i, **row}] if row else []
-    found = _media(cb, method) if media else {}
+    found = _media(records, method) if primary else {}
     children.log(METHOD_RUN, (method,), config, summary, history + ([found] if found else []))
 
 
-def _media(cb, method: str) -> dict:
+def _media(records: RunRecords, method: str) -> dict:
     """The method's example figures (one per clip and mask) and audio (each clip's original, then each mask's
     masked-in and masked-out sound)."""
     import wandb
     figures, audio = [], []
-    for clip in sorted(p for p in (cb.out / EXAMPLES).glob("*") if (p / method).is_dir()):
-        masks = [k for k in cb.masks if example_figure(clip, method, k).is_file()]
+    examples = records.examples
+    for clip in sorted(p for p in examples.glob("*") if (p / method).is_dir()) if examples is not None else ():
+        masks = [k for k in records.masks if example_figure(clip, method, k).is_file()]
         figures += [wandb.Image(str(example_figure(clip, method, k)), caption=f"{clip.name}: {k}") for k in masks]
         wavs = [(example_original(clip), "original")] + [
             (example_sound(clip, method, k, part), f"{k} masked {part}") for k in masks for part in MASK_PARTS]
-        audio += [wandb.Audio(str(w), sample_rate=cb.features.sample_rate, caption=f"{clip.name}: {c}")
+        audio += [wandb.Audio(str(w), sample_rate=records.sample_rate, caption=f"{clip.name}: {c}")
                   for w, c in wavs if w.is_file()]
     return {**({FIGURES: figures} if figures else {}), **({AUDIO: audio} if audio else {})}

@@ -3,11 +3,13 @@ in large batches, and the 7 metrics, accumulated over the test set; on the spect
 given a way to hear them, on what a listener hears of them (explain/heard.py)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Callable
+
 import torch
 import torch.nn as nn
 
 from audio_xai.errors import UsageValueError
-from typing import Callable
 
 from .batching import Precision, chunks
 from .heard import Distortion, distortion
@@ -35,6 +37,23 @@ def exact_thresholds(model: nn.Module, x_in: torch.Tensor, probs: torch.Tensor, 
     return probs_in.index_put((near,), redone), int(near.sum())
 
 
+@dataclass
+class Scored:
+    """One batch of one method's maps scored: its masks and the masked-in and masked-out spectrograms (K masks,
+    B, 1, T, F); per input scored (``spectrogram``, ``heard``) the per-clip values (K, clips, metrics in
+    ``METRIC_NAMES`` order; of ``heard``, the clips heard) and how many rows were computed again in float32 near a
+    threshold (``exact_rows``); with ``heard``, the audio of the masked-in spectrograms (K, clips heard, samples)
+    and the distortion of what is heard (K, 2 parts, clips heard, measures)."""
+
+    masks: torch.Tensor
+    x_in: torch.Tensor
+    x_out: torch.Tensor
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+    exact_rows: dict[str, int] = field(default_factory=dict)
+    audio_in: torch.Tensor | None = None
+    distortion: torch.Tensor | None = None
+
+
 class MaskScorer(nn.Module):
     """The metrics of every mask of one method, one ``ClipMetrics`` state of (masks, metrics) per input scored
     (``scored``: ``spectrogram``, the masked spectrograms, and ``heard``, what is heard of them), and with
@@ -58,17 +77,13 @@ class MaskScorer(nn.Module):
     def update(self, model: nn.Module, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor,
                attributions: torch.Tensor, batch_size: int, fill: float | torch.Tensor = SILENCE_DB,
                hear: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-               heard_clips: torch.Tensor | None = None, precision: Precision | None = None) -> dict:
+               heard_clips: torch.Tensor | None = None, precision: Precision | None = None) -> Scored:
         """Score one batch, masked-out cells set to ``fill`` (see ``explain.masks.fill_values``). ``hear``: the
         audio and the heard spectrograms of masked spectrograms (masks, B, 1, T, F) flattened to (masks * B, ...)
         (``explain.heard.hear`` with the phase of the clips ``heard_clips``), needed to score ``heard``;
         ``heard_clips``: the indices in the batch of the clips heard (None: all). ``precision``: the mode the
         caller runs the model under, whose near-threshold rows are computed again (``exact_thresholds``; None:
-        float32, nothing to redo). Returns the masks, masked
-        inputs, per-clip values (K, B, metrics) of each input scored (``values[scored]``, metrics in
-        ``METRIC_NAMES`` order; of ``heard``, (K, clips heard, metrics)) and with ``heard`` the audio of the
-        masked-in spectrograms (K, clips heard, samples) and the per-clip distortion (K, 2 parts, clips heard,
-        measures), and per input scored the rows computed again (``exact_rows``)."""
+        float32, nothing to redo)."""
         k, b = len(self.masks), len(x)
         flat = attributions.reshape(b, -1)
         ordered = torch.sort(flat, dim=1).values  # one sort serves every quantile and the sparseness
@@ -79,29 +94,29 @@ class MaskScorer(nn.Module):
             concise = make_masks(ordered, self.masks, sorted_values=ordered)  # the masks of the sorted map, sorted
         else:
             concise = flat.abs().sort(dim=1).values.expand(k, b, -1)
-        out = {"masks": masks, "x_in": x_in, "x_out": x_out, "values": {}, "exact_rows": {}}
+        out = Scored(masks, x_in, x_out)
         both = torch.cat([x_in, x_out])  # (2 K, B, 1, T, F): one model call for both
         # each input scored: its spectrograms, and which clips of the batch they are
         inputs = {}
         if "spectrogram" in self.scored:
             inputs["spectrogram"] = (both.flatten(0, 1), torch.arange(b, device=x.device))
         if "heard" in self.scored and heard_clips is not None and not len(heard_clips):
-            out["values"]["heard"] = torch.zeros(k, 0, len(METRIC_NAMES), dtype=torch.float64, device=x.device)
+            out.values["heard"] = torch.zeros(k, 0, len(METRIC_NAMES), dtype=torch.float64, device=x.device)
         elif "heard" in self.scored:
             if hear is None:
                 raise ValueError("scoring what is heard needs hear(): the batch's phase and length")
             kept = torch.arange(b, device=x.device) if heard_clips is None else heard_clips.to(x.device)
             scored = both[:, kept].flatten(0, 1)
             audio, heard = hear(scored)
-            out["audio_in"] = audio.view(2, k, len(kept), -1)[0]
-            out["distortion"] = distortion(scored, heard).view(2, k, len(kept), -1).transpose(0, 1)
-            self.distortion.update(out["distortion"])
+            out.audio_in = audio.view(2, k, len(kept), -1)[0]
+            out.distortion = distortion(scored, heard).view(2, k, len(kept), -1).transpose(0, 1)
+            self.distortion.update(out.distortion)
             inputs["heard"] = (heard, kept)
         for name, (spectrograms, clips) in inputs.items():
             n = len(clips)
             probs_in, probs_out = predict_probs(model, spectrograms, batch_size).view(2, k, n, -1)
             if precision is not None:
-                probs_in, out["exact_rows"][name] = exact_thresholds(
+                probs_in, out.exact_rows[name] = exact_thresholds(
                     model, spectrograms[:k * n].view(k, n, *spectrograms.shape[1:]), probs[clips], probs_in,
                     target[clips], precision, batch_size)
             values = torch.stack([self.metrics[name].values(probs=probs[clips], probs_in=probs_in[ki],
@@ -109,7 +124,7 @@ class MaskScorer(nn.Module):
                                                             maps=concise[ki][clips], presorted=True)
                                   for ki in range(k)])
             self.metrics[name].update(values)
-            out["values"][name] = values
+            out.values[name] = values
         return out
 
     def compute(self, scored: str = "spectrogram") -> dict[str, dict[str, float]]:

@@ -338,7 +338,7 @@ class LMAC(L.LightningModule):
         scorer = MaskScorer(("minmax",), scored=TRAINED_ON).to(x.device)
         with torch.no_grad():
             values = scorer.update(self.net, x, got["logits"].float().softmax(-1), got["pred"], got["mask"], bs,
-                                   fill_values(x, self.hparams.fill), listen)["values"]
+                                   fill_values(x, self.hparams.fill), listen).values
         for scored, v in values.items():
             prefix = "val/" if scored == "spectrogram" else "val/heard/"
             for metric in ("FF", "FidIn"):

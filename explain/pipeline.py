@@ -35,7 +35,7 @@ from .base import make_method
 from .batching import (CPU_BATCH, CUDA_MEMORY_GB, Precision, autocast, batch_sizes, check_precision, cudnn_autotune,
                        tf32)
 from .cache import AttributionCache, tensor_hash, weights_hash
-from .evaluate import MaskScorer, predict_probs
+from .evaluate import MaskScorer, Scored, predict_probs
 from .heard import IDEAL, MIXTURE, Distortion, Sound, check_scored, distortion, hear, si_sdr
 from .curves import CURVES, FRACTIONS, PerturbationCurves, cell_ranks, perturbation_curves
 from .localisation import Localisation, ideal_binary_mask
@@ -248,13 +248,13 @@ class ExplanationPipeline(nn.Module):
             steps.begin(f"{name} masks")
             scored = self.score(name, x, probs, out.pred, maps, listen, kept)
             out.maps[name] = maps
-            out.values.update({name: scored["values"]["spectrogram"]} if "spectrogram" in scored["values"] else {})
-            out.heard.update({name: scored["values"]["heard"]} if "heard" in scored["values"] else {})
-            out.x_in[name], out.x_out[name], out.masks[name] = scored["x_in"], scored["x_out"], scored["masks"]
+            out.values.update({name: scored.values["spectrogram"]} if "spectrogram" in scored.values else {})
+            out.heard.update({name: scored.values["heard"]} if "heard" in scored.values else {})
+            out.x_in[name], out.x_out[name], out.masks[name] = scored.x_in, scored.x_out, scored.masks
             if listen is not None:
-                out.distortion[name] = scored["distortion"]
+                out.distortion[name] = scored.distortion
                 if sound.target is not None:
-                    out.si_sdr[name] = si_sdr(scored["audio_in"], sound.target[kept])
+                    out.si_sdr[name] = si_sdr(scored.audio_in, sound.target[kept])
             if self.curves is not None:
                 steps.begin(f"{name} curves")
                 out.ranks[name] = cell_ranks(maps, ids, self.seed)
@@ -314,7 +314,7 @@ class ExplanationPipeline(nn.Module):
             return predict_probs(self.model, x, self.batch_sizes["forward"])
 
     def score(self, name: str, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor,
-              maps: torch.Tensor, listen=None, heard_clips: torch.Tensor | None = None) -> dict:
+              maps: torch.Tensor, listen=None, heard_clips: torch.Tensor | None = None) -> Scored:
         """Masks of one method's maps, the masked inputs (and what is heard of them, by ``listen``) through the
         model, and the metrics (accumulated)."""
         self._ensure_batches(x)
@@ -323,7 +323,7 @@ class ExplanationPipeline(nn.Module):
                                              fill_values(x, self.fill), listen, heard_clips, self.policy)
 
     def score_heard(self, name: str, x: torch.Tensor, probs: torch.Tensor, target: torch.Tensor, maps: torch.Tensor,
-                    sound: Sound) -> dict:
+                    sound: Sound) -> Scored:
         """``score`` of one method's maps with what is heard of its masks (as ``explain`` scores them)."""
         out = Explained(probs, target)
         return self.score(name, x, probs, target, maps, self._listener(x, out, sound), out.heard_clips)

@@ -406,3 +406,37 @@ class CurveArea(Record):
     insertion_auc: float | None
     n: int
     KEY_FIRST = True
+
+
+@dataclass
+class RunRecords:
+    """Everything one explanation run reports, as records: its files, its console lines and its W&B runs are all
+    written from this, none from the callback that gathered it. ``curves`` are the mean curves' points,
+    ``curve_areas`` per method their areas (``deletion_auc``, ``insertion_auc``) at ``fractions``; ``sanity`` is
+    None where the check did not run; ``examples`` the folder of the example audio and figures, at
+    ``sample_rate``."""
+    key: RunKey  # of the spectrogram's rows: curves, sanity and localisation are of those
+    methods: list[str]
+    masks: list[str]
+    results: list[Result]
+    clips: list[ClipValues]
+    curves: list[CurvePoint] = field(default_factory=list)
+    curve_areas: dict[str, dict[str, float]] = field(default_factory=dict)
+    fractions: list[float] = field(default_factory=list)
+    sanity: list[SanityValue] | None = None
+    sanity_layers: list[str] = field(default_factory=list)
+    localisation: list[LocalisationValue] = field(default_factory=list)
+    distortion: list[DistortionValue] = field(default_factory=list)
+    separation: list[SeparationValue] = field(default_factory=list)
+    precision: str = "32"
+    tf32: bool = False
+    examples: Path | None = None
+    sample_rate: int = 0
+
+    def curve(self, method: str) -> dict[str, list[float]]:
+        """``method``'s mean curves: curve name -> probability at each of ``fractions``."""
+        out: dict[str, list[float]] = {}
+        for p in self.curves:
+            if p.method == method:
+                out.setdefault(p.curve, []).append(p.prob)
+        return out

@@ -131,7 +131,7 @@ def test_a_clips_map_and_metrics_do_not_depend_on_its_batch(trained, name, reque
         with torch.enable_grad():
             maps = method.attribute(x, target[order], ids=[ids[i] for i in order])
         probs = predict_probs(model, x, batch_size)
-        values = MaskScorer().update(model, x, probs, target[order], maps, batch_size)["values"]["spectrogram"]
+        values = MaskScorer().update(model, x, probs, target[order], maps, batch_size).values["spectrogram"]
         return maps[order.index(2)], values[:, order.index(2)]
 
     alone = run([2], 1)

@@ -2,7 +2,6 @@
 back from the offline runs' own files, and the dashboard built from it (``main.py dashboard``), offline."""
 import json
 import socket
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -186,7 +185,7 @@ def test_the_spec_names_no_project_in_its_runsets_offline(no_network):
 
 
 # -- what the runs log --------------------------------------------------------------------------------------
-def _log_offline(folder, cb, results, clips) -> list[dict]:
+def _log_offline(folder, records) -> list[dict]:
     """``log_explanation`` of these records into an offline run of its own, read back from W&B's files."""
     import wandb
     from lightning.pytorch.loggers import WandbLogger
@@ -196,7 +195,7 @@ def _log_offline(folder, cb, results, clips) -> list[dict]:
     run = wandb.init(project="audio-xai-test", dir=str(folder), mode="offline", group="g", job_type="explain",
                      reinit="create_new")
     logger = WandbLogger(save_dir=str(folder), experiment=run)
-    log_explanation(logger, cb, results, {}, None, None, len(clips), clips=clips)
+    log_explanation(logger, records)
     logger.experiment.finish()
     return read_wandb_runs(folder)
 
@@ -209,7 +208,7 @@ def test_child_runs_hold_the_reports_picks_intervals_and_paired_margins(tmp_path
     (summary.csv, margins.csv) of the same files, value for value."""
     from callbacks.wandb_log import (BEST_MASK, HIGH, LOW, MASK_RUN, METHOD_RUN, RUN_KEYS, SCORE, best_key,
                                      margin_key)
-    from explain.records import ClipValues, write_records
+    from explain.records import ClipValues, RunRecords, write_records
     from explain.summary import N_BOOT
     from report.cli import build, parse
 
@@ -232,11 +231,10 @@ def test_child_runs_hold_the_reports_picks_intervals_and_paired_margins(tmp_path
     build(parse([str(out), "--out", str(tmp_path / "report")]))
     summary, margins = read_csv(tmp_path / "report" / "summary.csv"), read_csv(tmp_path / "report" / "margins.csv")
 
-    cb = SimpleNamespace(methods=["saliency", "random"], masks=("bin", "topK_5"), precision="32", tf32=False,
-                         out=out, fractions=(0.0, 1.0), sanity_layers=("head",), curve_points=lambda curves, n: [])
+    records = RunRecords(key, ["saliency", "random"], ["bin", "topK_5"], results, clips, examples=out / "examples")
     # the child runs only: wandb 0.31 may write the parent's file late where other runs ran in this process
     # (test_fit_and_test_runs_carry_job_type_group_and_flat_keys reads a parent)
-    runs = [r for r in _log_offline(tmp_path / "wandb", cb, results, clips) if r["job_type"] in (MASK_RUN, METHOD_RUN)]
+    runs = [r for r in _log_offline(tmp_path / "wandb", records) if r["job_type"] in (MASK_RUN, METHOD_RUN)]
     masks = {(r["config"]["method"], r["config"]["mask"]): r for r in runs if r["job_type"] == "explain-mask"}
     methods = {r["config"]["method"]: r for r in runs if r["job_type"] == "explain-method"}
     assert set(masks) == set(planted) and set(methods) == {"saliency", "random"}

@@ -76,21 +76,21 @@ def test_heard_metrics_equal_a_direct_computation_and_do_not_depend_on_the_batch
             heard_out = feats(feats.inverse(x_out, phase, real_waves.shape[-1]))
             p_in, p_out = model(heard_in).softmax(-1), model(heard_out).softmax(-1)
         pc, pc_in, pc_out = (p.gather(1, target[:, None])[:, 0] for p in (probs, p_in, p_out))
-        got = dict(zip(METRIC_NAMES, out["values"]["heard"][ki].T))
+        got = dict(zip(METRIC_NAMES, out.values["heard"][ki].T))
         torch.testing.assert_close(got["FF"].float(), pc - pc_out, atol=1e-4, rtol=0)
         expected_ai = 100.0 * (pc_in > pc + PROB_TOL).double()
         expected_fid = (pc_in >= p_in.amax(-1) - PROB_TOL).double()
         assert torch.equal(got["AI"], expected_ai) and torch.equal(got["FidIn"], expected_fid)
         # SPS and COMP are the mask's: the same scored or heard
-        assert torch.equal(out["values"]["heard"][ki][:, 5:], out["values"]["spectrogram"][ki][:, 5:])
+        assert torch.equal(out.values["heard"][ki][:, 5:], out.values["spectrogram"][ki][:, 5:])
     # one clip alone, and among others in another order and batch size: the same heard values
     alone = MaskScorer(masks, scored=("heard",)).update(
         model, x[2:3], probs[2:3], target[2:3], maps[2:3], 1,
-        hear=lambda s: hear(feats, s, phase[2:3].repeat(4, 1, 1), real_waves.shape[-1], 1))["values"]["heard"]
+        hear=lambda s: hear(feats, s, phase[2:3].repeat(4, 1, 1), real_waves.shape[-1], 1)).values["heard"]
     order = [3, 2, 0]
     mixed = MaskScorer(masks, scored=("heard",)).update(
         model, x[order], probs[order], target[order], maps[order], 2,
-        hear=lambda s: hear(feats, s, phase[order].repeat(4, 1, 1), real_waves.shape[-1], 5))["values"]["heard"]
+        hear=lambda s: hear(feats, s, phase[order].repeat(4, 1, 1), real_waves.shape[-1], 5)).values["heard"]
     torch.testing.assert_close(mixed[:, 1], alone[:, 0], atol=1e-4, rtol=1e-3)
     assert torch.equal(mixed[:, 1, [1, 4]], alone[:, 0, [1, 4]])  # the thresholds exactly
 
