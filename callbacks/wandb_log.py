@@ -205,6 +205,8 @@ def log_explanation(logger: WandbLogger, records: RunRecords) -> None:
     per-clip rows (``records.clips``; without them, margins are differences of the means, as the report's are
     without per_clip.csv)."""
     r, run = records, logger.experiment
+    if getattr(run, "disabled", False):  # WANDB_MODE=disabled: W&B's stand-in run, no place for child runs
+        return
     by_key: dict = {}
     for result in r.results:
         by_key.setdefault(result.key, []).append(result)

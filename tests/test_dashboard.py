@@ -200,6 +200,28 @@ def _log_offline(folder, records) -> list[dict]:
     return read_wandb_runs(folder)
 
 
+def test_with_wandb_disabled_an_explanation_run_logs_nothing_and_ends(tmp_path, monkeypatch):
+    """``WANDB_MODE=disabled`` (W&B's own switch) gives a stand-in run: its child runs must not ask for a login."""
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    from callbacks.wandb_log import log_explanation
+    from explain.records import ClipValues, Result, RunKey, RunRecords
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    key = RunKey("mel", "clean", "study", "floor", "spectrogram")
+    values = {m: 0.5 for m in METRIC_NAMES}
+    records = RunRecords(key, ["saliency", "random"], ["bin"],
+                         [Result(key, m, "bin", 1, values) for m in ("saliency", "random")],
+                         [ClipValues(key, "a.wav", 0, 0, 1, m, "bin", values) for m in ("saliency", "random")])
+    run = wandb.init(project="audio-xai-test", dir=str(tmp_path), reinit="create_new")
+    assert run.disabled
+    log_explanation(WandbLogger(save_dir=str(tmp_path), experiment=run), records)
+    run.finish()
+    assert not list(tmp_path.rglob("offline-run-*")) and not list(tmp_path.rglob("run-*"))
+
+
 def test_child_runs_hold_the_reports_picks_intervals_and_paired_margins(tmp_path):
     """A planted run: saliency's ``bin`` is its best mask on FF alone, ``topK_5`` on the six other study metrics,
     so the study's rule picks ``topK_5`` (scores 1e-9 ** (1/7) against 1e-9 ** (6/7)) where a per-metric best would
