@@ -6,37 +6,35 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Literal, Optional, Union
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import WandbLogger
 
 from audio_xai.errors import UsageValueError
 from explain import MASK_NAMES, METHODS, parse_methods
 from explain.base import method_groups, row_names
 from explain.masks import check_mask_names
 from explain.metrics import METRIC_NAMES
-from explain.batching import CUDA_MEMORY_GB, check_memory, check_precision
+from explain.batching import CUDA_MEMORY_GB, PRECISIONS, check_memory, check_precision
 from explain.curves import CURVES, FRACTIONS
-from explain.masks import check_fill
+from explain.masks import FILLS, check_fill
 from explain.localisation import ground_truth
-from explain.cache import clips_hash
+from explain.evaluate import CONCISENESS_ON
 from explain.pipeline import ExplanationPipeline
 from explain.heard import DEFAULT_SCORED, IDEAL, MIXTURE, Sound, check_scored
-from explain.records import (DISTORTION_MEASURES, EXAMPLES, MASK_PARTS, SEPARATION_MEASURES, ClipValues, CurvePoint,
-                             DistortionValue, LocalisationValue, Result, RunKey, RunRecords, SanityValue,
-                             SeparationValue, example_figure, example_folder, example_original, example_sound,
-                             write_records)
-from explain.sanity import LAYERS as SANITY_LAYERS, still_similar
-from explain.protocol import check_protocol
-from audio_xai.files import claim_folder, write_json
+from explain.records import (EXAMPLES, MASK_PARTS, ClipValues, CurvePoint, DistortionValue, LocalisationValue, Result,
+                             RunKey, RunRecords, SanityValue, SeparationValue, example_figure, example_folder,
+                             example_original, example_sound)
+from explain.sanity import LAYERS as SANITY_LAYERS
+from explain.protocol import PROTOCOLS, check_protocol
+from audio_xai.files import claim_folder
 from lightning_modules.contract import check_explainable, check_sanity_layers, sanity_layers
 from .media import save_spectrogram_figures, write_wav
 
 from .progress import stage_progress
-from .wandb_log import log_explanation
+from .outputs import RunFacts, log_run, write_files
 
 log = logging.getLogger(__name__)
 
@@ -88,17 +86,6 @@ def every_rank(trainer, value) -> list:
         torch.distributed.all_gather_object(gathered, value)
         return gathered
     return [value]
-
-
-def separation_means(rows: Sequence[SeparationValue]) -> dict[tuple[str, str], dict[str, float]]:
-    """(method, mask) -> measure (SI-SDR, SI-SDRi) -> its mean over the clips of separation.csv's rows."""
-    sums: dict[tuple[str, str], list] = {}
-    for r in rows:
-        acc = sums.setdefault((r.method, r.mask), [{m: 0.0 for m in SEPARATION_MEASURES}, 0])
-        for m in SEPARATION_MEASURES:
-            acc[0][m] += getattr(r, m)
-        acc[1] += 1
-    return {k: {m: v / n for m, v in total.items()} for k, (total, n) in sums.items()}
 
 
 def check_method_options(options: dict) -> None:
@@ -169,12 +156,12 @@ class ExplainCallback(Callback):
     """
 
     def __init__(self, methods: Union[str, list[str], None] = None, seed: int = 0, batch_size: Optional[int] = None,
-                 precision: str = "32", options: Optional[dict[str, dict]] = None,
+                 precision: Literal[tuple(PRECISIONS)] = "32", options: Optional[dict[str, dict]] = None,
                  lime_samples: Optional[int] = None, shap_background_per_class: Optional[int] = None,
                  shap_background_size: Optional[int] = None, masks: Optional[list[str]] = None,
-                 conciseness_on: str = "mask", examples: int = 8, output_dir: Optional[str] = None,
+                 conciseness_on: Literal[CONCISENESS_ON] = "mask", examples: int = 8, output_dir: Optional[str] = None,
                  model_name: Optional[str] = None, cache: bool = True, cache_dir: Optional[str] = None,
-                 protocol: str = "corrected", fill: str = "floor", curves: bool = True,
+                 protocol: Literal[PROTOCOLS] = "corrected", fill: Literal[FILLS] = "floor", curves: bool = True,
                  fractions: Optional[list[float]] = None, sanity: bool = False, sanity_clips: int = 32,
                  sanity_layers: Optional[list[str]] = None, tf32: bool = False, memory_gb: float = CUDA_MEMORY_GB,
                  scored: Union[str, list[str], None] = None, heard_clips: Optional[int] = None):
@@ -208,8 +195,9 @@ class ExplainCallback(Callback):
                 raise UsageValueError(f"--explainer.{option} must be a whole number of at least {least}, got {value!r}"
                                       + (" (leave it unset for the automatic batch size)" if option == "batch_size" else ""))
         check_precision(precision, "--explainer.precision")
-        if conciseness_on not in ("mask", "attribution"):
-            raise UsageValueError(f"--explainer.conciseness_on must be 'mask' or 'attribution', got {conciseness_on!r}")
+        if conciseness_on not in CONCISENESS_ON:
+            raise UsageValueError(f"--explainer.conciseness_on must be one of {', '.join(CONCISENESS_ON)}, "
+                                  f"got {conciseness_on!r}")
         check_mask_names(masks or ())
         self.options = options or {}
         check_method_options(self.options)
@@ -448,8 +436,8 @@ class ExplainCallback(Callback):
                 localisation=localisation, distortion=distortion, separation=separation,
                 precision=self.precision, tf32=self.tf32, examples=self.out / EXAMPLES,
                 sample_rate=self.features.sample_rate)
-            self._write(trainer, records, counts)
-            self._log(trainer, records)
+            write_files(self.out, records, self.facts(trainer, counts))
+            log_run(trainer.loggers, records)
 
     def distortion_records(self, n: int) -> list[DistortionValue]:
         """The rows of distortion.csv: per method, mask and part, and the unmasked clips' floor."""
@@ -541,77 +529,9 @@ class ExplainCallback(Callback):
                           "classes": max(outputs)}
         return clips, total
 
-    def _write(self, trainer, records: RunRecords, counts: dict) -> None:
-        """Rank 0: the run's files and what the console says of them."""
-        names, r = self._clip_names, records
-        write_records(self.out / "per_clip.csv", r.clips, ClipValues)
-        if r.distortion:
-            write_records(self.out / "distortion.csv", r.distortion, DistortionValue)
-            floor = r.distortion[0]
-            print(f"\nwhat is heard: {self.out / 'distortion.csv'} (the unmasked clips' round trip through the "
-                  f"inverse: {floor.lsd_db:.2f} dB log-spectral distance, spectral convergence "
-                  f"{floor.spectral_convergence:.3f})")
-        if r.separation:
-            write_records(self.out / "separation.csv", r.separation, SeparationValue)
-            print(f"\nseparation against the mix's target clip (SI-SDR, SI-SDRi): {self.out / 'separation.csv'}")
-        n_localised = r.localisation[0].n if r.localisation else None
-        if r.localisation:
-            write_records(self.out / "localisation.csv", r.localisation, LocalisationValue)
-            print(f"\nlocalisation against the ground truth: {self.out / 'localisation.csv'} ({n_localised} of "
-                  f"{len(names)} clips: those the model assigns their true class, with a non-empty ground truth)")
-        sanity = r.sanity
-        if sanity:
-            write_records(self.out / "sanity.csv", sanity, SanityValue, key=False)  # the run's key is in results.csv
-            flagged = still_similar(sanity, r.sanity_layers)
-            print(f"\nsanity check: {self.out / 'sanity.csv'}" + (
-                f"; maps that stay similar when every layer is random (they do not follow the model): "
-                f"{', '.join(flagged)}" if flagged else "; every method's maps change with the model"))
-        if r.curve_areas:
-            write_records(self.out / "curves.csv", r.curves, CurvePoint)
-        write_records(self.out / "results.csv", r.results, Result)
-        ckpt = getattr(trainer, "ckpt_path", None)
-        write_json(self.out / "run.json", {
-            **dataclasses.asdict(r.key), "scored": list(self.scored),
-            "curve_fractions": r.fractions if r.curve_areas else None,
-            "sanity": {"clips": sanity[0].n, "layers": r.sanity_layers,
-                       "still_similar": still_similar(sanity, r.sanity_layers)} if sanity else None,
-            "curve_areas": r.curve_areas,
-            "localisation_clips": n_localised,
-            "methods": r.methods, "masks": r.masks, "classes": self._class_names or None,
-            "options": self.pipeline.options(), "conciseness_on": self.conciseness_on,
-            "precision": r.precision, "tf32": r.tf32, "batch_sizes": self.pipeline.batch_sizes,
-            "memory_gb": self.memory_gb,
-            "device": str(trainer.strategy.root_device.type),
-            # what identifies the model and the data: the report keeps runs of different ones apart. The path
-            # given may be a link the next fit re-points (best.ckpt), so the file it resolved to is kept too
-            "ckpt_path": ckpt, "checkpoint": str(Path(ckpt).resolve()) if ckpt else None,
-            "weights_hash": self.pipeline.weights(), "clips_hash": clips_hash(names),
-            "clips": len(names), "world_size": trainer.world_size, "accuracy": self._accuracy,
-            "attributions": counts, "cache": str(self._cache_root) if self.cache else None,
-        })
-        attributions = ", ".join(f"{m} {c['computed']} computed, {c['cached']} from cache" for m, c in counts.items())
-        acc = self._accuracy
-        print(f"\nexplanation results: {self.out / 'results.csv'} (per clip: {self.out / 'per_clip.csv'}; "
-              f"audio and figures: {self.out / EXAMPLES}); attributions: {attributions}; the model's accuracy on "
-              f"the clips explained: {acc['correct'] / max(acc['clips'], 1):.3f} ({acc['correct']} of {acc['clips']}, "
-              f"chance 1 in {acc['classes']})")
-
-    def _log(self, trainer, records: RunRecords) -> None:
-        """Rank 0 only: nothing here may sync metric states (the other ranks have left the loop)."""
-        r, scenario = records, records.key.scenario
-        # what is heard under its own prefix: the spectrogram's names stay as they were
-        scalars = {f"explain/{v.key.scenario}/{'heard/' if v.key.scored == 'heard' else ''}{v.method}/{v.mask}/{m}": x
-                   for v in r.results for m, x in v.values.items()}
-        heard = f"explain/{scenario}/heard"
-        scalars.update({f"{heard}/{v.method}/{v.mask}/{v.part}_{m}" if v.method else f"{heard}/clip/{m}": getattr(v, m)
-                        for v in r.distortion for m in DISTORTION_MEASURES})
-        scalars.update({f"{heard}/{method}/{mask or 'none'}/{m}": x
-                        for (method, mask), means in separation_means(r.separation).items() for m, x in means.items()})
-        scalars.update({f"explain/{v.key.scenario}/{v.method}/localisation/{v.mask + '/' if v.mask else ''}{v.metric}":
-                        v.value for v in r.localisation})
-        scalars.update({f"explain/{scenario}/{name}/{key}": value
-                        for name, areas in r.curve_areas.items() for key, value in areas.items()})
-        for logger in trainer.loggers:
-            logger.log_metrics(scalars)
-            if isinstance(logger, WandbLogger):
-                log_explanation(logger, records)
+    def facts(self, trainer, counts: dict) -> RunFacts:
+        """What run.json says of this run besides its records."""
+        return RunFacts(list(self.scored), self._class_names, self.pipeline.options(), self.conciseness_on,
+                        self.pipeline.batch_sizes, self.memory_gb, str(trainer.strategy.root_device.type),
+                        getattr(trainer, "ckpt_path", None), self.pipeline.weights(), self._clip_names,
+                        trainer.world_size, self._accuracy, counts, str(self._cache_root) if self.cache else None)

@@ -37,6 +37,10 @@ def exact_thresholds(model: nn.Module, x_in: torch.Tensor, probs: torch.Tensor, 
     return probs_in.index_put((near,), redone), int(near.sum())
 
 
+# what SPS and COMP are computed on (``MaskScorer``'s ``conciseness_on``)
+CONCISENESS_ON = ("mask", "attribution")
+
+
 @dataclass
 class Scored:
     """One batch of one method's maps scored: its masks and the masked-in and masked-out spectrograms (K masks,
@@ -66,8 +70,8 @@ class MaskScorer(nn.Module):
     def __init__(self, masks: tuple[str, ...] = MASK_NAMES, conciseness_on: str = "mask",
                  scored: tuple[str, ...] = ("spectrogram",), **metric_options):
         super().__init__()
-        if conciseness_on not in ("mask", "attribution"):
-            raise UsageValueError(f"conciseness_on must be 'mask' or 'attribution', got {conciseness_on!r}")
+        if conciseness_on not in CONCISENESS_ON:
+            raise UsageValueError(f"conciseness_on must be one of {', '.join(CONCISENESS_ON)}, got {conciseness_on!r}")
         check_mask_names(masks)
         self.masks, self.conciseness_on = tuple(masks), conciseness_on
         self.scored = tuple(s for s in SCORED if s in scored)
