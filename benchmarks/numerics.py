@@ -63,8 +63,9 @@ def explain(model, x, ids, background, device, mode: dict, one_at_a_time: bool, 
     outs = [pipe.explain(x[p].to(device), ids[p]) for p in parts]
     pipe.close()
     return {"probs": torch.cat([o.probs.cpu() for o in outs]),
-            "maps": {n: torch.cat([o.maps[n].cpu() for o in outs]) for n in methods},
-            "values": {n: torch.cat([o.values[n].cpu() for o in outs], dim=1) for n in methods}}
+            "maps": {n: torch.cat([o.methods[n].maps.cpu() for o in outs]) for n in methods},
+            "values": {n: torch.cat([o.methods[n].scored.values["spectrogram"].cpu() for o in outs], dim=1)
+                       for n in methods}}
 
 
 def compare(a: dict, b: dict, tol: float) -> dict:

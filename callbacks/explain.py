@@ -337,12 +337,12 @@ class ExplainCallback(Callback):
             kept = explained.heard_clips.tolist()
             self._keep_separation([indices[i] for i in kept], [ids[i] for i in kept], explained)
         for name in self.methods:
-            for scored, values in (("spectrogram", explained.values), ("heard", explained.heard)):
-                if scored in self.scored:
-                    self._values[scored][name].append(values[name].cpu())
+            part = explained.methods[name].scored
+            for scored in self.scored:
+                self._values[scored][name].append(part.values[scored].cpu())
             if example:
-                self._save_examples(name, [ids[i] for i in example], x[example], explained.x_in[name][:, example],
-                                    explained.x_out[name][:, example], phase[example], wave.shape[-1],
+                self._save_examples(name, [ids[i] for i in example], x[example], part.x_in[:, example],
+                                    part.x_out[:, example], phase[example], wave.shape[-1],
                                     [self._classes(batch["target"][i], explained.pred[i]) for i in example])
 
     def _batch_progress(self, trainer, batch_idx: int):
@@ -363,7 +363,7 @@ class ExplainCallback(Callback):
     def _keep_separation(self, indices: list[int], ids: list[str], explained) -> None:
         mix = explained.separation_bounds[MIXTURE].cpu()
         ideal = explained.separation_bounds[IDEAL].cpu()
-        by_method = {n: v.cpu() for n, v in explained.si_sdr.items()}
+        by_method = {n: m.si_sdr.cpu() for n, m in explained.methods.items() if m.si_sdr is not None}
         for i, (index, clip) in enumerate(zip(indices, ids)):
             self._separation.append(ClipSeparation(index, clip, float(mix[i]), float(ideal[i]),
                                                    {n: v[:, i].tolist() for n, v in by_method.items()}))

@@ -14,7 +14,8 @@ Example:
     >>> model = Cnn14(num_bins=64, num_classes=3, width=4).eval()
     >>> pipe = ExplanationPipeline(model, ["saliency"], batch_size=4)
     >>> out = pipe.explain(torch.randn(2, 1, 32, 64) - 40, ids=["a.wav", "b.wav"])
-    >>> tuple(out.maps["saliency"].shape), tuple(out.values["saliency"].shape)  # (masks, clips, metrics)
+    >>> saliency = out.methods["saliency"]
+    >>> tuple(saliency.maps.shape), tuple(saliency.scored.values["spectrogram"].shape)  # (masks, clips, metrics)
     ((2, 1, 32, 64), (14, 2, 8))
 """
 from __future__ import annotations
@@ -48,31 +49,32 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class MethodBatch:
+    """One method's part of an explained batch: its maps (B, 1, T, F) and their masks scored (``Scored``: the
+    masks, the masked inputs, the per-clip values of each input scored); in a mixture, the SI-SDR of each mask's
+    masked-in audio against the target (masks, clips heard); with curves, the deletion and insertion curves (B, 2,
+    fractions) and the cells' ranks they followed."""
+
+    maps: torch.Tensor
+    scored: Scored
+    si_sdr: torch.Tensor | None = None
+    curves: torch.Tensor | None = None
+    ranks: torch.Tensor | None = None
+
+
+@dataclass
 class Explained:
-    """One batch: clean probabilities and predicted classes, and per method its maps (B, 1, T, F),
-    per-clip metric values (masks, B, metrics) of the spectrograms (``values``) and of what is heard of them
-    (``heard``, when scored), the masked-in and masked-out spectrograms (masks, B, 1, T, F) and, when computed,
-    the deletion and insertion curves (B, 2, fractions); and the masks themselves (masks, B, 1, T, F).
-    Scoring what is heard adds per method the distortion (masks, 2 parts, B, measures) and, in a mixture, the
-    SI-SDR of each masked-in audio against the target (masks, B); and per batch the unmasked clips' distortion
-    (``clip_distortion``, (B, measures)) and the SI-SDR of the mix and of the ideal binary mask's audio
-    (``separation_bounds``, name -> (B,)); of the clips heard only (``heard_clips``)."""
+    """One batch: the clean probabilities and predicted classes and each method's part (``methods``, in the run's
+    order); with what is heard, the indices in the batch of the clips heard (``heard_clips``), their unmasked
+    distortion (``clip_distortion``, (clips heard, measures)) and, in a mixture, the SI-SDR of their mix and of
+    the ideal binary mask's audio (``separation_bounds``, name -> (clips heard,))."""
 
     probs: torch.Tensor
     pred: torch.Tensor
-    maps: dict[str, torch.Tensor] = field(default_factory=dict)
-    values: dict[str, torch.Tensor] = field(default_factory=dict)
-    heard: dict[str, torch.Tensor] = field(default_factory=dict)
-    distortion: dict[str, torch.Tensor] = field(default_factory=dict)
-    si_sdr: dict[str, torch.Tensor] = field(default_factory=dict)
+    methods: dict[str, MethodBatch] = field(default_factory=dict)
     clip_distortion: torch.Tensor | None = None
-    heard_clips: torch.Tensor | None = None  # the indices in the batch of the clips heard
+    heard_clips: torch.Tensor | None = None
     separation_bounds: dict[str, torch.Tensor] = field(default_factory=dict)
-    x_in: dict[str, torch.Tensor] = field(default_factory=dict)
-    x_out: dict[str, torch.Tensor] = field(default_factory=dict)
-    curves: dict[str, torch.Tensor] = field(default_factory=dict)
-    masks: dict[str, torch.Tensor] = field(default_factory=dict)
-    ranks: dict[str, torch.Tensor] = field(default_factory=dict)  # the curves' cell ranks, reused by localise
 
 
 class ExplanationPipeline(nn.Module):
@@ -246,19 +248,13 @@ class ExplanationPipeline(nn.Module):
             steps.begin(f"{name} maps")
             maps = self.attribute(name, x, out.pred, ids, digests)
             steps.begin(f"{name} masks")
-            scored = self.score(name, x, probs, out.pred, maps, listen, kept)
-            out.maps[name] = maps
-            out.values.update({name: scored.values["spectrogram"]} if "spectrogram" in scored.values else {})
-            out.heard.update({name: scored.values["heard"]} if "heard" in scored.values else {})
-            out.x_in[name], out.x_out[name], out.masks[name] = scored.x_in, scored.x_out, scored.masks
-            if listen is not None:
-                out.distortion[name] = scored.distortion
-                if sound.target is not None:
-                    out.si_sdr[name] = si_sdr(scored.audio_in, sound.target[kept])
+            part = out.methods[name] = MethodBatch(maps, self.score(name, x, probs, out.pred, maps, listen, kept))
+            if listen is not None and sound.target is not None:
+                part.si_sdr = si_sdr(part.scored.audio_in, sound.target[kept])
             if self.curves is not None:
                 steps.begin(f"{name} curves")
-                out.ranks[name] = cell_ranks(maps, ids, self.seed)
-                out.curves[name] = self.curve(name, x, probs, out.pred, maps, ids, out.ranks[name])
+                part.ranks = cell_ranks(maps, ids, self.seed)
+                part.curves = self.curve(name, x, probs, out.pred, maps, ids, part.ranks)
         steps.end()
         return out
 
@@ -304,7 +300,8 @@ class ExplanationPipeline(nn.Module):
         """Accumulate every method's localisation against the ground truth ``truth`` (B, 1, T, F) bool of the
         batch ``out`` explained, over the clips with ``keep`` (B,) set."""
         for name, metric in (self.localisers or {}).items():
-            metric.update(out.maps[name], out.masks[name], truth, keep, list(ids), out.ranks.get(name))
+            part = out.methods[name]
+            metric.update(part.maps, part.scored.masks, truth, keep, list(ids), part.ranks)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities of the clean spectrograms, in float32 in every mode: they decide the class

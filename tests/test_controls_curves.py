@@ -133,8 +133,8 @@ def test_the_fill_reaches_the_metrics_and_curves():
     x = -60 + 20 * torch.randn(2, 1, 64, 32)
     out = {fill: ExplanationPipeline(model, ["energy"], fill=fill, curves=True, batch_size=4).explain(x, ["a", "b"])
            for fill in ("floor", "clip_mean")}
-    assert not torch.equal(out["floor"].x_out["energy"], out["clip_mean"].x_out["energy"])
-    assert not torch.equal(out["floor"].curves["energy"], out["clip_mean"].curves["energy"])
+    assert not torch.equal(out["floor"].methods["energy"].scored.x_out, out["clip_mean"].methods["energy"].scored.x_out)
+    assert not torch.equal(out["floor"].methods["energy"].curves, out["clip_mean"].methods["energy"].curves)
 
 
 def test_compn_is_comp_over_ln_d_and_matches_quantus():

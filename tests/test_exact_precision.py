@@ -63,7 +63,7 @@ def clips():
 def run(model, x, precision: str):
     pipe = ExplanationPipeline(model, METHODS, precision=precision, batch_size=32)  # few calls: bf16 is slow on a CPU
     out = pipe.explain(x, [f"c{i}.wav" for i in range(len(x))])
-    return torch.stack([out.values[n] for n in METHODS]), out
+    return torch.stack([out.methods[n].scored.values["spectrogram"] for n in METHODS]), out
 
 
 @pytest.mark.slow  # about 40 s of CPU time: bfloat16 is slow on a CPU, and the run is made three times

@@ -130,8 +130,8 @@ def test_ideal_binary_mask_separates_real_mixtures_better_than_the_controls(real
     out = pipe.explain(x, [f"{i}.wav" for i in range(4)], Sound(phase, mix.shape[-1], target, distractor))
     ideal = (out.separation_bounds[IDEAL] - out.separation_bounds[MIXTURE]).mean()
     assert ideal > 1.0  # dB over the mix
-    for name, values in out.si_sdr.items():
-        improvement = (values - out.separation_bounds[MIXTURE]).mean(1)  # per mask, over the clips
+    for name, part in out.methods.items():
+        improvement = (part.si_sdr - out.separation_bounds[MIXTURE]).mean(1)  # per mask, over the clips
         assert (improvement < ideal).all(), name
 
 
@@ -142,7 +142,8 @@ def test_heard_clips_only_are_heard_and_counted(real_waves):
     pipe = ExplanationPipeline(model, ["random"], batch_size=8, scored="spectrogram,heard", features=feats,
                                masks=("bin",))
     out = pipe.explain(x, ["a", "b", "c"], Sound(phase, real_waves.shape[-1], clips=torch.tensor([0, 2])))
-    assert out.values["random"].shape[1] == 3 and out.heard["random"].shape[1] == 2
+    values = out.methods["random"].scored.values
+    assert values["spectrogram"].shape[1] == 3 and values["heard"].shape[1] == 2
     assert pipe.count("spectrogram") == 3 and pipe.count("heard") == 2
     distortion, floor = pipe.distortion_results()
     assert distortion["random"].shape == (1, 2, 2) and torch.isfinite(floor).all()

@@ -176,13 +176,13 @@ def test_the_study_protocol_on_real_clips(mini_root):
     ids = [f.name for f in files]
     out = {p: ExplanationPipeline(model, ["saliency"], protocol=p, batch_size=8).explain(x, ids) for p in PROTOCOLS}
     study, corrected = out["study"], out["corrected"]
-    assert torch.equal(study.maps["saliency"], corrected.maps["saliency"])
+    assert torch.equal(study.methods["saliency"].maps, corrected.methods["saliency"].maps)
     from explain.masks import MASK_NAMES, make_masks
-    masks = make_masks(corrected.maps["saliency"], MASK_NAMES).flatten(2).double().numpy()  # (K, B, d)
+    masks = make_masks(corrected.methods["saliency"].maps, MASK_NAMES).flatten(2).double().numpy()  # (K, B, d)
     const = masks.max(-1) - masks.min(-1) < 1e-8 + 1e-5 * np.abs(masks).max(-1)
     assert const.any() and not const.all()  # the bin or topK_pos masks of some clips are all ones
     names = ["FF", "AI", "AD", "AG", "FidIn", "SPS", "COMP"]
-    s, c = study.values["saliency"].numpy(), corrected.values["saliency"].numpy()
+    s, c = (r.methods["saliency"].scored.values["spectrogram"].numpy() for r in (study, corrected))
     for m in ("SPS", "COMP"):
         i = names.index(m)
         assert (s[..., i][const] == 0).all()
