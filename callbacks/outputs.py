@@ -12,8 +12,9 @@ from lightning.pytorch.loggers import WandbLogger
 
 from audio_xai.files import write_json
 from explain.cache import clips_hash
-from explain.records import (DISTORTION_MEASURES, EXAMPLES, ClipValues, CurvePoint, DistortionValue,
-                             LocalisationValue, Result, RunRecords, SanityValue, SeparationValue, write_records)
+from explain.records import (DISTORTION_MEASURES, EXAMPLES, SEPARATION_MEASURES, ClipValues, CurvePoint,
+                             DistortionValue, LocalisationValue, Result, RunRecords, SanityValue, SeparationValue,
+                             write_records)
 from explain.sanity import still_similar
 
 from .wandb_log import log_explanation

@@ -201,13 +201,14 @@ def _log_offline(folder, records) -> list[dict]:
 
 
 def test_with_wandb_disabled_an_explanation_run_logs_nothing_and_ends(tmp_path, monkeypatch):
-    """``WANDB_MODE=disabled`` (W&B's own switch) gives a stand-in run: its child runs must not ask for a login."""
+    """``WANDB_MODE=disabled`` (W&B's own switch) gives a stand-in run, as ``mode="disabled"`` does here (the
+    variable itself would stay in W&B's process-wide settings for the tests after this one): its child runs must
+    not ask for a login."""
     import wandb
     from lightning.pytorch.loggers import WandbLogger
 
     from callbacks.wandb_log import log_explanation
     from explain.records import ClipValues, Result, RunKey, RunRecords
-    monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     key = RunKey("mel", "clean", "study", "floor", "spectrogram")
@@ -215,7 +216,7 @@ def test_with_wandb_disabled_an_explanation_run_logs_nothing_and_ends(tmp_path, 
     records = RunRecords(key, ["saliency", "random"], ["bin"],
                          [Result(key, m, "bin", 1, values) for m in ("saliency", "random")],
                          [ClipValues(key, "a.wav", 0, 0, 1, m, "bin", values) for m in ("saliency", "random")])
-    run = wandb.init(project="audio-xai-test", dir=str(tmp_path), reinit="create_new")
+    run = wandb.init(project="audio-xai-test", dir=str(tmp_path), mode="disabled", reinit="create_new")
     assert run.disabled
     log_explanation(WandbLogger(save_dir=str(tmp_path), experiment=run), records)
     run.finish()
