@@ -211,6 +211,9 @@ def short_error(message: str) -> str:
         skip = ("Does not validate", "Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>")
         lines = [lines[0]] + [line.removeprefix("- ") for line in lines[1:] if not line.startswith(skip)]
     text = " ".join(lines)
+    # a Literal option's choices as the project's own checks say them: "must be one of a, b, got 'x'"
+    text = re.sub(r"Expected a typing\.Literal\[(.*)\]\. Got value:\s*(.*)$",
+                  lambda m: f"must be one of {m[1].replace(chr(39), '')}, got {m[2]!r}", text)
     return re.sub(r'^Parser key "([^"]+)":', r"--\1:", text)
 
 

@@ -181,3 +181,20 @@ def test_where_options_come_from_follows_the_arguments_order_and_flags_without_v
     assert model.options["lr"].kind == "argument" and model.options["lr"].written_for == "my.A"
     assert model.options["num_classes"].written_for == "lightning_modules.AudioClassifier"  # default.yaml's
     assert model.options["num_classes"].kind == "class" and data.named_class == ("my.D", "--data")
+
+
+@pytest.mark.parametrize("given", ["FLOOR", "", "floor,clip_min"])
+def test_a_wrong_choice_says_the_choices_in_one_line(given):
+    """jsonargparse's own message for a Literal option (its parser the source), as the command prints it: the
+    choices as the project's checks word them."""
+    import argparse
+    from typing import Literal
+
+    from jsonargparse import ArgumentParser
+
+    from audio_xai.cli import short_error
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--explainer.fill", type=Literal["floor", "clip_min", "clip_mean"])
+    with pytest.raises(argparse.ArgumentError) as err:
+        parser.parse_args([f"--explainer.fill={given}"])
+    assert short_error(str(err.value)) == f"--explainer.fill: must be one of floor, clip_min, clip_mean, got {given!r}"
