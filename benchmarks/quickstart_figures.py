@@ -49,6 +49,21 @@ def done(folder: Path) -> list[bool]:
             (base / "report" / "summary.csv").is_file()]
 
 
+class NotFinished(Exception):
+    """A folder without the files of a finished run, or a run whose command failed: said in one line."""
+
+
+def finished(base: Path, need: tuple[str, ...]) -> Path:
+    """The newest explained run (its ``explain`` folder) under ``base``, when ``base`` holds each file of ``need``
+    (relative to ``base``) too; else ``NotFinished`` naming what is missing."""
+    runs = sorted(base.glob("test-*/explain/run.json"))
+    missing = [n for n in need if not (base / n).is_file()] + ([] if runs else ["test-*/explain/run.json"])
+    if missing:
+        raise NotFinished(f"{base}: no finished run here (missing {', '.join(missing)}): give the folder a quickstart "
+                          f"ran in (its test and report done), or make one with `run`")
+    return runs[-1].parent
+
+
 def run(seeds: list[int], threads: list[int], out: Path) -> list[Path]:
     folders = []
     for t in threads:
@@ -62,7 +77,9 @@ def run(seeds: list[int], threads: list[int], out: Path) -> list[Path]:
                     if finished:
                         continue
                     print(f"{folder.name}: {' '.join(cmd[1:4])}", flush=True)
-                    subprocess.run(cmd, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+                    if subprocess.run(cmd, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT).returncode:
+                        raise NotFinished(f"{folder.name}: `main.py {cmd[2]}` failed: its output is in "
+                                          f"{folder / 'log.txt'}; the steps done are kept, and `run` again resumes")
     return folders
 
 
@@ -76,7 +93,7 @@ def figures(folder: Path) -> dict[str, str]:
     import torch
     base = folder / QUICKSTART
     report = base / "report"
-    explain = sorted(base.glob("test-*/explain/run.json"))[-1].parent
+    explain = finished(base, ("best.ckpt", "report/summary.csv"))
     found: dict[str, str] = {}
     ckpt = torch.load(base / "best.ckpt", map_location="cpu", weights_only=False)
     best = next(v for k, v in ckpt.get("callbacks", {}).items() if k.startswith("BestCheckpoint"))
@@ -135,7 +152,7 @@ def table(folders: list[Path]) -> str:
 
 
 def methods_table(base: Path) -> str:
-    explain = sorted(base.glob("test-*/explain/run.json"))[-1].parent
+    explain = finished(base, ("report/summary.csv",))
     results = {(r["method"], r["mask"], r["scored"]): r for r in _rows(explain / "results.csv")}
     picks = {(r["method"], r["scored"]): r["mask"] for r in _rows(base / "report" / "summary.csv")}
     lsd = {r["method"]: float(r["lsd_db"]) for r in _rows(explain / "distortion.csv")
@@ -159,12 +176,25 @@ def methods_table(base: Path) -> str:
     return "\n".join(lines)
 
 
+def at_least(least: int):
+    """An argparse type: a whole number of at least ``least``."""
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise argparse.ArgumentTypeError(f"must be a whole number of at least {least}, got {text!r}")
+        return value
+    return whole
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the quickstart per (seed, threads), then print the table")
-    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    r.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    r.add_argument("--seeds", type=at_least(0), nargs="+", default=[0, 1, 2])
+    r.add_argument("--threads", type=at_least(1), nargs="+", default=[1, 2])
     r.add_argument("--out", type=Path, default=Path("runs/spread"))
     t = sub.add_parser("table", help="the table of finished runs' folders")
     t.add_argument("folders", type=Path, nargs="+")
@@ -173,10 +203,13 @@ def main(argv: list[str] | None = None) -> str:
     for p in (r, t, m):
         p.add_argument("--markdown", type=Path, help="also write the table to this file")
     args = parser.parse_args(argv)
-    if args.command == "methods":
-        text = methods_table(args.folder)
-    else:
-        text = table(run(args.seeds, args.threads, args.out) if args.command == "run" else args.folders)
+    try:
+        if args.command == "methods":
+            text = methods_table(args.folder)
+        else:
+            text = table(run(args.seeds, args.threads, args.out) if args.command == "run" else args.folders)
+    except NotFinished as err:
+        parser.error(str(err))
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")

@@ -114,6 +114,44 @@ def test_the_quickstart_table_gives_each_figures_range_and_whether_the_runs_agre
     assert rows["saliency mass in box"][-2:] == ["0.5 to 0.5", ""]
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["table", "{tmp}"], "{tmp}/runs/quickstart: no finished run here (missing best.ckpt"),
+    (["methods", "{tmp}"], "{tmp}: no finished run here (missing report/summary.csv"),
+    (["run", "--threads", "0", "--out", "{tmp}"], "--threads: must be a whole number of at least 1, got '0'"),
+    (["run", "--seeds", "x", "--out", "{tmp}"], "--seeds: must be a whole number of at least 0, got 'x'"),
+])
+def test_the_quickstart_figures_refuse_what_they_cannot_read_in_one_line(tmp_path, capsys, argv, says):
+    from benchmarks.quickstart_figures import main
+    with pytest.raises(SystemExit) as exit:
+        main([a.format(tmp=tmp_path) for a in argv])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and says.format(tmp=tmp_path) in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())  # nothing started
+
+
+def test_a_quickstart_step_that_fails_names_its_log_and_the_next_run_resumes(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from benchmarks import quickstart_figures as qf
+    # a stand-in for main.py: ``step.py COMMAND FILE`` writes FILE (what ``done`` looks for); the first fit fails
+    step = tmp_path / "step.py"
+    step.write_text("import pathlib, sys\n"
+                    "if sys.argv[1] == 'fit' and not pathlib.Path('failed-once').exists():\n"
+                    "    pathlib.Path('failed-once').touch(); sys.exit(3)\n"
+                    "p = pathlib.Path(sys.argv[2]); p.parent.mkdir(parents=True, exist_ok=True); p.touch()\n")
+
+    def commands(seed):
+        base = "runs/quickstart"
+        return [[sys.executable, str(step), command, f"{base}/{out}"] for command, out in
+                (("fit", "best.ckpt"), ("test", "test-1/explain/results.csv"), ("report", "report/summary.csv"))]
+    monkeypatch.setattr(qf, "commands", commands)
+    with pytest.raises(qf.NotFinished, match=r"s0-t1: `main.py fit` failed: its output is in .*s0-t1/log.txt"):
+        qf.run([0], [1], tmp_path)
+    assert qf.done(tmp_path / "s0-t1") == [False, False, False]
+    qf.run([0], [1], tmp_path)
+    assert qf.done(tmp_path / "s0-t1") == [True, True, True]
+
+
 def test_the_flops_counted_of_a_small_model_are_the_closed_form():
     """2 Cin Cout k k H W multiply-adds of a convolution and 2 in out of a linear layer, per input; the backward
     pass to the input (the weights take no gradient) costs a second forward's worth: a transposed convolution
